@@ -1,0 +1,190 @@
+"""The authenticated caller: an immutable value object every validator returns."""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+__all__ = ["Identity", "ScopeKind"]
+
+ScopeKind = Literal["project", "domain", "system", "unscoped"]
+
+
+
+def _aware_utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"Identity.{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"Identity.{name} must be timezone-aware")
+    return value.astimezone(timezone.utc)
+
+
+def _frozen(value: Any) -> Any:
+    """Read-only view of JSON-like data (dicts become mapping proxies, lists tuples)."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, in which scope, with which roles.
+
+    Roles keep the order the identity service gave them and compare
+    case-insensitively, as Keystone and oslo.policy do. Timestamps are
+    timezone-aware UTC.
+    """
+
+    user_id: str
+    user_name: str | None = None
+    user_domain_id: str | None = None
+    user_domain_name: str | None = None
+    project_id: str | None = None
+    project_name: str | None = None
+    project_domain_id: str | None = None
+    project_domain_name: str | None = None
+    domain_id: str | None = None
+    domain_name: str | None = None
+    system_scope: str | None = None
+    roles: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    issued_at: datetime | None = None
+    audit_ids: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    is_admin_project: bool = True
+    service_catalog: tuple[Mapping[str, Any], ...] | None = field(default=None, hash=False)
+    application_credential: Mapping[str, Any] | None = field(default=None, hash=False)
+    token_body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # Derived once, read on every request.
+    _roles_folded: frozenset[str] = field(init=False, repr=False, compare=False)
+    _expires_ts: float = field(init=False, repr=False, compare=False)
+    # Per-identity memo for rendered forms (header lists); see authmw.headers.
+    _memo: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_id, str) or not self.user_id:
+            raise ValueError("Identity.user_id must be a non-empty string")
+        setattr_ = object.__setattr__
+        for name in ("roles", "audit_ids", "methods"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise TypeError(f"Identity.{name} must be a sequence of strings, not a string")
+            value = tuple(value)
+            if not all(isinstance(v, str) for v in value):
+                raise TypeError(f"Identity.{name} must contain only strings")
+            setattr_(self, name, value)
+        setattr_(self, "expires_at", _aware_utc(self.expires_at, "expires_at"))
+        setattr_(self, "issued_at", _aware_utc(self.issued_at, "issued_at"))
+        setattr_(self, "is_admin_project", bool(self.is_admin_project))
+        if self.service_catalog is not None:
+            setattr_(self, "service_catalog", _frozen(list(self.service_catalog)))
+        if self.application_credential is not None:
+            setattr_(self, "application_credential", _frozen(self.application_credential))
+        if self.token_body is not None:
+            setattr_(self, "token_body", _frozen(self.token_body))
+        setattr_(self, "extra", _frozen(self.extra))
+        setattr_(self, "_roles_folded", frozenset(r.casefold() for r in self.roles))
+        expires = self.expires_at
+        setattr_(self, "_expires_ts", expires.timestamp() if expires is not None else math.inf)
+        setattr_(self, "_memo", {})
+
+    # -- scope -------------------------------------------------------------
+    @property
+    def scope(self) -> ScopeKind:
+        """Kind of scope: ``project``, ``domain``, ``system`` or ``unscoped``."""
+        if self.project_id:
+            return "project"
+        if self.domain_id:
+            return "domain"
+        if self.system_scope:
+            return "system"
+        return "unscoped"
+
+    # -- roles -------------------------------------------------------------
+    def has_role(self, role: str) -> bool:
+        """True if the identity holds ``role`` (case-insensitive)."""
+        return role.casefold() in self._roles_folded
+
+    def has_any_role(self, *roles: str) -> bool:
+        """True if the identity holds at least one of ``roles``."""
+        folded = self._roles_folded
+        return any(r.casefold() in folded for r in roles)
+
+    def has_all_roles(self, *roles: str) -> bool:
+        """True if the identity holds every one of ``roles``."""
+        folded = self._roles_folded
+        return all(r.casefold() in folded for r in roles)
+
+    # -- expiry ------------------------------------------------------------
+    @property
+    def expires_timestamp(self) -> float:
+        """``expires_at`` as POSIX seconds (``inf`` when the token never expires)."""
+        return self._expires_ts
+
+    def is_expired(self, now: float, leeway: float = 0.0) -> bool:
+        """True if the token expired before ``now`` (POSIX seconds) minus ``leeway``."""
+        return self._expires_ts <= now - leeway
+
+    # -- serialisation -----------------------------------------------------
+    def to_dict(self, *, include_token_body: bool = False) -> dict[str, Any]:
+        """JSON-ready dict; datetimes as ISO 8601 strings. Omits None values."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            if name == "token_body" and not include_token_body:
+                continue
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif name == "extra" and not value:
+                continue
+            else:
+                value = _thawed(value)
+            out[name] = value
+        out["scope"] = self.scope
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Identity:
+        """Inverse of :meth:`to_dict`; raises ``ValueError``/``TypeError`` on bad data."""
+        kwargs: dict[str, Any] = {}
+        for name in _FIELDS:
+            if name not in data:
+                continue
+            value = data[name]
+            if name in ("expires_at", "issued_at") and value is not None:
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be an ISO 8601 string")
+                value = datetime.fromisoformat(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def with_roles(self, roles: Iterable[str]) -> Identity:
+        """Copy with other roles (for tests and local tooling)."""
+        kwargs = {name: getattr(self, name) for name in _FIELDS}
+        kwargs["roles"] = tuple(roles)
+        return Identity(**kwargs)
+
+
+_FIELDS = tuple(
+    name for name, f in Identity.__dataclass_fields__.items() if f.init
+)

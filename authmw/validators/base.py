@@ -1,0 +1,81 @@
+"""The validator protocol, and the glue that runs blocking validators off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ..identity import Identity
+
+__all__ = [
+    "AsyncValidator",
+    "RevocationListener",
+    "Validator",
+    "run_blocking",
+    "validate_async",
+]
+
+RevocationListener = Callable[["str | None"], None]
+"""Called with the revoked token's audit id (None: anything may have changed)."""
+
+
+@runtime_checkable
+class Validator(Protocol):
+    """Checks one token.
+
+    ``validate`` returns the caller's :class:`~authmw.Identity`, raises
+    :class:`~authmw.InvalidToken` when the token is definitely not valid and
+    :class:`~authmw.IdentityServiceUnavailable` when it could not find out.
+    ``allow_expired`` is set only for a user token that comes with a valid
+    service token (Keystone's composite authentication).
+    """
+
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity: ...
+
+
+@runtime_checkable
+class AsyncValidator(Validator, Protocol):
+    """A validator that also has a native awaitable form."""
+
+    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity: ...
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
+    # A pool of our own: the loop's default pool is shared with the app's
+    # sync endpoints, and a slow identity service must not starve them.
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=16, thread_name_prefix="authmw-validate"
+            )
+        return _executor
+
+
+async def run_blocking(func: Callable[[], Identity]) -> Identity:
+    """Run a blocking validation in authmw's worker threads, keeping context vars."""
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    return await loop.run_in_executor(_blocking_executor(), ctx.run, func)
+
+
+async def validate_async(
+    validator: Validator, token: str, *, allow_expired: bool = False
+) -> Identity:
+    """Await ``validator`` natively if it can, else in a worker thread."""
+    avalidate = getattr(validator, "avalidate", None)
+    if avalidate is not None:
+        result: Identity = await avalidate(token, allow_expired=allow_expired)
+        return result
+    return await run_blocking(
+        functools.partial(validator.validate, token, allow_expired=allow_expired)
+    )
