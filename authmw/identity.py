@@ -14,7 +14,6 @@ __all__ = ["Identity", "ScopeKind"]
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
 
 
-
 def _aware_utc(value: datetime | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -185,6 +184,4 @@ class Identity:
         return Identity(**kwargs)
 
 
-_FIELDS = tuple(
-    name for name, f in Identity.__dataclass_fields__.items() if f.init
-)
+_FIELDS = tuple(name for name, f in Identity.__dataclass_fields__.items() if f.init)

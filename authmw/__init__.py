@@ -1,0 +1,47 @@
+"""authmw: X-Auth-Token authentication middleware for WSGI and ASGI apps."""
+
+from __future__ import annotations
+
+from .asgi import ASGIAuthMiddleware
+from .cache import CachedValidator
+from .core import AuthCore, Decision, Rejection, error_body
+from .errors import (
+    AuthError,
+    ConfigurationError,
+    Forbidden,
+    IdentityServiceUnavailable,
+    InvalidToken,
+    NotAuthenticated,
+    ScopeMismatch,
+)
+from .identity import Identity
+from .resilience import CircuitBreaker, GuardedValidator
+from .validators.base import AsyncValidator, Validator
+from .validators.memory import InMemoryValidator
+from .wsgi import WSGIAuthMiddleware
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASGIAuthMiddleware",
+    "AsyncValidator",
+    "AuthCore",
+    "AuthError",
+    "CachedValidator",
+    "CircuitBreaker",
+    "ConfigurationError",
+    "Decision",
+    "Forbidden",
+    "GuardedValidator",
+    "Identity",
+    "IdentityServiceUnavailable",
+    "InMemoryValidator",
+    "InvalidToken",
+    "NotAuthenticated",
+    "Rejection",
+    "ScopeMismatch",
+    "Validator",
+    "WSGIAuthMiddleware",
+    "__version__",
+    "error_body",
+]

@@ -1,0 +1,242 @@
+"""Every identity header name authmw injects or strips, in one place.
+
+The set that is stripped from incoming requests is built from the same
+tables the injected headers are rendered from, so the two cannot drift
+apart. Names compare case-insensitively with ``_`` and ``-`` folded
+together, as WSGI servers fold them (``X_Roles`` -> ``HTTP_X_ROLES``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from .identity import Identity
+
+__all__ = [
+    "IDENTITY_STATUS",
+    "INJECTED_HEADERS",
+    "SERVICE_IDENTITY_STATUS",
+    "STRIPPED_HEADERS",
+    "asgi_items",
+    "environ_key",
+    "is_stripped",
+    "strip_asgi_headers",
+    "strip_environ",
+    "wsgi_items",
+]
+
+IDENTITY_STATUS = "X-Identity-Status"
+SERVICE_IDENTITY_STATUS = "X-Service-Identity-Status"
+SYSTEM_SCOPE = "OpenStack-System-Scope"
+SERVICE_SYSTEM_SCOPE = "X-Service-System-Scope"
+SERVICE_CATALOG = "X-Service-Catalog"
+IS_ADMIN_PROJECT = "X-Is-Admin-Project"
+
+Getter = Callable[[Identity], "str | None"]
+
+
+def _roles(identity: Identity) -> str | None:
+    return ",".join(identity.roles)
+
+
+# Headers rendered for both the user (``X-...``) and the service token
+# (``X-Service-...``). Order is the order they are written in.
+_SCOPED: tuple[tuple[str, Getter], ...] = (
+    ("User-Id", lambda i: i.user_id),
+    ("User-Name", lambda i: i.user_name),
+    ("User-Domain-Id", lambda i: i.user_domain_id),
+    ("User-Domain-Name", lambda i: i.user_domain_name),
+    ("Project-Id", lambda i: i.project_id),
+    ("Project-Name", lambda i: i.project_name),
+    ("Project-Domain-Id", lambda i: i.project_domain_id),
+    ("Project-Domain-Name", lambda i: i.project_domain_name),
+    ("Domain-Id", lambda i: i.domain_id),
+    ("Domain-Name", lambda i: i.domain_name),
+    ("Roles", _roles),
+)
+
+# Legacy names kept for old OpenStack-style code: (legacy, modern source).
+_LEGACY: tuple[tuple[str, str], ...] = (
+    ("X-Role", "X-Roles"),
+    ("X-User", "X-User-Name"),
+    ("X-Tenant-Id", "X-Project-Id"),
+    ("X-Tenant-Name", "X-Project-Name"),
+    ("X-Tenant", "X-Project-Name"),
+)
+
+
+def _user_headers() -> tuple[tuple[str, Getter], ...]:
+    headers = [(f"X-{suffix}", getter) for suffix, getter in _SCOPED]
+    headers.append((IS_ADMIN_PROJECT, lambda i: "True" if i.is_admin_project else "False"))
+    headers.append((SYSTEM_SCOPE, lambda i: i.system_scope))
+    headers.append((SERVICE_CATALOG, _catalog_json))
+    return tuple(headers)
+
+
+def _service_headers() -> tuple[tuple[str, Getter], ...]:
+    headers = [(f"X-Service-{suffix}", getter) for suffix, getter in _SCOPED]
+    headers.append(
+        ("X-Service-Is-Admin-Project", lambda i: "True" if i.is_admin_project else "False")
+    )
+    headers.append((SERVICE_SYSTEM_SCOPE, lambda i: i.system_scope))
+    return tuple(headers)
+
+
+def _v3_to_v2_catalog(catalog: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    # X-Service-Catalog has always carried the v2 layout (one dict per region
+    # with publicURL/internalURL/adminURL); keystonemiddleware converts too.
+    services = []
+    for service in catalog:
+        converted: dict[str, Any] = {"type": service.get("type")}
+        if "name" in service:
+            converted["name"] = service["name"]
+        regions: dict[Any, dict[str, Any]] = {}
+        for endpoint in service.get("endpoints", ()):
+            region_name = endpoint.get("region")
+            region = regions.setdefault(region_name, {"region": region_name} if region_name else {})
+            interface = endpoint.get("interface")
+            if isinstance(interface, str) and "url" in endpoint:
+                region[interface.lower() + "URL"] = endpoint["url"]
+            else:  # already v2 layout
+                region.update(endpoint)
+        converted["endpoints"] = list(regions.values())
+        services.append(converted)
+    return services
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _catalog_json(identity: Identity) -> str | None:
+    if identity.service_catalog is None:
+        return None
+    catalog = _v3_to_v2_catalog(_thaw(identity.service_catalog))
+    return json.dumps(catalog, separators=(",", ":"))
+
+
+USER_HEADERS = _user_headers()
+SERVICE_HEADERS = _service_headers()
+
+INJECTED_HEADERS: tuple[str, ...] = (
+    IDENTITY_STATUS,
+    SERVICE_IDENTITY_STATUS,
+    *(name for name, _ in USER_HEADERS),
+    *(name for name, _ in SERVICE_HEADERS),
+    *(legacy for legacy, _ in _LEGACY),
+)
+"""Every header name authmw may add to a request."""
+
+STRIPPED_HEADERS: frozenset[str] = frozenset(INJECTED_HEADERS) | {
+    "X-Service-Service-Catalog",
+}
+"""Every header name removed from incoming requests (canonical spelling)."""
+
+
+def _fold(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def environ_key(header: str) -> str:
+    """WSGI environ key of a header name (``X-Roles`` -> ``HTTP_X_ROLES``)."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+_STRIPPED_FOLDED: frozenset[str] = frozenset(_fold(n) for n in STRIPPED_HEADERS)
+_STRIPPED_FOLDED_BYTES: frozenset[bytes] = frozenset(n.encode() for n in _STRIPPED_FOLDED)
+STRIPPED_ENVIRON_KEYS: tuple[str, ...] = tuple(sorted({environ_key(n) for n in STRIPPED_HEADERS}))
+
+
+def is_stripped(name: str) -> bool:
+    """True if a header of this name (any case, ``_`` or ``-``) is stripped."""
+    return _fold(name) in _STRIPPED_FOLDED
+
+
+def strip_environ(environ: MutableMapping[str, Any]) -> None:
+    """Remove every forgeable identity header from a WSGI environ, in place."""
+    pop = environ.pop
+    for key in STRIPPED_ENVIRON_KEYS:
+        pop(key, None)
+
+
+# Raw header name -> stripped?  Header names repeat from request to request,
+# so folding each one once saves work on the hot path. Bounded: names an
+# attacker invents are folded every time once the memo is full.
+_asgi_name_memo: dict[bytes, bool] = {}
+_ASGI_NAME_MEMO_MAX = 4096
+
+
+def _asgi_name_stripped(name: bytes) -> bool:
+    stripped = _asgi_name_memo.get(name)
+    if stripped is None:
+        stripped = name.lower().replace(b"_", b"-") in _STRIPPED_FOLDED_BYTES
+        if len(_asgi_name_memo) < _ASGI_NAME_MEMO_MAX:
+            _asgi_name_memo[name] = stripped
+    return stripped
+
+
+def strip_asgi_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """New ASGI header list without forgeable identity headers."""
+    memo_get = _asgi_name_memo.get
+    kept = []
+    for item in headers:
+        stripped = memo_get(item[0])
+        if stripped is None:
+            stripped = _asgi_name_stripped(item[0])
+        if not stripped:
+            kept.append(item)
+    return kept
+
+
+def _clean(value: str) -> str:
+    # Values come from the identity service; never let one carry a line break.
+    if "\r" in value or "\n" in value or "\0" in value:
+        value = value.replace("\r", " ").replace("\n", " ").replace("\0", "")
+    return value
+
+
+def rendered(identity: Identity, service: bool = False) -> tuple[tuple[str, str], ...]:
+    """(canonical name, value) pairs for ``identity``; absent values omitted."""
+    table = SERVICE_HEADERS if service else USER_HEADERS
+    pairs: list[tuple[str, str]] = []
+    for name, getter in table:
+        value = getter(identity)
+        if value is not None:
+            pairs.append((name, _clean(value)))
+    if not service:
+        present = dict(pairs)
+        pairs.extend((legacy, present[source]) for legacy, source in _LEGACY if source in present)
+    return tuple(pairs)
+
+
+def wsgi_items(identity: Identity, service: bool = False) -> tuple[tuple[str, str], ...]:
+    """Environ (key, value) pairs for ``identity``, rendered once per identity."""
+    memo_key = "wsgi-service" if service else "wsgi"
+    items: tuple[tuple[str, str], ...] | None = identity._memo.get(memo_key)
+    if items is None:
+        items = tuple(
+            # PEP 3333: environ values are latin-1 "bytes as str".
+            (environ_key(name), value.encode("utf-8").decode("latin-1"))
+            for name, value in rendered(identity, service)
+        )
+        identity._memo[memo_key] = items
+    return items
+
+
+def asgi_items(identity: Identity, service: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+    """ASGI (lower-case name, value) byte pairs for ``identity``, rendered once."""
+    memo_key = "asgi-service" if service else "asgi"
+    items: tuple[tuple[bytes, bytes], ...] | None = identity._memo.get(memo_key)
+    if items is None:
+        items = tuple(
+            (name.lower().encode("latin-1"), value.encode("utf-8"))
+            for name, value in rendered(identity, service)
+        )
+        identity._memo[memo_key] = items
+    return items

@@ -1,0 +1,217 @@
+"""Outage behaviour around any validator: a circuit breaker and a bound on calls in flight.
+
+After ``failure_threshold`` consecutive :class:`IdentityServiceUnavailable`
+answers the breaker opens: calls fail at once for ``cooldown`` seconds, then
+one probe is let through (half-open); its success closes the breaker, its
+failure opens it again. At most ``max_concurrency`` validations run at once;
+a caller that cannot get a slot within ``acquire_timeout`` gets a 503, so a
+stalled identity service cannot pile up worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .errors import ConfigurationError, IdentityServiceUnavailable
+from .identity import Identity
+from .validators.base import Validator, validate_async
+
+__all__ = ["CircuitBreaker", "GuardedValidator"]
+
+log = logging.getLogger("authmw.resilience")
+
+CircuitState = Literal["closed", "open", "half-open"]
+
+
+class CircuitBreaker:
+    """Counts consecutive failures and decides whether a call may go out."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        cooldown: float = 10.0,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(failure_threshold, int) or failure_threshold < 1:
+            raise ConfigurationError(
+                "failure_threshold", f"must be an integer >= 1, got {failure_threshold!r}"
+            )
+        if not isinstance(cooldown, (int, float)) or cooldown < 0:
+            raise ConfigurationError("cooldown", f"must be a number >= 0, got {cooldown!r}")
+        self.failure_threshold = failure_threshold
+        self.cooldown = float(cooldown)
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._opened_at = 0.0
+        self._state: CircuitState = "closed"
+        self._probing = False
+
+    @property
+    def state(self) -> CircuitState:
+        with self._lock:
+            if self._state == "open" and self._timer() - self._opened_at >= self.cooldown:
+                return "half-open"
+            return self._state
+
+    def retry_after(self) -> float:
+        """Seconds until the next probe may go out (0 when closed)."""
+        with self._lock:
+            if self._state != "open":
+                return 0.0
+            return max(0.0, self.cooldown - (self._timer() - self._opened_at))
+
+    def before_call(self) -> None:
+        """Raise :class:`IdentityServiceUnavailable` if the breaker is open."""
+        with self._lock:
+            if self._state == "closed":
+                return
+            if self._state == "open":
+                if self._timer() - self._opened_at < self.cooldown:
+                    raise IdentityServiceUnavailable("identity service circuit open")
+                self._state = "half-open"
+                self._probing = False
+            if self._probing:
+                raise IdentityServiceUnavailable("identity service circuit half-open, probing")
+            self._probing = True
+
+    def on_success(self) -> None:
+        with self._lock:
+            if self._state != "closed":
+                log.warning("identity service answers again; circuit closed")
+            self._state = "closed"
+            self._failures = 0
+            self._probing = False
+
+    def on_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._probing = False
+            if self._state == "half-open" or (
+                self._state == "closed" and self._failures >= self.failure_threshold
+            ):
+                if self._state == "closed":
+                    log.warning(
+                        "identity service failed %d times in a row; circuit open for %.1fs",
+                        self._failures,
+                        self.cooldown,
+                    )
+                self._state = "open"
+                self._opened_at = self._timer()
+
+    def on_abandon(self) -> None:
+        """A probe ended with neither answer (e.g. cancelled): let another probe go."""
+        with self._lock:
+            self._probing = False
+
+
+class GuardedValidator:
+    """Wraps a validator with a :class:`CircuitBreaker` and a concurrency bound."""
+
+    def __init__(
+        self,
+        validator: Validator,
+        *,
+        breaker: CircuitBreaker | None = None,
+        max_concurrency: int = 32,
+        acquire_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigurationError(
+                "max_concurrency", f"must be an integer >= 1, got {max_concurrency!r}"
+            )
+        if not isinstance(acquire_timeout, (int, float)) or acquire_timeout < 0:
+            raise ConfigurationError(
+                "acquire_timeout", f"must be a number >= 0, got {acquire_timeout!r}"
+            )
+        self.validator = validator
+        self.breaker = breaker or CircuitBreaker()
+        self.max_concurrency = max_concurrency
+        self.acquire_timeout = float(acquire_timeout)
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._async_slots: dict[int, asyncio.Semaphore] = {}
+        self.in_flight = 0
+
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        self.breaker.before_call()
+        if not self._slots.acquire(timeout=self.acquire_timeout):
+            self.breaker.on_abandon()
+            raise IdentityServiceUnavailable("too many validations in flight")
+        self.in_flight += 1
+        try:
+            return self._observe(
+                lambda: self.validator.validate(token, allow_expired=allow_expired)
+            )
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    def _observe(self, call: Callable[[], Identity]) -> Identity:
+        try:
+            identity = call()
+        except IdentityServiceUnavailable:
+            self.breaker.on_failure()
+            raise
+        except BaseException:
+            # InvalidToken is a healthy answer; anything else is not the service's fault.
+            self.breaker.on_success()
+            raise
+        self.breaker.on_success()
+        return identity
+
+    def _async_semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        semaphore = self._async_slots.get(loop_id)
+        if semaphore is None:
+            semaphore = self._async_slots[loop_id] = asyncio.Semaphore(self.max_concurrency)
+        return semaphore
+
+    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        self.breaker.before_call()
+        semaphore = self._async_semaphore()
+        try:
+            await asyncio.wait_for(semaphore.acquire(), self.acquire_timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            self.breaker.on_abandon()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise IdentityServiceUnavailable("too many validations in flight") from None
+        self.in_flight += 1
+        try:
+            identity = await validate_async(self.validator, token, allow_expired=allow_expired)
+        except IdentityServiceUnavailable:
+            self.breaker.on_failure()
+            raise
+        except asyncio.CancelledError:
+            self.breaker.on_abandon()
+            raise
+        except BaseException:
+            self.breaker.on_success()
+            raise
+        else:
+            self.breaker.on_success()
+            return identity
+        finally:
+            self.in_flight -= 1
+            semaphore.release()
+
+    def close(self) -> None:
+        close: Any = getattr(self.validator, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        aclose: Any = getattr(self.validator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def add_revocation_listener(self, listener: Callable[[str | None], None]) -> None:
+        listen = getattr(self.validator, "add_revocation_listener", None)
+        if listen is not None:
+            listen(listener)
