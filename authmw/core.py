@@ -588,6 +588,10 @@ class AuthCore:
         """Counters: cache hits/misses/negative hits/coalesced waits, circuit state."""
         out: dict[str, Any] = dict(self.cache.stats.as_dict())
         out["cached_tokens"] = len(self.cache)
+        guarded = self.cache.validator
+        if isinstance(guarded, GuardedValidator):
+            out.update({f"validations_{k}": v for k, v in guarded.stats.as_dict().items()})
+            out["validations_in_flight"] = guarded.in_flight
         if self.breaker is not None:
             out["circuit_state"] = self.breaker.state
         return out

@@ -17,15 +17,55 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .errors import ConfigurationError, IdentityServiceUnavailable
+from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
 from .validators.base import Validator, validate_async
 
-__all__ = ["CircuitBreaker", "GuardedValidator"]
+__all__ = ["CircuitBreaker", "GuardedValidator", "ValidationStats"]
 
 log = logging.getLogger("authmw.resilience")
 
 CircuitState = Literal["closed", "open", "half-open"]
+
+
+class ValidationStats:
+    """Outcomes and latency of the calls that reached the validator."""
+
+    __slots__ = (
+        "error",
+        "invalid",
+        "latency_max",
+        "latency_total",
+        "ok",
+        "rejected_busy",
+        "rejected_open",
+        "unavailable",
+    )
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.invalid = 0
+        self.unavailable = 0
+        self.error = 0
+        self.rejected_open = 0
+        self.rejected_busy = 0
+        self.latency_total = 0.0
+        self.latency_max = 0.0
+
+    def observe(self, outcome: str, seconds: float) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        self.latency_total += seconds
+        if seconds > self.latency_max:
+            self.latency_max = seconds
+
+    @property
+    def calls(self) -> int:
+        return self.ok + self.invalid + self.unavailable + self.error
+
+    def as_dict(self) -> dict[str, float]:
+        out: dict[str, float] = {name: getattr(self, name) for name in self.__slots__}
+        out["calls"] = self.calls
+        return out
 
 
 class CircuitBreaker:
@@ -134,36 +174,56 @@ class GuardedValidator:
         self.breaker = breaker or CircuitBreaker()
         self.max_concurrency = max_concurrency
         self.acquire_timeout = float(acquire_timeout)
+        self.stats = ValidationStats()
+        self._clock = time.perf_counter
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._async_slots: dict[int, asyncio.Semaphore] = {}
         self.in_flight = 0
 
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        self.breaker.before_call()
+        self._before_call()
         if not self._slots.acquire(timeout=self.acquire_timeout):
             self.breaker.on_abandon()
+            self.stats.rejected_busy += 1
             raise IdentityServiceUnavailable("too many validations in flight")
         self.in_flight += 1
+        started = self._clock()
         try:
-            return self._observe(
-                lambda: self.validator.validate(token, allow_expired=allow_expired)
-            )
+            identity = self.validator.validate(token, allow_expired=allow_expired)
+        except BaseException as exc:
+            self._record_failure(exc, started)
+            raise
+        else:
+            self._record_success(started)
+            return identity
         finally:
             self.in_flight -= 1
             self._slots.release()
 
-    def _observe(self, call: Callable[[], Identity]) -> Identity:
+    def _before_call(self) -> None:
         try:
-            identity = call()
+            self.breaker.before_call()
         except IdentityServiceUnavailable:
-            self.breaker.on_failure()
+            self.stats.rejected_open += 1
             raise
-        except BaseException:
-            # InvalidToken is a healthy answer; anything else is not the service's fault.
-            self.breaker.on_success()
-            raise
+
+    def _record_success(self, started: float) -> None:
+        self.stats.observe("ok", self._clock() - started)
         self.breaker.on_success()
-        return identity
+
+    def _record_failure(self, exc: BaseException, started: float) -> None:
+        if isinstance(exc, IdentityServiceUnavailable):
+            self.stats.observe("unavailable", self._clock() - started)
+            self.breaker.on_failure()
+        elif isinstance(exc, InvalidToken):
+            # A definite "no" is a healthy answer from the identity service.
+            self.stats.observe("invalid", self._clock() - started)
+            self.breaker.on_success()
+        elif isinstance(exc, Exception):
+            self.stats.observe("error", self._clock() - started)
+            self.breaker.on_failure()
+        else:  # cancelled or interrupted: no answer either way
+            self.breaker.on_abandon()
 
     def _async_semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -173,29 +233,26 @@ class GuardedValidator:
         return semaphore
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        self.breaker.before_call()
+        self._before_call()
         semaphore = self._async_semaphore()
         try:
             await asyncio.wait_for(semaphore.acquire(), self.acquire_timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        except asyncio.TimeoutError:
             self.breaker.on_abandon()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            self.stats.rejected_busy += 1
             raise IdentityServiceUnavailable("too many validations in flight") from None
+        except BaseException:
+            self.breaker.on_abandon()
+            raise
         self.in_flight += 1
+        started = self._clock()
         try:
             identity = await validate_async(self.validator, token, allow_expired=allow_expired)
-        except IdentityServiceUnavailable:
-            self.breaker.on_failure()
-            raise
-        except asyncio.CancelledError:
-            self.breaker.on_abandon()
-            raise
-        except BaseException:
-            self.breaker.on_success()
+        except BaseException as exc:
+            self._record_failure(exc, started)
             raise
         else:
-            self.breaker.on_success()
+            self._record_success(started)
             return identity
         finally:
             self.in_flight -= 1
