@@ -135,7 +135,9 @@ class CachedValidator:
             listen(self.invalidate)
 
     # -- the hot path ------------------------------------------------------
-    def lookup(self, token: str, allow_expired: bool = False) -> Identity | None:
+    def lookup(
+        self, token: str, allow_expired: bool = False, *, count_miss: bool = True
+    ) -> Identity | None:
         """Cached identity for ``token``, or None on a miss; never does I/O.
 
         Raises :class:`InvalidToken` when a recent rejection is remembered.
@@ -155,7 +157,8 @@ class CachedValidator:
                     self.stats.negative_hits += 1
                     raise InvalidToken("token rejected recently (cached)")
                 del self._negative[key]
-            self.stats.misses += 1
+            if count_miss:
+                self.stats.misses += 1
         return None
 
     # -- blocking ----------------------------------------------------------

@@ -411,7 +411,7 @@ class AuthCore:
         if token.__class__ is Rejection:
             return None  # the flow logs and applies delayed mode
         try:
-            identity = self.cache.lookup(token)  # type: ignore[arg-type]
+            identity = self.cache.lookup(token, count_miss=False)  # type: ignore[arg-type]
         except InvalidToken:
             log.debug("rejected token %s (cached rejection)", fingerprint(token))  # type: ignore[arg-type]
             return self._delayed_invalid if self.delay_auth_decision else self._decision_invalid
