@@ -145,20 +145,25 @@ class CachedValidator:
         key = _cache_key(token, allow_expired)
         now = self._timer()
         with self._lock:
-            entry = self._positive.get(key)
-            if entry is not None:
-                if now < entry[1]:
-                    self.stats.hits += 1
-                    return entry[0]
-                del self._positive[key]
-            until = self._negative.get(key)
-            if until is not None:
-                if now < until:
-                    self.stats.negative_hits += 1
-                    raise InvalidToken("token rejected recently (cached)")
-                del self._negative[key]
-            if count_miss:
+            identity = self._cached(key, now)
+            if identity is None and count_miss:
                 self.stats.misses += 1
+        return identity
+
+    def _cached(self, key: bytes, now: float) -> Identity | None:
+        """Look ``key`` up; the caller holds the lock."""
+        entry = self._positive.get(key)
+        if entry is not None:
+            if now < entry[1]:
+                self.stats.hits += 1
+                return entry[0]
+            del self._positive[key]
+        until = self._negative.get(key)
+        if until is not None:
+            if now < until:
+                self.stats.negative_hits += 1
+                raise InvalidToken("token rejected recently (cached)")
+            del self._negative[key]
         return None
 
     # -- blocking ----------------------------------------------------------
@@ -169,7 +174,12 @@ class CachedValidator:
             return identity
         key = _cache_key(token, allow_expired)
         for _attempt in range(3):
+            now = self._timer()
             with self._lock:
+                # Another thread may have finished this validation since our lookup.
+                cached = self._cached(key, now)
+                if cached is not None:
+                    return cached
                 flight = self._flights.get(key)
                 leader = flight is None
                 if flight is None:
@@ -227,7 +237,11 @@ class CachedValidator:
         key = _cache_key(token, allow_expired)
         loop = asyncio.get_running_loop()
         task_key = (key, id(loop))
+        now = self._timer()
         with self._lock:
+            cached = self._cached(key, now)
+            if cached is not None:
+                return cached
             task = self._tasks.get(task_key)
             if task is None or task.done():
                 task = loop.create_task(self._afetch(key, token, allow_expired))
