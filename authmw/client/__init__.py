@@ -14,13 +14,25 @@ from ._base import (
     install_log_redaction,
     parse_timestamp,
 )
+from .keystone_v3 import (
+    KeystoneV3ApplicationCredential,
+    KeystoneV3Auth,
+    KeystoneV3Password,
+    KeystoneV3Token,
+    keystone_v3_url,
+)
 
 __all__ = [
     "AcquiredToken",
     "AuthenticationFailed",
+    "KeystoneV3ApplicationCredential",
+    "KeystoneV3Auth",
+    "KeystoneV3Password",
+    "KeystoneV3Token",
     "StaticToken",
     "TokenAuth",
     "TokenFlow",
     "install_log_redaction",
+    "keystone_v3_url",
     "parse_timestamp",
 ]
