@@ -1,0 +1,146 @@
+"""PostgreSQL backend through psycopg 3, for token stores shared by several hosts.
+
+Imported only when a ``postgresql://`` URL is used, so psycopg stays an
+optional extra (``pip install authmw[postgresql]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import ConfigurationError
+from ._backend import Backend, Migrations
+
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ConfigurationError(
+        "url", "a postgresql:// token store needs psycopg 3: pip install 'authmw[postgresql]'"
+    ) from exc
+
+__all__ = ["PostgresBackend"]
+
+# Key of the advisory lock that serialises migrations across hosts.
+_MIGRATION_LOCK = 0x61_6D_77_5F_6D_69_67  # "amw_mig"
+
+_MIGRATIONS: Migrations = (
+    (
+        1,
+        (
+            """CREATE TABLE authmw_settings (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )""",
+            """CREATE TABLE authmw_tokens (
+                id TEXT PRIMARY KEY,
+                token_hash BYTEA NOT NULL UNIQUE,
+                user_id TEXT NOT NULL,
+                user_name TEXT,
+                user_domain_id TEXT,
+                user_domain_name TEXT,
+                project_id TEXT,
+                project_name TEXT,
+                project_domain_id TEXT,
+                project_domain_name TEXT,
+                domain_id TEXT,
+                domain_name TEXT,
+                system_scope TEXT,
+                roles TEXT NOT NULL DEFAULT '',
+                description TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION,
+                revoked_at DOUBLE PRECISION,
+                last_used_at DOUBLE PRECISION
+            )""",
+        ),
+    ),
+    (
+        2,
+        (
+            "CREATE INDEX authmw_tokens_user_id ON authmw_tokens (user_id)",
+            "CREATE INDEX authmw_tokens_user_name ON authmw_tokens (user_name)",
+            "CREATE INDEX authmw_tokens_expires_at ON authmw_tokens (expires_at)",
+        ),
+    ),
+)
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database; tables are prefixed ``authmw_`` and live in the
+    first schema of the connection's ``search_path``. Every statement has a
+    ``statement_timeout`` so a stuck server cannot hold request threads.
+    """
+
+    dialect = "postgresql"
+    migrations = _MIGRATIONS
+    version_table = """CREATE TABLE IF NOT EXISTS authmw_schema_version (
+        version INTEGER PRIMARY KEY,
+        applied_at DOUBLE PRECISION NOT NULL
+    )"""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        super().__init__(url, timeout=timeout)
+        try:
+            self._conninfo = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigurationError("url", f"invalid PostgreSQL URL {self.display_url!r}") from exc
+        self._sql_cache: dict[str, str] = {}
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in self._conninfo:
+            kwargs["connect_timeout"] = max(2, math.ceil(self.timeout))
+        conn = psycopg.connect(self.url, **kwargs)
+        try:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                (str(max(1, int(self.timeout * 1000))),),
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _is_integrity_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.IntegrityError)
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error)
+
+    def _is_broken(self, conn: Any, exc: BaseException) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    def sql(self, statement: str) -> str:
+        converted = self._sql_cache.get(statement)
+        if converted is None:
+            converted = self._sql_cache[statement] = statement.replace("?", "%s")
+        return converted
+
+    @contextmanager
+    def exclusive(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            yield
+
+    @contextmanager
+    def transaction(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        with conn.transaction():
+            yield
+
+    def bulk_insert(
+        self,
+        conn: psycopg.Connection[Any],
+        table: str,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> int:
+        count = 0
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with conn.cursor().copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
