@@ -1,0 +1,192 @@
+"""Keystone v3 token validation without I/O: the request to send, the answer's meaning.
+
+Shared by the blocking and the async paths of :class:`~authmw.KeystoneValidator`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..client._base import parse_timestamp
+from ..errors import IdentityServiceUnavailable, InvalidToken
+from ..identity import Identity
+
+__all__ = [
+    "ServiceTokenRejected",
+    "build_validation_request",
+    "check_subject_token",
+    "identity_from_token",
+    "interpret_validation_response",
+]
+
+MAX_TOKEN_SIZE = 8192
+
+
+class ServiceTokenRejected(Exception):
+    """Keystone refused *our* token (401/403): re-authenticate, then give up."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"Keystone refused the service token ({status_code})")
+        self.status_code = status_code
+
+
+def check_subject_token(token: str) -> None:
+    """Reject, without asking Keystone, what cannot be a token or cannot go in a header."""
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("empty token")
+    if len(token) > MAX_TOKEN_SIZE:
+        raise InvalidToken("token too large")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise InvalidToken("token has characters no token has")
+
+
+def build_validation_request(
+    base_url: str,
+    service_token: str,
+    subject_token: str,
+    *,
+    include_catalog: bool = False,
+    allow_expired: bool = False,
+) -> httpx.Request:
+    """``GET {base_url}/auth/tokens`` asking Keystone about ``subject_token``."""
+    params: dict[str, str] = {}
+    if not include_catalog:
+        params["nocatalog"] = ""
+    if allow_expired:
+        params["allow_expired"] = "1"
+    return httpx.Request(
+        "GET",
+        base_url + "/auth/tokens",
+        params=params or None,
+        headers={
+            "X-Auth-Token": service_token,
+            "X-Subject-Token": subject_token,
+            "Accept": "application/json",
+        },
+    )
+
+
+def interpret_validation_response(
+    status_code: int,
+    body: bytes,
+    *,
+    now: float,
+    leeway: float = 0.0,
+    allow_expired: bool = False,
+    include_catalog: bool = False,
+) -> Identity:
+    """The identity for a ``GET /v3/auth/tokens`` answer.
+
+    Raises :class:`InvalidToken` (404, or expired), :class:`ServiceTokenRejected`
+    (401/403) or :class:`IdentityServiceUnavailable` (anything else that is not a
+    well-formed 200).
+    """
+    if status_code == 200:
+        try:
+            data = json.loads(body)
+            token = data["token"]
+            identity = identity_from_token(token, include_catalog=include_catalog)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise IdentityServiceUnavailable(
+                f"malformed token body from Keystone ({type(exc).__name__})"
+            ) from None
+        if not allow_expired and identity.is_expired(now, leeway):
+            raise InvalidToken("token expired")
+        return identity
+    if status_code == 404:
+        raise InvalidToken("Keystone does not know this token")
+    if status_code in (401, 403):
+        raise ServiceTokenRejected(status_code)
+    raise IdentityServiceUnavailable(f"Keystone answered {status_code} to a token validation")
+
+
+def _named(value: Any) -> tuple[str | None, str | None]:
+    """(id, name) of a ``{"id": ..., "name": ...}`` object (may be absent)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        raise TypeError("expected an object")
+    ident, name = value.get("id"), value.get("name")
+    if ident is not None and not isinstance(ident, str):
+        raise TypeError("id must be a string")
+    if name is not None and not isinstance(name, str):
+        raise TypeError("name must be a string")
+    return ident, name
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = False) -> Identity:
+    """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data)."""
+    if not isinstance(token, Mapping):
+        raise TypeError("token must be an object")
+    user = token["user"]
+    user_id, user_name = _named(user)
+    if not user_id:
+        raise KeyError("token.user.id")
+    user_domain_id, user_domain_name = _named(user.get("domain"))
+
+    project_id = project_name = project_domain_id = project_domain_name = None
+    project = token.get("project")
+    if project is not None:
+        project_id, project_name = _named(project)
+        project_domain_id, project_domain_name = _named(project.get("domain"))
+    domain_id, domain_name = _named(token.get("domain"))
+
+    system = token.get("system")
+    if system is not None and not isinstance(system, Mapping):
+        raise TypeError("token.system must be an object")
+    system_scope = "all" if system and system.get("all") is True else None
+
+    roles = tuple(_named(role)[1] or "" for role in token.get("roles") or ())
+    if not all(roles):
+        raise KeyError("token.roles[].name")
+
+    expires = token.get("expires_at")
+    issued = token.get("issued_at")
+    is_admin_project = token.get("is_admin_project", True)
+    if not isinstance(is_admin_project, bool):
+        raise TypeError("token.is_admin_project must be a boolean")
+
+    catalog = None
+    if include_catalog:
+        catalog = token.get("catalog")
+        if catalog is not None and not isinstance(catalog, list):
+            raise TypeError("token.catalog must be a list")
+
+    app_cred = token.get("application_credential")
+    if app_cred is not None and not isinstance(app_cred, Mapping):
+        raise TypeError("token.application_credential must be an object")
+
+    return Identity(
+        user_id=user_id,
+        user_name=user_name,
+        user_domain_id=user_domain_id,
+        user_domain_name=user_domain_name,
+        project_id=project_id,
+        project_name=project_name,
+        project_domain_id=project_domain_id,
+        project_domain_name=project_domain_name,
+        domain_id=domain_id,
+        domain_name=domain_name,
+        system_scope=system_scope,
+        roles=roles,
+        expires_at=parse_timestamp(expires) if expires is not None else None,
+        issued_at=parse_timestamp(issued) if issued is not None else None,
+        audit_ids=_strings(token.get("audit_ids")),
+        methods=_strings(token.get("methods")),
+        is_admin_project=is_admin_project,
+        service_catalog=catalog,
+        application_credential=app_cred,
+        token_body=token,
+    )
