@@ -1,0 +1,57 @@
+"""paste.deploy entry point and a keystonemiddleware-compatible ``AuthProtocol``.
+
+In an existing pipeline, replace keystonemiddleware's filter with::
+
+    [filter:authtoken]
+    paste.filter_factory = authmw:filter_factory
+    auth_url = http://keystone:5000/v3
+    username = service-user
+    ...
+
+or, in code, ``from authmw.paste import AuthProtocol`` instead of
+``from keystonemiddleware.auth_token import AuthProtocol``. Options are
+keystonemiddleware's names (see :mod:`authmw.options`); every value is checked
+when the filter is built, before the first request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .options import _IGNORED, _MIDDLEWARE, _VALIDATOR, keystone_options
+from .wsgi import WSGIAuthMiddleware
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["AuthProtocol", "filter_factory"]
+
+_KNOWN = frozenset(_VALIDATOR) | frozenset(_MIDDLEWARE) | frozenset(_IGNORED)
+
+
+class AuthProtocol(WSGIAuthMiddleware):
+    """Drop-in for keystonemiddleware's ``AuthProtocol(app, conf)``."""
+
+    def __init__(self, app: WSGIApplication, conf: Mapping[str, Any]) -> None:
+        options = keystone_options(conf)
+        super().__init__(app, options.build_validator(), **options.middleware)
+
+
+def filter_factory(
+    global_conf: Mapping[str, Any], **local_conf: Any
+) -> Callable[[WSGIApplication], WSGIAuthMiddleware]:
+    """paste.deploy filter factory: ``paste.filter_factory = authmw:filter_factory``.
+
+    Options come from the filter's own section; from ``[DEFAULT]`` (global_conf)
+    only names authmw knows are taken, as keystonemiddleware merges both.
+    """
+    conf = {k: v for k, v in global_conf.items() if k in _KNOWN}
+    conf.update(local_conf)
+    options = keystone_options(conf)
+    validator = options.build_validator()  # wrong values fail now, not at the first request
+
+    def auth_filter(app: WSGIApplication) -> WSGIAuthMiddleware:
+        return WSGIAuthMiddleware(app, validator, **options.middleware)
+
+    return auth_filter
