@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, IdentityServiceUnavailable
 
-__all__ = ["Backend", "open_backend", "redact_url"]
+__all__ = ["Backend", "open_backend", "redact_url", "sqlite_path"]
 
 log = logging.getLogger("authmw.store")
 
@@ -176,6 +176,15 @@ class Backend:
     def _unavailable(self, exc: BaseException) -> IdentityServiceUnavailable:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return IdentityServiceUnavailable(f"token store {self.display_url} unavailable: {detail}")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite ``url`` (or plain path); None for other databases."""
+    scheme = url.split(":", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        path = url[len("sqlite://") :]
+        return os.path.expanduser(path[1:]) if path.startswith("/") else None
+    return None if scheme else os.path.expanduser(url)
 
 
 def open_backend(url: str, *, timeout: float) -> Backend:

@@ -1,0 +1,507 @@
+"""The ``authmw`` command: manage local API tokens, check a token, run the demo.
+
+Settings come from options or environment variables:
+
+- ``--db URL`` / ``AUTHMW_DB``: the token store, ``sqlite:///authmw-tokens.db``
+  (a file in the working directory) unless given; ``postgresql://...`` works too.
+- ``AUTHMW_PEPPER``: the store's HMAC pepper, if it was created with one
+  (never an option, so it stays out of shell history and ``ps``).
+- ``AUTHMW_MAX_TTL``: longest lifetime of new tokens (default ``365d``;
+  ``none`` allows tokens that never expire, with ``--ttl never``).
+- ``authmw check`` uses Keystone when ``--auth-url`` / ``AUTHMW_AUTH_URL`` is
+  set; every Keystone option ``--some-option`` can be given as
+  ``AUTHMW_SOME_OPTION``.
+
+Exit status: 0 success, 1 a negative answer (invalid token, unknown token
+id), 2 a usage error or an unreachable store / identity service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .errors import AuthError, ConfigurationError, IdentityServiceUnavailable, InvalidToken
+
+if TYPE_CHECKING:
+    from .identity import Identity
+    from .store import LocalTokenStore, TokenRecord
+    from .validators.base import Validator
+
+__all__ = ["main"]
+
+DEFAULT_TTL = "30d"
+_FROM_STDIN = "-"
+
+# Keystone options of `authmw check`: (option, keyword of KeystoneValidator, help).
+_KEYSTONE_OPTIONS = (
+    ("username", "service user name"),
+    ("user-id", "service user id"),
+    ("password", "service user password (prefer AUTHMW_PASSWORD)"),
+    ("user-domain-name", "service user's domain name"),
+    ("user-domain-id", "service user's domain id"),
+    ("project-name", "service project name"),
+    ("project-id", "service project id"),
+    ("project-domain-name", "service project's domain name"),
+    ("project-domain-id", "service project's domain id"),
+    ("domain-name", "service domain scope (name)"),
+    ("domain-id", "service domain scope (id)"),
+    ("system-scope", "service system scope (all)"),
+    ("application-credential-id", "application credential id"),
+    ("application-credential-name", "application credential name"),
+    ("application-credential-secret", "application credential secret (prefer the env var)"),
+    ("static-token", "a pre-issued service token (prefer the env var)"),
+    ("cafile", "CA bundle for Keystone's TLS certificate"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Failure(Exception):
+    """A message for stderr and an exit status."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def _duration(text: str) -> float | None:
+    from .store import parse_duration
+
+    if text.strip().lower() == "never":
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(value: datetime | None, *, short: bool = False) -> str:
+    if value is None:
+        return "-" if short else "never"
+    return value.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- store ----------------------------------------------------------------
+def _open_store(args: argparse.Namespace, *, must_exist: bool) -> LocalTokenStore:
+    from .store import DEFAULT_URL, LocalTokenStore
+    from .store._backend import sqlite_path
+
+    url = args.db or _env("AUTHMW_DB") or DEFAULT_URL
+    path = sqlite_path(url)
+    if must_exist and path is not None and not os.path.exists(path):
+        raise _Failure(
+            f"no token store at {path} (issue a token first, or pass --db URL / set AUTHMW_DB)"
+        )
+    max_ttl_text = _env("AUTHMW_MAX_TTL")
+    max_ttl: float | None = 365 * 86400.0
+    if max_ttl_text is not None:
+        if max_ttl_text.strip().lower() == "none":
+            max_ttl = None
+        else:
+            try:
+                max_ttl = _duration(max_ttl_text)
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigurationError("AUTHMW_MAX_TTL", str(exc)) from None
+    return LocalTokenStore(
+        url,
+        pepper=_env("AUTHMW_PEPPER"),
+        max_ttl=max_ttl,
+        require_expiry=max_ttl is not None,
+    )
+
+
+def _print_record(record: TokenRecord) -> None:
+    rows = [
+        ("id", record.id),
+        ("status", record.status()),
+        ("user", f"{record.user_name or '-'} (id {record.user_id})"),
+        ("user domain", record.user_domain_name or record.user_domain_id or "-"),
+        ("scope", record.scope),
+    ]
+    if record.project_id:
+        rows.append(("project id", record.project_id))
+        rows.append(
+            ("project domain", record.project_domain_name or record.project_domain_id or "-")
+        )
+    if record.domain_id:
+        rows.append(("domain id", record.domain_id))
+    rows += [
+        ("roles", ", ".join(record.roles) or "-"),
+        ("description", record.description or "-"),
+        ("created", _when(record.created_at)),
+        ("expires", _when(record.expires_at)),
+        ("revoked", _when(record.revoked_at) if record.revoked_at else "-"),
+        ("last used", _when(record.last_used_at) if record.last_used_at else "-"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name + ':':<{width + 1}} {value}")
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    with _open_store(args, must_exist=False) as store:
+        issued = store.issue(
+            user_id=args.user_id,
+            user_name=args.user,
+            user_domain_id=args.user_domain_id or args.user_domain,
+            user_domain_name=args.user_domain,
+            project_id=args.project_id,
+            project_name=args.project,
+            project_domain_id=args.project_domain_id or args.project_domain,
+            project_domain_name=args.project_domain,
+            domain_id=args.domain_id,
+            domain_name=args.domain,
+            system_scope=args.system,
+            roles=args.role,
+            description=args.description or "",
+            ttl=args.ttl,
+        )
+    if args.quiet:
+        print(issued.token)
+        return 0
+    record = issued.record
+    print(f"id:      {record.id}")
+    print(f"token:   {issued.token}")
+    print(f"user:    {record.user_name or record.user_id}")
+    print(f"scope:   {record.scope}")
+    print(f"roles:   {', '.join(record.roles) or '-'}")
+    print(f"expires: {_when(record.expires_at)}")
+    print(
+        "Copy the token now: it is shown only this once (the store keeps only its hash).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    with _open_store(args, must_exist=True) as store:
+        records = store.list_tokens(user=args.user, include_inactive=args.all)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return 0
+    if not records:
+        print(
+            "no tokens"
+            + (" (use --all to include revoked and expired ones)" if not args.all else "")
+        )
+        return 0
+    header = ("ID", "USER", "SCOPE", "ROLES", "EXPIRES", "LAST USED", "STATUS", "DESCRIPTION")
+    table = [header]
+    for r in records:
+        description = r.description if len(r.description) <= 40 else r.description[:39] + "…"
+        table.append(
+            (
+                r.id,
+                r.user_name or r.user_id,
+                r.scope,
+                ",".join(r.roles) or "-",
+                _when(r.expires_at, short=True),
+                _when(r.last_used_at, short=True),
+                r.status(),
+                description,
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    with _open_store(args, must_exist=True) as store:
+        record = store.get(args.id)
+    if record is None:
+        raise _Failure(f"no token with id {args.id!r}", status=1)
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2))
+    else:
+        _print_record(record)
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    with _open_store(args, must_exist=True) as store:
+        record = store.get(args.id)
+        if record is None:
+            raise _Failure(f"no token with id {args.id!r}", status=1)
+        if store.revoke(args.id):
+            print(f"revoked token {args.id}")
+        else:
+            print(f"token {args.id} was already revoked")
+    return 0
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    if not (args.expired or args.revoked):
+        raise _Failure("say what to purge: --expired and/or --revoked")
+    with _open_store(args, must_exist=True) as store:
+        count = store.purge(
+            expired=args.expired, revoked=args.revoked, older_than=args.older_than or 0.0
+        )
+    print(f"deleted {count} token{'s' if count != 1 else ''}")
+    return 0
+
+
+# -- check ----------------------------------------------------------------
+def _keystone_settings(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    auth_url = args.auth_url or _env("AUTHMW_AUTH_URL")
+    settings: dict[str, Any] = {}
+    for option, _help in _KEYSTONE_OPTIONS:
+        keyword = option.replace("-", "_")
+        value = getattr(args, keyword) or _env("AUTHMW_" + keyword.upper())
+        if value is not None:
+            settings[keyword] = value
+    if args.insecure or (_env("AUTHMW_INSECURE") or "").lower() in ("1", "true", "yes"):
+        settings["insecure"] = True
+    return auth_url, settings
+
+
+def _check_validator(args: argparse.Namespace) -> Validator:
+    auth_url, settings = _keystone_settings(args)
+    if auth_url is None:
+        return _open_store(args, must_exist=True)
+    from .validators.keystone import KeystoneValidator
+
+    return KeystoneValidator(auth_url, **settings)
+
+
+def _print_identity(identity: Identity) -> None:
+    rows = [
+        ("user", f"{identity.user_name or '-'} (id {identity.user_id})"),
+        ("user domain", identity.user_domain_name or identity.user_domain_id or "-"),
+        ("scope", identity.scope),
+    ]
+    if identity.project_id:
+        rows.append(("project", f"{identity.project_name or '-'} (id {identity.project_id})"))
+    if identity.domain_id:
+        rows.append(("domain", f"{identity.domain_name or '-'} (id {identity.domain_id})"))
+    if identity.system_scope:
+        rows.append(("system", identity.system_scope))
+    rows += [
+        ("roles", ", ".join(identity.roles) or "-"),
+        ("expires", _when(identity.expires_at)),
+        ("audit ids", ", ".join(identity.audit_ids) or "-"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name + ':':<{width + 1}} {value}")
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    token: str = args.token
+    if token == _FROM_STDIN:
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise _Failure("no token given")
+    validator = _check_validator(args)
+    try:
+        identity = validator.validate(token)
+    except InvalidToken as exc:
+        print(f"invalid token: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        close = getattr(validator, "close", None)
+        if close is not None:
+            close()
+    if args.json:
+        print(json.dumps(identity.to_dict(), indent=2))
+    else:
+        print("valid token")
+        _print_identity(identity)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(directory=args.dir, port=args.port)
+
+
+# -- parser ---------------------------------------------------------------
+def _build_parser() -> argparse.ArgumentParser:
+    db = _Parser(add_help=False)
+    db.add_argument(
+        "--db",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="token store: sqlite:///path.db, a file path or postgresql://... "
+        "(default: $AUTHMW_DB or sqlite:///authmw-tokens.db)",
+    )
+
+    parser = _Parser(
+        prog="authmw",
+        description="Manage local API tokens, check tokens, run the demo.",
+        epilog="Exit status: 0 ok, 1 invalid token or unknown id, 2 usage error or "
+        "store / identity service unavailable.",
+        parents=[db],
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"authmw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    token = commands.add_parser("token", help="issue, list, show, revoke and purge local tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+
+    issue = token_commands.add_parser(
+        "issue", parents=[db], help="issue a token (printed once) for a user"
+    )
+    issue.add_argument("--user", metavar="NAME", help="user name (also the id unless --user-id)")
+    issue.add_argument("--user-id", metavar="ID", help="user id")
+    issue.add_argument("--user-domain", metavar="NAME", help="user's domain (default: Default)")
+    issue.add_argument("--user-domain-id", metavar="ID", help="user's domain id")
+    scope = issue.add_mutually_exclusive_group()
+    scope.add_argument("--project", metavar="NAME", help="project scope (name; also the id)")
+    scope.add_argument("--domain", metavar="NAME", help="domain scope (name; also the id)")
+    scope.add_argument("--system", metavar="all", choices=["all"], help="system scope")
+    issue.add_argument("--project-id", metavar="ID", help="project id (with or without --project)")
+    issue.add_argument(
+        "--project-domain", metavar="NAME", help="project's domain (default: Default)"
+    )
+    issue.add_argument("--project-domain-id", metavar="ID", help="project's domain id")
+    issue.add_argument("--domain-id", metavar="ID", help="domain id (with or without --domain)")
+    issue.add_argument(
+        "--role", action="append", default=[], metavar="ROLE", help="a role (repeat for more)"
+    )
+    issue.add_argument(
+        "--ttl",
+        type=_duration,
+        default=_duration(DEFAULT_TTL),
+        metavar="DURATION",
+        help=f"lifetime: 30d, 12h, 90m, 3600 (seconds) or never (default: {DEFAULT_TTL})",
+    )
+    issue.add_argument("--description", metavar="TEXT", help="what the token is for")
+    issue.add_argument("-q", "--quiet", action="store_true", help="print only the token")
+    issue.set_defaults(func=_cmd_issue)
+
+    listing = token_commands.add_parser("list", parents=[db], help="list tokens (no secrets)")
+    listing.add_argument("--user", metavar="USER", help="only this user's tokens (name or id)")
+    listing.add_argument("--all", action="store_true", help="include revoked and expired tokens")
+    listing.add_argument("--json", action="store_true", help="JSON output")
+    listing.set_defaults(func=_cmd_list)
+
+    show = token_commands.add_parser("show", parents=[db], help="show one token's details")
+    show.add_argument("id", metavar="ID", help="the token's id (not the token)")
+    show.add_argument("--json", action="store_true", help="JSON output")
+    show.set_defaults(func=_cmd_show)
+
+    revoke = token_commands.add_parser("revoke", parents=[db], help="revoke a token")
+    revoke.add_argument("id", metavar="ID", help="the token's id (not the token)")
+    revoke.set_defaults(func=_cmd_revoke)
+
+    purge = token_commands.add_parser(
+        "purge", parents=[db], help="delete expired and/or revoked tokens"
+    )
+    purge.add_argument("--expired", action="store_true", help="delete expired tokens")
+    purge.add_argument("--revoked", action="store_true", help="delete revoked tokens")
+    purge.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="only those expired/revoked at least this long ago (e.g. 7d)",
+    )
+    purge.set_defaults(func=_cmd_purge)
+
+    check = commands.add_parser(
+        "check",
+        parents=[db],
+        help="validate a token and print its identity",
+        description="Validate TOKEN with the local store, or with Keystone when --auth-url "
+        "or AUTHMW_AUTH_URL is set. Exit status 0 valid, 1 invalid, 2 unavailable.",
+    )
+    check.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
+    check.add_argument("--json", action="store_true", help="print the identity as JSON")
+    check.add_argument("--auth-url", metavar="URL", help="Keystone URL (env AUTHMW_AUTH_URL)")
+    for option, text in _KEYSTONE_OPTIONS:
+        check.add_argument(f"--{option}", metavar="VALUE", help=text)
+    check.add_argument("--insecure", action="store_true", help="do not verify Keystone's TLS")
+    check.set_defaults(func=_cmd_check)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a protected example API on 127.0.0.1 and print curl commands",
+    )
+    demo.add_argument(
+        "--dir", metavar="DIR", help="keep the demo's token store here (default: a temp dir)"
+    )
+    demo.add_argument(
+        "--port", type=int, default=8000, metavar="N", help="port (default 8000; 0 picks one)"
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    login = _login_module()
+    if login is not None:
+        login.add_parser(commands)
+    return parser
+
+
+def _login_module() -> Any:
+    """helper module of ``authmw login``, when this installation has it."""
+    if importlib.util.find_spec("authmw._cli_login") is None:
+        return None
+    try:
+        return importlib.import_module("authmw._cli_login")
+    except ImportError:  # its optional dependencies are missing: no login command
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        login = _login_module()
+        if args.command == "login" and login is not None:
+            return int(login.run(args))
+        raise _Failure(f"unknown command {args.command!r}")
+    return func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``authmw`` command line; returns the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    if "db" not in args:
+        args.db = None
+    try:
+        return _run(args)
+    except _Failure as exc:
+        _complain(str(exc))
+        return exc.status
+    except IdentityServiceUnavailable as exc:
+        message = str(exc)
+        _complain(message if "unavailable" in message else f"unavailable: {message}")
+        return 2
+    except (AuthError, ValueError, OSError) as exc:
+        # ConfigurationError is both an AuthError and a ValueError.
+        _complain(str(exc) or type(exc).__name__)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _complain(message: str) -> None:
+    print(f"authmw: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
