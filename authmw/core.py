@@ -114,8 +114,10 @@ class _PublicRoutes:
         self.prefixes: list[tuple[str, frozenset[str] | None]] = []
         self.any_path_methods: set[str] = set()
         self.any_path_any_method = False
-        if isinstance(rules, str):
-            raise ConfigurationError("public_routes", "must be a list of rules, not one string")
+        if isinstance(rules, str) or not isinstance(rules, Iterable):
+            raise ConfigurationError(
+                "public_routes", f"must be a list of rules like 'GET /healthz', got {rules!r}"
+            )
         for rule in rules:
             self._add(rule)
         self.enabled = bool(
@@ -184,9 +186,38 @@ def _is_clean_raw(raw: str) -> bool:
 
 
 def _number(option: str, value: Any, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        raise ConfigurationError(option, f"must be a number >= {minimum:g}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not value >= minimum
+    ):
+        raise ConfigurationError(option, f"must be a finite number >= {minimum:g}, got {value!r}")
     return float(value)
+
+
+def _integer(option: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(option, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _flag(option: str, value: Any) -> bool:
+    # bool("false") is True: a string from a config file must be converted by the caller.
+    if not isinstance(value, bool):
+        raise ConfigurationError(option, f"must be True or False, got {value!r}")
+    return value
+
+
+def _header_text(option: str, value: Any) -> str:
+    if not isinstance(value, str) or '"' in value or not value.isprintable():
+        raise ConfigurationError(
+            option, f"must be a string without quotes or control characters, got {value!r}"
+        )
+    return value
+
+
+_SHARED_CACHE_METHODS = ("get", "put", "put_invalid", "revoke", "aget", "aput", "aput_invalid")
 
 
 def _roles_option(option: str, value: Any) -> tuple[str, ...]:
@@ -248,26 +279,33 @@ class AuthCore:
                 raise ConfigurationError(option, f"must be a header name, got {header!r}")
             if _headers.is_stripped(header):
                 raise ConfigurationError(option, f"{header} is an identity header authmw strips")
-        if not isinstance(max_token_size, int) or isinstance(max_token_size, bool):
+        max_token_size = _integer("max_token_size", max_token_size, 16)
+        if www_authenticate_uri is not None:
+            _header_text("www_authenticate_uri", www_authenticate_uri)
+        _header_text("realm", realm)
+        if not callable(timer):
             raise ConfigurationError(
-                "max_token_size", f"must be an integer, got {max_token_size!r}"
+                "timer", f"must be a callable returning seconds, got {timer!r}"
             )
-        if max_token_size < 16:
-            raise ConfigurationError("max_token_size", f"must be >= 16, got {max_token_size}")
-        if www_authenticate_uri is not None and (
-            not isinstance(www_authenticate_uri, str) or '"' in www_authenticate_uri
+        if shared_cache is not None and not all(
+            callable(getattr(shared_cache, name, None)) for name in _SHARED_CACHE_METHODS
         ):
-            raise ConfigurationError("www_authenticate_uri", "must be a URI string")
-        if not isinstance(realm, str) or '"' in realm:
-            raise ConfigurationError("realm", "must be a string without quotes")
+            raise ConfigurationError(
+                "shared_cache",
+                f"must implement {', '.join(_SHARED_CACHE_METHODS)}, got {shared_cache!r}",
+            )
+        failure_threshold = _integer("failure_threshold", failure_threshold, 1)
+        max_concurrency = _integer("max_concurrency", max_concurrency, 1)
 
         self.token_header = token_header
         self.service_token_header = service_token_header
-        self.delay_auth_decision = bool(delay_auth_decision)
+        self.delay_auth_decision = _flag("delay_auth_decision", delay_auth_decision)
         self.max_token_size = max_token_size
         self.service_token_roles = _roles_option("service_token_roles", service_token_roles)
-        self.service_token_roles_required = bool(service_token_roles_required)
-        self.fiware_service_scope = bool(fiware_service_scope)
+        self.service_token_roles_required = _flag(
+            "service_token_roles_required", service_token_roles_required
+        )
+        self.fiware_service_scope = _flag("fiware_service_scope", fiware_service_scope)
         self.public_routes = _PublicRoutes(public_routes)
         self.retry_after = _number("retry_after", retry_after)
         self._timer = timer
