@@ -108,7 +108,12 @@ def environ(
     **extra: Any,
 ) -> dict[str, Any]:
     """A PEP 3333 environ as a server builds it (repeated headers joined with ',')."""
-    env: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+    }
     for name, value in headers:
         key = "HTTP_" + name.upper().replace("-", "_")
         env[key] = env[key] + "," + value if key in env else value
