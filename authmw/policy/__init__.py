@@ -54,6 +54,7 @@ log = logging.getLogger("authmw.policy")
 RuleText: TypeAlias = "str | Sequence[str | Sequence[str]]"
 """A rule in the policy language, or oslo.policy's legacy list-of-lists form."""
 
+_NOT_AUTHENTICATED: Final = "The request you have made requires authentication."
 _NO_TARGET: Final[Mapping[str, Any]] = MappingProxyType({})
 _NO_RULES: Final[Rules] = MappingProxyType({})
 
@@ -85,7 +86,7 @@ class Requirement:
     rules for its ``rule:`` references, so it follows :meth:`Policy.reload`.
     """
 
-    __slots__ = ("_check", "_policy", "description", "roles")
+    __slots__ = ("_check", "_message", "_policy", "description", "roles")
 
     def __init__(
         self,
@@ -94,9 +95,11 @@ class Requirement:
         *,
         policy: Policy | None = None,
         roles: tuple[str, ...] = (),
+        message: str | None = None,
     ) -> None:
         self._check = check
         self._policy = policy
+        self._message = message
         self.description = description if description is not None else str(check)
         #: Roles this requirement needs at least one of, when that is all it
         #: needs (used by integrations that map roles to scopes); else ().
@@ -114,9 +117,9 @@ class Requirement:
     ) -> Identity:
         """Return ``identity`` if allowed; raise ``NotAuthenticated`` or ``Forbidden``."""
         if identity is None:
-            raise NotAuthenticated("authentication required")
+            raise NotAuthenticated(_NOT_AUTHENTICATED)
         if not self.check(identity, target):
-            raise Forbidden(f"not allowed: requires {self.description}")
+            raise Forbidden(self._message or f"not allowed: requires {self.description}")
         return identity
 
     def _combine(self, other: Requirement, op: type[And] | type[Or], word: str) -> Requirement:
@@ -435,7 +438,7 @@ class Policy:
     ) -> Identity:
         """Return ``identity`` if allowed; raise ``NotAuthenticated`` or ``Forbidden``."""
         if identity is None:
-            raise NotAuthenticated("authentication required")
+            raise NotAuthenticated(_NOT_AUTHENTICATED)
         if not self.enforce(rule, identity, target):
             raise Forbidden(f"policy does not allow {rule}")
         return identity
@@ -447,7 +450,9 @@ class Policy:
         compiled as an expression whose ``rule:`` references must exist.
         """
         if spec in self._rules:
-            return Requirement(_Named(spec), spec, policy=self)
+            return Requirement(
+                _Named(spec), spec, policy=self, message=f"policy does not allow {spec}"
+            )
         return compile_rule(spec, policy=self)
 
 

@@ -1,0 +1,163 @@
+"""Framework integrations: Flask, Django (and DRF), Starlette, FastAPI.
+
+Each submodule imports its framework; this package itself imports none, so
+``import authmw`` never pulls a framework in. What the integrations share
+lives here: turning a rule spec into a :class:`~authmw.policy.Requirement`
+and an access failure into the status, headers and JSON body the
+middleware itself would send.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias
+
+from ..core import error_body
+from ..errors import Forbidden, IdentityServiceUnavailable, NotAuthenticated
+from ..identity import Identity
+from ..policy import Policy, PolicyError, Requirement, RuleText, compile_rule
+
+__all__ = [
+    "DEFAULT_CHALLENGE",
+    "IDENTITY_KEY",
+    "Denial",
+    "PolicySpec",
+    "RequirementSpec",
+    "SpecResolver",
+    "as_policy",
+    "denial_for",
+]
+
+log = logging.getLogger("authmw.contrib")
+
+IDENTITY_KEY: Final = "authmw.identity"
+"""Where the WSGI/ASGI middleware leaves the Identity (or None) in environ/scope."""
+
+DEFAULT_CHALLENGE: Final = 'Keystone realm="authmw"'
+"""``WWW-Authenticate`` value when no AuthCore is at hand (AuthCore's default)."""
+
+NOT_AUTHENTICATED_MESSAGE: Final = "The request you have made requires authentication."
+
+PolicySpec: TypeAlias = "Policy | Mapping[str, RuleText] | str | os.PathLike[str] | None"
+"""A Policy, a mapping of rules, or the path of a YAML/JSON policy file."""
+
+RequirementSpec: TypeAlias = "str | Requirement"
+"""A policy rule name, a policy-language expression, or a Requirement."""
+
+
+class Denial:
+    """An access failure as an HTTP response: status, headers, JSON body."""
+
+    __slots__ = ("body", "headers", "message", "status")
+
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...]) -> None:
+        self.status = status
+        self.message = message
+        self.body = error_body(status, message)
+        self.headers = (("Content-Type", "application/json"), *headers)
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The body as a dict (for frameworks that serialise JSON themselves)."""
+        title = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+        return {
+            "error": {
+                "code": self.status,
+                "title": title.get(self.status, "Error"),
+                "message": self.message,
+            }
+        }
+
+    def __repr__(self) -> str:
+        return f"Denial({self.status}, {self.message!r})"
+
+
+def denial_for(exc: Exception, challenge: str | None = None) -> Denial:
+    """401 (with ``WWW-Authenticate``), 403 or 503 for an authmw access error."""
+    if isinstance(exc, NotAuthenticated):
+        message = str(exc) or NOT_AUTHENTICATED_MESSAGE
+        return Denial(401, message, (("WWW-Authenticate", challenge or DEFAULT_CHALLENGE),))
+    if isinstance(exc, Forbidden):
+        return Denial(403, str(exc) or "Forbidden.", ())
+    if isinstance(exc, IdentityServiceUnavailable):
+        return Denial(
+            503, "The identity service is unavailable; try again later.", (("Retry-After", "5"),)
+        )
+    raise TypeError(f"not an authmw access error: {exc!r}")
+
+
+def as_policy(policy: PolicySpec) -> Policy | None:
+    """A :class:`~authmw.policy.Policy` from a policy, a rules mapping or a file path."""
+    if policy is None or isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, Mapping):
+        return Policy(policy)
+    if isinstance(policy, (str, os.PathLike)):
+        return Policy.from_file(policy)
+    raise TypeError(f"policy must be a Policy, a rules mapping or a file path, got {policy!r}")
+
+
+def _could_be_rule_name(spec: str) -> bool:
+    return not any(c.isspace() for c in spec)
+
+
+class SpecResolver:
+    """A rule spec resolved once per policy (rule name first, then expression).
+
+    Syntax errors in a spec that cannot be a rule name (it has spaces) are
+    raised at once, when the decorator is applied. Anything else is resolved
+    on first use against the policy in force; a spec that still cannot be
+    resolved denies every request and is logged once.
+    """
+
+    __slots__ = ("_cache", "_lock", "spec")
+
+    def __init__(self, spec: RequirementSpec) -> None:
+        if not isinstance(spec, (str, Requirement)):
+            raise TypeError(f"expected a rule name, expression or Requirement, got {spec!r}")
+        self.spec = spec
+        self._cache: dict[int, tuple[Policy | None, Requirement | None]] = {}
+        self._lock = threading.Lock()
+        if isinstance(spec, str) and not _could_be_rule_name(spec):
+            try:
+                compile_rule(spec)
+            except PolicyError as exc:
+                if "refers to rule" not in exc.detail:
+                    raise
+
+    def resolve(self, policy: Policy | None) -> Requirement | None:
+        spec = self.spec
+        if isinstance(spec, Requirement):
+            return spec
+        entry = self._cache.get(id(policy))
+        if entry is not None and entry[0] is policy:
+            return entry[1]
+        requirement: Requirement | None
+        try:
+            requirement = policy.requirement(spec) if policy is not None else compile_rule(spec)
+        except PolicyError as exc:
+            log.error("access rule %r cannot be used (every request is denied): %s", spec, exc)
+            requirement = None
+        with self._lock:
+            self._cache[id(policy)] = (policy, requirement)
+        return requirement
+
+    def authorize(
+        self,
+        policy: Policy | None,
+        identity: Identity | None,
+        target: Mapping[str, Any] | None = None,
+    ) -> Identity:
+        """Resolve and authorize; raises NotAuthenticated or Forbidden."""
+        requirement = self.resolve(policy)
+        if identity is None:
+            raise NotAuthenticated(NOT_AUTHENTICATED_MESSAGE)
+        if requirement is None:
+            raise Forbidden(f"not allowed: rule {self.spec!r} is not usable")
+        return requirement.authorize(identity, target)
+
+    def __repr__(self) -> str:
+        return f"SpecResolver({self.spec!r})"
