@@ -1,0 +1,658 @@
+"""A second cache level on Redis, shared by every worker process and host.
+
+:class:`RedisCache` implements :class:`authmw.cache.SharedCache`::
+
+    from authmw.redis import RedisCache
+
+    secret = os.environ["AUTHMW_REDIS_SECRET"]  # >= 32 bytes, the same in every process
+    shared = RedisCache.from_url("redis://127.0.0.1:6379/0", secret=secret)
+    app = WSGIAuthMiddleware(app, validator=..., shared_cache=shared)
+
+Keys are the SHA-256 digest of the token under a namespace, never the
+token. Each value carries an HMAC-SHA-256 (keyed by ``secret``) over the key
+name and the whole value, so whoever can write to Redis cannot forge an
+identity nor move one entry under another token's key; the identity itself
+can also be encrypted (AES-256-GCM, ``encrypt=True``, needs the
+``cryptography`` package). A tampered, foreign (other secret) or
+undecodable entry is a miss.
+
+Revocation: ``revoke(audit_id)`` writes a marker that every process checks
+on each Redis hit, inside the same round trip (a small Lua script reads the
+entry, the generation counter and the entry's revocation markers at once);
+``revoke(None)`` bumps the namespace's generation, which retires every entry
+written before. A token already held in another process's *in-process*
+cache stays usable there until that entry expires (``cache_time``).
+
+Redis down or slow never fails a request: the socket timeouts are short,
+any error is a miss or a dropped write, one WARNING is logged per outage,
+and Redis is left alone for a back-off before the next attempt.
+
+``redis`` is imported only when a :class:`RedisCache` is built, never by
+``import authmw``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import ConfigurationError, InvalidToken
+from .identity import Identity
+
+__all__ = ["RedisCache", "RedisCacheStats"]
+
+log = logging.getLogger("authmw.redis")
+
+_VERSION = 1
+_POSITIVE = ord("P")
+_NEGATIVE = ord("N")
+_ENCRYPTED = 0x01
+_MARKER_LEN = 32  # hex characters of one revocation marker id
+_MAC_LEN = 32
+_NONCE_LEN = 12
+_TAIL = struct.Struct(">Qd")  # generation, valid-until (timer seconds)
+_MIN_SECRET = 32
+_MAX_MARKERS = 255
+
+# Reads the entry, the generation and the entry's revocation markers in one
+# round trip. The marker ids sit in clear at the start of the value (they are
+# HMACs of audit ids, covered by the entry's MAC); a tampered list only makes
+# the client-side MAC check fail.
+_GET_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+local g = redis.call('GET', KEYS[2])
+if not v then return {false, g, 0} end
+local n = string.byte(v, 4)
+if n == nil then return {v, g, 0} end
+for i = 0, n - 1 do
+  local id = string.sub(v, 5 + i * 32, 4 + (i + 1) * 32)
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then return {false, g, 1} end
+end
+return {v, g, 0}
+"""
+
+
+class RedisCacheStats:
+    """Counters of one :class:`RedisCache`; read them with :meth:`as_dict`."""
+
+    __slots__ = (
+        "dropped_writes",
+        "errors",
+        "hits",
+        "misses",
+        "negative_hits",
+        "rejected",
+        "revoked",
+        "skipped",
+        "stale",
+        "writes",
+    )
+
+    def __init__(self) -> None:
+        self.hits = 0  # usable identity found
+        self.negative_hits = 0  # remembered rejection found
+        self.misses = 0  # no entry
+        self.revoked = 0  # entry of a revoked token
+        self.stale = 0  # older generation or past its valid-until time
+        self.rejected = 0  # bad MAC, other secret, undecodable
+        self.errors = 0  # Redis errors and timeouts
+        self.skipped = 0  # operations not attempted while Redis is marked down
+        self.writes = 0
+        self.dropped_writes = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _secret_bytes(option: str, value: Any) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, (bytes, bytearray)):
+        raise ConfigurationError(option, "must be a string or bytes")
+    if len(value) < _MIN_SECRET:
+        raise ConfigurationError(
+            option, f"must be at least {_MIN_SECRET} bytes long, got {len(value)}"
+        )
+    return bytes(value)
+
+
+def _positive_number(option: str, value: Any, *, allow_zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        raise ConfigurationError(option, f"must be a positive number, got {value!r}")
+    return float(value)
+
+
+class _Keys:
+    """Key material derived from one secret."""
+
+    __slots__ = ("aead", "mac")
+
+    def __init__(self, secret: bytes, encrypt: bool) -> None:
+        self.mac = hmac.new(secret, b"authmw redis mac v1", hashlib.sha256).digest()
+        self.aead: Any = None
+        if encrypt:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self.aead = AESGCM(
+                hmac.new(secret, b"authmw redis aes-256-gcm v1", hashlib.sha256).digest()
+            )
+
+    def marker(self, audit_id: str) -> bytes:
+        return (
+            hmac.new(self.mac, b"audit\x00" + audit_id.encode("utf-8"), hashlib.sha256)
+            .hexdigest()[:_MARKER_LEN]
+            .encode("ascii")
+        )
+
+
+class RedisCache:
+    """Identities and rejections shared through Redis, MAC-protected, optionally encrypted.
+
+    ``secret`` (>= 32 bytes, the same in every process) keys the MAC and
+    the encryption; ``previous_secrets`` are still accepted for reading
+    during a rotation. ``max_ttl`` caps every entry's lifetime and is how
+    long a revocation marker lives, so keep it >= the middleware's
+    ``cache_time``. ``socket_timeout``/``connect_timeout`` bound each Redis
+    call; after a failure Redis is not tried again for ``retry_interval``
+    seconds, doubling up to ``max_retry_interval`` while it stays down.
+    ``client`` / ``async_client_factory`` let you bring configured redis-py
+    clients (Sentinel, TLS, ...) instead of a URL; they should not retry.
+    ``timer`` (POSIX seconds) and ``clock`` (monotonic) are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        secret: str | bytes,
+        previous_secrets: Iterable[str | bytes] = (),
+        namespace: str = "authmw",
+        encrypt: bool = False,
+        max_ttl: float = 3600.0,
+        socket_timeout: float = 0.1,
+        connect_timeout: float = 0.1,
+        retry_interval: float = 1.0,
+        max_retry_interval: float = 30.0,
+        client: Any = None,
+        async_client_factory: Callable[[], Any] | None = None,
+        timer: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        try:
+            import redis
+            import redis.backoff
+            import redis.retry
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "authmw.redis.RedisCache needs redis-py: pip install 'authmw[redis]'"
+            ) from exc
+        if url is None and client is None:
+            raise ConfigurationError("url", "a Redis URL (or client=) is required")
+        if url is not None:
+            if not isinstance(url, str):
+                raise ConfigurationError("url", f"must be a string, got {url!r}")
+            try:
+                parse_url: Any = redis.connection.parse_url
+                parse_url(url)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError("url", str(exc)) from None
+        if not isinstance(namespace, str) or not namespace or any(c.isspace() for c in namespace):
+            raise ConfigurationError("namespace", f"must be a non-empty word, got {namespace!r}")
+        secrets = [_secret_bytes("secret", secret)]
+        if isinstance(previous_secrets, (str, bytes)):
+            raise ConfigurationError("previous_secrets", "must be a list of secrets")
+        secrets += [_secret_bytes("previous_secrets", s) for s in previous_secrets]
+        self.encrypt = bool(encrypt)
+        if self.encrypt:
+            try:
+                import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+            except ImportError:
+                raise ConfigurationError(
+                    "encrypt", "needs the 'cryptography' package: pip install 'authmw[redis]'"
+                ) from None
+        self.url = url
+        self.namespace = namespace
+        self.max_ttl = _positive_number("max_ttl", max_ttl)
+        self.socket_timeout = _positive_number("socket_timeout", socket_timeout)
+        self.connect_timeout = _positive_number("connect_timeout", connect_timeout)
+        self.retry_interval = _positive_number("retry_interval", retry_interval, allow_zero=True)
+        self.max_retry_interval = max(
+            self.retry_interval,
+            _positive_number("max_retry_interval", max_retry_interval, allow_zero=True),
+        )
+        self.stats = RedisCacheStats()
+        self._keys = [_Keys(s, self.encrypt) for s in secrets]
+        self._prefix = f"{namespace}:".encode()
+        self._gen_key = self._prefix + b"gen"
+        self._marker_prefix = self._prefix + b"rev:"
+        self._timer = timer
+        self._clock = clock
+        self._redis: Any = redis
+        self._client: Any = client
+        self._async_factory = async_client_factory
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._script: Any = None
+        self._async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        # Health: 0.0 = usable; otherwise the clock time before which Redis is left alone.
+        self._retry_at = 0.0
+        self._backoff = self.retry_interval
+        self._down = False
+        self._last_reject_log = -math.inf
+        # token digest -> generation read just before its validation (see _write)
+        self._generations: dict[bytes, int] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:
+        """A cache on the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        return cls(url, secret=secret, **options)
+
+    def __repr__(self) -> str:
+        where = self.url if self.url is not None else "client"
+        if self.url is not None and "@" in self.url:
+            scheme, _, rest = self.url.partition("://")
+            where = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return f"RedisCache({where!r}, namespace={self.namespace!r}, encrypt={self.encrypt})"
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is considered down (between a failure and the next retry)."""
+        return not self._down
+
+    # -- clients -------------------------------------------------------------
+    def _no_retry(self, module: Any) -> Any:
+        # One immediate retry on a broken connection only (a pooled socket that
+        # went stale while Redis restarted); never on a timeout, which would
+        # double the time a slow Redis costs a request.
+        return module.Retry(
+            self._redis.backoff.NoBackoff(), 1, supported_errors=(self._redis.ConnectionError,)
+        )
+
+    def _sync_client(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=self.socket_timeout,
+                        socket_connect_timeout=self.connect_timeout,
+                        retry=self._no_retry(self._redis.retry),
+                    )
+                client = self._client
+        return client
+
+    def _sync_script(self) -> Any:
+        script = self._script
+        if script is None:
+            script = self._script = self._sync_client().register_script(_GET_SCRIPT)
+        return script
+
+    def _async_client(self) -> tuple[Any, Any]:
+        """The asyncio client and GET script of the running loop (one per loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            if self._async_factory is not None:
+                client = self._async_factory()
+            elif self.url is None:
+                raise ConfigurationError(
+                    "async_client_factory", "needed for asyncio use when built from client="
+                )
+            else:
+                import redis.asyncio.retry
+
+                aioredis: Any = redis.asyncio
+                client = aioredis.Redis.from_url(
+                    self.url,
+                    socket_timeout=self.socket_timeout,
+                    socket_connect_timeout=self.connect_timeout,
+                    retry=self._no_retry(aioredis.retry),
+                )
+            with self._lock:
+                self._async_clients[loop] = client
+                self._async_scripts[loop] = client.register_script(_GET_SCRIPT)
+        return client, self._async_scripts[loop]
+
+    # -- health --------------------------------------------------------------
+    def _may_try(self) -> bool:
+        if self._retry_at == 0.0:
+            return True
+        now = self._clock()
+        with self._lock:
+            if now < self._retry_at:
+                self.stats.skipped += 1
+                return False
+            # This caller probes; the others keep skipping until it answers.
+            self._retry_at = now + self._backoff
+            return True
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        with self._lock:
+            self.stats.errors += 1
+            first = not self._down
+            if first:
+                self._down = True
+                self._backoff = self.retry_interval
+            else:
+                self._backoff = min(self._backoff * 2, self.max_retry_interval)
+            self._retry_at = self._clock() + self._backoff
+        if first:
+            log.warning(
+                "shared cache %r unavailable (%s failed: %s: %s); using the in-process cache "
+                "and the validator, retrying in %.1fs",
+                self,
+                operation,
+                type(exc).__name__,
+                exc,
+                self._backoff,
+            )
+
+    def _succeeded(self) -> None:
+        if not self._down and self._retry_at == 0.0:
+            return
+        with self._lock:
+            was_down = self._down
+            self._down = False
+            self._retry_at = 0.0
+            self._backoff = self.retry_interval
+        if was_down:
+            log.info("shared cache %r reachable again", self)
+
+    # -- encoding --------------------------------------------------------------
+    def _entry_key(self, key: bytes) -> bytes:
+        return self._prefix + b"t:" + key.hex().encode("ascii")
+
+    def _seal(self, rkey: bytes, generation: int, until: float, identity: Identity | None) -> bytes:
+        """The value stored under ``rkey``: header, markers, tail, payload, MAC."""
+        keys = self._keys[0]
+        if identity is None:
+            body = bytes((_VERSION, _NEGATIVE, 0, 0)) + _TAIL.pack(generation, until)
+        else:
+            audit_ids = identity.audit_ids[:_MAX_MARKERS]
+            head = (
+                bytes((_VERSION, _POSITIVE, _ENCRYPTED if self.encrypt else 0, len(audit_ids)))
+                + b"".join(keys.marker(a) for a in audit_ids)
+                + _TAIL.pack(generation, until)
+            )
+            payload = json.dumps(
+                identity.to_dict(include_token_body=False), separators=(",", ":")
+            ).encode("utf-8")
+            if self.encrypt:
+                nonce = os.urandom(_NONCE_LEN)
+                payload = nonce + keys.aead.encrypt(nonce, payload, rkey + head)
+            body = head + payload
+        return body + _mac(keys, rkey, body)
+
+    def _open(self, rkey: bytes, value: bytes, generation: int) -> Identity | None:
+        """The identity in ``value``; None when unusable. Raises InvalidToken for a rejection."""
+        if len(value) < 4 + _TAIL.size + _MAC_LEN or value[0] != _VERSION:
+            return self._reject("malformed")
+        body, tag = value[:-_MAC_LEN], value[-_MAC_LEN:]
+        for keys in self._keys:
+            if hmac.compare_digest(_mac(keys, rkey, body), tag):
+                break
+        else:
+            return self._reject("bad MAC or written with another secret")
+        kind, flags, count = body[1], body[2], body[3]
+        payload_at = 4 + count * _MARKER_LEN + _TAIL.size
+        if len(body) < payload_at:
+            return self._reject("malformed")
+        entry_generation, until = _TAIL.unpack_from(body, payload_at - _TAIL.size)
+        if entry_generation != generation or not self._timer() < until:
+            self.stats.stale += 1
+            return None
+        if kind == _NEGATIVE:
+            self.stats.negative_hits += 1
+            raise InvalidToken("token rejected recently (shared cache)")
+        if kind != _POSITIVE or bool(flags & _ENCRYPTED) != self.encrypt:
+            return self._reject("unexpected kind or encryption mode")
+        payload = body[payload_at:]
+        try:
+            if self.encrypt:
+                payload = keys.aead.decrypt(
+                    payload[:_NONCE_LEN], payload[_NONCE_LEN:], rkey + body[:payload_at]
+                )
+            identity = Identity.from_dict(json.loads(payload))
+        except Exception as exc:  # whatever broke, an undecodable entry is a miss
+            return self._reject(f"undecodable: {type(exc).__name__}")
+        self.stats.hits += 1
+        return identity
+
+    def _reject(self, why: str) -> Identity | None:
+        self.stats.rejected += 1
+        now = self._clock()
+        if now - self._last_reject_log >= 60.0:  # an attacker must not flood the log
+            self._last_reject_log = now
+            log.warning("ignored an unusable shared cache entry (%s)", why)
+        return None
+
+    def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
+        value, generation, revoked = reply
+        generation = int(generation or 0)
+        if value is None:
+            if revoked:
+                self.stats.revoked += 1
+            else:
+                self.stats.misses += 1
+            self._remember_generation(key, generation)
+            return None
+        identity = self._open(rkey, value, generation)
+        if identity is None:
+            self._remember_generation(key, generation)
+        return identity
+
+    def _remember_generation(self, key: bytes, generation: int) -> None:
+        # A miss is followed by a validation and a put: the entry must carry the
+        # generation read *before* the validation, or a revoke(None) racing with
+        # it would be lost.
+        if len(self._generations) >= 4096:
+            self._generations.clear()
+        self._generations[key] = generation
+
+    def _prepare(
+        self, key: bytes, identity: Identity | None, ttl: float, generation: int
+    ) -> tuple[bytes, bytes, int] | None:
+        """(redis key, value, ttl in ms) to write, or None when nothing should be written."""
+        ttl = min(ttl, self.max_ttl)
+        if not ttl > 0:
+            return None
+        rkey = self._entry_key(key)
+        try:
+            value = self._seal(rkey, generation, self._timer() + ttl, identity)
+        except (TypeError, ValueError) as exc:  # e.g. an ``extra`` that JSON cannot hold
+            log.debug("identity not written to the shared cache: %s", exc)
+            self.stats.dropped_writes += 1
+            return None
+        return rkey, value, max(1, math.ceil(ttl * 1000))
+
+    # -- blocking API ----------------------------------------------------------
+    def get(self, key: bytes) -> Identity | None:
+        """The identity cached for the token digest ``key``, or None.
+
+        Raises :class:`InvalidToken` when another process recently saw the
+        token rejected. Never raises for a Redis failure.
+        """
+        if not self._may_try():
+            return None
+        rkey = self._entry_key(key)
+        try:
+            reply = self._sync_script()(
+                keys=[rkey, self._gen_key], args=[self._marker_prefix], client=self._sync_client()
+            )
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        self._succeeded()
+        return self._read(key, rkey, reply)
+
+    def put(self, key: bytes, identity: Identity, ttl: float) -> None:
+        """Share ``identity`` for ``ttl`` seconds (capped by ``max_ttl``); best effort."""
+        self._write(key, identity, ttl)
+
+    def put_invalid(self, key: bytes, ttl: float) -> None:
+        """Share a rejection of the token digest ``key`` for ``ttl`` seconds; best effort."""
+        self._write(key, None, ttl)
+
+    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        if not self._may_try():
+            self.stats.dropped_writes += 1
+            return
+        try:
+            client = self._sync_client()
+            generation = self._generations.pop(key, None)
+            if generation is None:
+                generation = int(client.get(self._gen_key) or 0)
+            entry = self._prepare(key, identity, ttl, generation)
+            if entry is None:
+                return
+            client.set(entry[0], entry[1], px=entry[2])
+        except Exception as exc:
+            self.stats.dropped_writes += 1
+            self._failed("put", exc)
+            return
+        self._succeeded()
+        self.stats.writes += 1
+
+    def revoke(self, audit_id: str | None) -> None:
+        """Make cached entries of the token with ``audit_id`` unusable in every process.
+
+        ``None`` retires every entry of the namespace (the generation moves on).
+        """
+        try:
+            if audit_id is None:
+                self._sync_client().incr(self._gen_key)
+            else:
+                ttl_ms = math.ceil(self.max_ttl * 1000)
+                pipe = self._sync_client().pipeline(transaction=False)
+                for keys in self._keys:
+                    pipe.set(self._marker_prefix + keys.marker(audit_id), b"1", px=ttl_ms)
+                pipe.execute()
+        except Exception as exc:
+            # Rare and important: say so every time, not once per outage.
+            log.warning(
+                "could not record a revocation in the shared cache %r (%s: %s); other "
+                "processes may accept the token until their entries expire (max %.0fs)",
+                self,
+                type(exc).__name__,
+                exc,
+                self.max_ttl,
+            )
+            self._failed("revoke", exc)
+            return
+        self._succeeded()
+
+    def clear(self) -> None:
+        """Retire every entry of the namespace (same as ``revoke(None)``)."""
+        self.revoke(None)
+
+    # -- asyncio API -----------------------------------------------------------
+    async def aget(self, key: bytes) -> Identity | None:
+        """Awaitable :meth:`get` on the running loop's asyncio client."""
+        if not self._may_try():
+            return None
+        rkey = self._entry_key(key)
+        try:
+            client, script = self._async_client()
+            reply = await script(
+                keys=[rkey, self._gen_key], args=[self._marker_prefix], client=client
+            )
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        self._succeeded()
+        return self._read(key, rkey, reply)
+
+    async def aput(self, key: bytes, identity: Identity, ttl: float) -> None:
+        """Awaitable :meth:`put`."""
+        await self._awrite(key, identity, ttl)
+
+    async def aput_invalid(self, key: bytes, ttl: float) -> None:
+        """Awaitable :meth:`put_invalid`."""
+        await self._awrite(key, None, ttl)
+
+    async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        if not self._may_try():
+            self.stats.dropped_writes += 1
+            return
+        try:
+            client, _ = self._async_client()
+            generation = self._generations.pop(key, None)
+            if generation is None:
+                generation = int(await client.get(self._gen_key) or 0)
+            entry = self._prepare(key, identity, ttl, generation)
+            if entry is None:
+                return
+            await client.set(entry[0], entry[1], px=entry[2])
+        except Exception as exc:
+            self.stats.dropped_writes += 1
+            self._failed("put", exc)
+            return
+        self._succeeded()
+        self.stats.writes += 1
+
+    async def arevoke(self, audit_id: str | None) -> None:
+        """Awaitable :meth:`revoke`."""
+        try:
+            client, _ = self._async_client()
+            if audit_id is None:
+                await client.incr(self._gen_key)
+            else:
+                ttl_ms = math.ceil(self.max_ttl * 1000)
+                pipe = client.pipeline(transaction=False)
+                for keys in self._keys:
+                    pipe.set(self._marker_prefix + keys.marker(audit_id), b"1", px=ttl_ms)
+                await pipe.execute()
+        except Exception as exc:
+            log.warning(
+                "could not record a revocation in the shared cache %r (%s: %s)",
+                self,
+                type(exc).__name__,
+                exc,
+            )
+            self._failed("revoke", exc)
+            return
+        self._succeeded()
+
+    # -- lifecycle -------------------------------------------------------------
+    def close(self) -> None:
+        """Close the blocking client's connections."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._script = None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.pop(loop, None)
+            self._async_scripts.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+
+def _mac(keys: _Keys, rkey: bytes, body: bytes) -> bytes:
+    return hmac.new(keys.mac, len(rkey).to_bytes(2, "big") + rkey + body, hashlib.sha256).digest()
