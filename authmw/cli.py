@@ -22,6 +22,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -356,6 +357,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"authmw {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     token = commands.add_parser("token", help="issue, list, show, revoke and purge local tokens")
@@ -482,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     if "db" not in args:
         args.db = None
+    _configure_logging(args.verbose)
     try:
         return _run(args)
     except _Failure as exc:
@@ -497,6 +502,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _configure_logging(verbosity: int) -> None:
+    if verbosity:
+        logging.basicConfig(
+            level=logging.DEBUG if verbosity > 1 else logging.INFO,
+            format="authmw: %(levelname)s %(name)s: %(message)s",
+        )
+    else:
+        # Errors reach the user as one line from main(); keep library warnings quiet.
+        logging.getLogger("authmw").addHandler(logging.NullHandler())
+        logging.getLogger("authmw").propagate = False
 
 
 def _complain(message: str) -> None:
