@@ -1,22 +1,21 @@
-"""The shared Redis cache level, against a real redis-server started by these tests."""
+"""The shared Redis cache level, against the real redis-server of the test fixtures."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import redis
+from _services import RedisServer, free_port
 from helpers import (
     BAD,
     GOOD,
@@ -39,79 +38,6 @@ from authmw.wsgi import WSGIAuthMiddleware
 pytestmark = pytest.mark.redis
 
 SECRET = "s" * 32 + "-shared-cache-test-secret"
-
-
-# -- a real redis-server -------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """One redis-server process on a random loopback port; can be stopped and restarted."""
-
-    def __init__(self) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise RuntimeError("redis-server not found: apt-get install redis-server")
-        self.executable = executable
-        self.dir = tempfile.mkdtemp(prefix="authmw-redis-")
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = f"--port {self.port} --bind 127.0.0.1 --appendonly no --protected-mode yes"
-        self.process = subprocess.Popen(
-            [self.executable, *args.split(), "--save", "", "--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on {self.port}") from None
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A server of this test's own, which the test may stop and start."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -536,7 +462,7 @@ def test_redis_down_then_back(
 def test_redis_never_there_fails_no_request(
     namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     validator = Counting({GOOD: full_identity()})
     cache = shared(url, namespace, retry_interval=0)
     app = wsgi(validator, cache, negative_cache_time=0)
