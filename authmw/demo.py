@@ -98,11 +98,11 @@ def run(*, directory: str | None = None, port: int = 8000) -> int:
     """Start the demo, print tokens and curl commands, serve until Ctrl-C; exit status."""
     own_dir = directory is None
     folder = tempfile.mkdtemp(prefix="authmw-demo-") if directory is None else directory
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not own_dir:
             os.makedirs(folder, exist_ok=True)
-        db_path = os.path.abspath(os.path.join(folder, "demo-tokens.db"))
-        db_url = "sqlite:///" + db_path
+        db_url = "sqlite:///" + os.path.abspath(os.path.join(folder, "demo-tokens.db"))
         with LocalTokenStore(db_url) as store:
             admin = store.issue(
                 user_name="admin",
@@ -132,15 +132,14 @@ def run(*, directory: str | None = None, port: int = 8000) -> int:
             with server:
                 base = f"http://{HOST}:{server.server_address[1]}"
                 _print_intro(base, db_url, admin.token, reader.token, reader.id)
-                previous = signal.signal(signal.SIGTERM, _interrupt)
-                try:
-                    server.serve_forever(poll_interval=0.2)
-                except KeyboardInterrupt:
-                    print("\nauthmw demo: stopped", flush=True)
-                finally:
-                    signal.signal(signal.SIGTERM, previous)
+                server.serve_forever(poll_interval=0.2)
+        return 0
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM) at any moment, even before serving, is a clean stop.
+        print("\nauthmw demo: stopped", flush=True)
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if own_dir:
             shutil.rmtree(folder, ignore_errors=True)
 
