@@ -173,16 +173,22 @@ class _PublicRoutes:
 
 
 def _is_normal_path(path: str) -> bool:
-    if not path.startswith("/") or "//" in path or "\\" in path or "\x00" in path or "%" in path:
+    return "%" not in path and _has_normal_segments(path)
+
+
+def _has_normal_segments(path: str) -> bool:
+    if not path.startswith("/") or "//" in path or "\\" in path or "\x00" in path:
         return False
     return not any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _is_clean_raw(raw: str) -> bool:
+    # The request target as sent: percent-escapes are fine (``%20``), except
+    # those that decode to a separator, a dot, NUL or another escape.
     raw = raw.split("?", 1)[0].lower()
-    return not any(bad in raw for bad in ("%2f", "%5c", "%2e", "%00", "%25")) and _is_normal_path(
-        raw if raw.startswith("/") else "/" + raw.split("/", 3)[-1]
-    )
+    return not any(
+        bad in raw for bad in ("%2f", "%5c", "%2e", "%00", "%25")
+    ) and _has_normal_segments(raw if raw.startswith("/") else "/" + raw.split("/", 3)[-1])
 
 
 def _number(option: str, value: Any, minimum: float = 0.0) -> float:
