@@ -655,3 +655,11 @@ def test_requirements_bound_to_different_policies_do_not_combine() -> None:
     first, second = Policy({"a": "@"}), Policy({"a": "@"})
     with pytest.raises(ValueError, match="different policies"):
         _ = first.requirement("a") & second.requirement("a")
+
+
+def test_decide_tells_undecided_from_denied() -> None:
+    req = Policy({"d": "role:admin and project_id:%(project_id)s"}).requirement("d")
+    assert req.decide(MEMBER) is False  # not an admin: no target could change that
+    assert req.decide(ADMIN) is None  # an admin: depends on the target
+    assert req.decide(ADMIN, {"project_id": "p1"}) is True
+    assert req.decide(ADMIN, {"project_id": "p2"}) is False

@@ -9,6 +9,7 @@ middleware itself would send.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ __all__ = [
     "SpecResolver",
     "as_policy",
     "denial_for",
+    "resolver_for",
 ]
 
 log = logging.getLogger("authmw.contrib")
@@ -161,3 +163,9 @@ class SpecResolver:
 
     def __repr__(self) -> str:
         return f"SpecResolver({self.spec!r})"
+
+
+@functools.lru_cache(maxsize=1024)
+def resolver_for(spec: RequirementSpec) -> SpecResolver:
+    """A shared :class:`SpecResolver` per spec (for checks made inside views)."""
+    return SpecResolver(spec)

@@ -38,6 +38,7 @@ from . import (
     SpecResolver,
     as_policy,
     denial_for,
+    resolver_for,
 )
 
 __all__ = ["AuthMW", "authorize", "current_identity", "get_identity", "protect", "require"]
@@ -189,14 +190,11 @@ def authorize(spec: RequirementSpec, target: Mapping[str, Any] | None = None) ->
     try:
         if identity is None:
             raise NotAuthenticated()
-        return _resolver(spec).authorize(ext.policy if ext is not None else None, identity, target)
+        return resolver_for(spec).authorize(
+            ext.policy if ext is not None else None, identity, target
+        )
     except (NotAuthenticated, Forbidden) as exc:
         abort(_response(exc))
-
-
-@functools.lru_cache(maxsize=512)
-def _resolver(spec: RequirementSpec) -> SpecResolver:
-    return SpecResolver(spec)
 
 
 def protect(

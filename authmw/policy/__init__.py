@@ -107,10 +107,12 @@ class Requirement:
 
     def check(self, identity: Identity | None, target: Mapping[str, Any] | None = None) -> bool:
         """True if ``identity`` satisfies the rule (False when it is None)."""
-        if identity is None:
-            return False
+        return identity is not None and self.decide(identity, target) is True
+
+    def decide(self, identity: Identity, target: Mapping[str, Any] | None = None) -> bool | None:
+        """True or False, or None when ``target`` lacks a key the rule needs to decide."""
         rules = self._policy._rules if self._policy is not None else _NO_RULES
-        return self._check(identity, _NO_TARGET if target is None else target, rules) is True
+        return self._check(identity, _NO_TARGET if target is None else target, rules)
 
     def authorize(
         self, identity: Identity | None, target: Mapping[str, Any] | None = None

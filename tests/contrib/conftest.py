@@ -63,3 +63,23 @@ def error_of(body: bytes | str, status: int) -> str:
     assert data["error"]["title"] == title
     assert isinstance(data["error"]["message"], str) and data["error"]["message"]
     return str(data["error"]["message"])
+
+
+def configure_django() -> None:
+    """Minimal process-wide Django settings; tests override what they need."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="authmw-tests-not-secret",
+            ALLOWED_HOSTS=["testserver", "localhost", "127.0.0.1"],
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"],
+            MIDDLEWARE=[],
+            DATABASES={},
+            USE_TZ=True,
+            ROOT_URLCONF=None,
+            REST_FRAMEWORK={"UNAUTHENTICATED_USER": None},
+        )
+        django.setup()
