@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -311,33 +310,9 @@ def test_help_version_and_console_script(cli: CLI) -> None:
 
 
 # -- PostgreSQL ---------------------------------------------------------------
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A schema of its own on the suite's PostgreSQL server, as a URL."""
-    import secrets
-    from urllib.parse import quote
-
-    import psycopg
-
-    try:
-        server_url: str = request.getfixturevalue("postgres_url")
-    except pytest.FixtureLookupError:  # TEMPORARY until tests/conftest.py has postgres_url
-        if "AUTHMW_TEST_POSTGRES_URL" not in os.environ:
-            raise
-        server_url = os.environ["AUTHMW_TEST_POSTGRES_URL"]
-    schema = "cli_" + secrets.token_hex(6)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in server_url else "?"
-    try:
-        yield f"{server_url}{separator}options={quote('-csearch_path=' + schema, safe='')}"
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.mark.postgres
-def test_token_commands_on_postgresql(cli: CLI, pg_url: str) -> None:
+def test_token_commands_on_postgresql(cli: CLI, postgres_url: str) -> None:
+    pg_url = postgres_url
     token, token_id = cli.issue("--user", "alice", "--project", "demo", "--db", pg_url)
     assert cli("check", token, AUTHMW_DB=pg_url).returncode == 0
     assert token_id in cli("token", "list", "--db", pg_url).stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +25,8 @@ class Clock:
         self.now += seconds
 
 
-def _with_search_path(url: str, schema: str) -> str:
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` whose connections put their tables in ``schema``."""
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}options={quote('-csearch_path=' + schema, safe='')}"
 
@@ -37,26 +37,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema on the suite's real server, as a URL."""
-    import psycopg
-
-    try:
-        server_url: str = request.getfixturevalue("postgres_url")
-    except pytest.FixtureLookupError:  # TEMPORARY until tests/conftest.py has postgres_url
-        import os
-
-        if "AUTHMW_TEST_POSTGRES_URL" not in os.environ:
-            raise
-        server_url = os.environ["AUTHMW_TEST_POSTGRES_URL"]
-    schema = "t_" + secrets.token_hex(6)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield _with_search_path(server_url, schema)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+def pg_url(postgres_url: str) -> str:
+    """A fresh, empty database on the suite's real PostgreSQL server."""
+    return postgres_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -23,7 +23,7 @@ from authmw import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from authmw.store import LocalTokenStore
 from authmw.store._tokens import new_token
 
-from .conftest import Clock
+from .conftest import Clock, with_search_path
 
 RawSQL = Callable[..., list[tuple[Any, ...]]]
 MakeStore = Callable[..., LocalTokenStore]
@@ -252,7 +252,7 @@ def test_postgresql_connections_killed_by_the_server_are_replaced(pg_url: str) -
     import psycopg
 
     name = "authmw-kill-" + os.urandom(4).hex()
-    with LocalTokenStore(f"{pg_url}&application_name={name}") as store:
+    with LocalTokenStore(f"{pg_url}?application_name={name}") as store:
         token = store.issue(user_name="alice", ttl=DAY).token
         assert store.validate(token).user_name == "alice"  # leaves a pooled connection
         with psycopg.connect(pg_url, autocommit=True) as admin:
@@ -263,6 +263,27 @@ def test_postgresql_connections_killed_by_the_server_are_replaced(pg_url: str) -
             ).fetchall()
         assert killed and all(row[0] for row in killed)
         assert store.validate(token).user_name == "alice"
+
+
+@pytest.mark.postgres
+def test_postgresql_tables_go_to_the_schema_of_the_search_path(pg_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA tokens")
+    with LocalTokenStore(with_search_path(pg_url, "tokens")) as store:
+        token = store.issue(user_name="alice", ttl=DAY).token
+        assert store.validate(token).user_name == "alice"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        tables = admin.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_name LIKE 'authmw%%' ORDER BY table_name"
+        ).fetchall()
+    assert tables == [
+        ("tokens", "authmw_schema_version"),
+        ("tokens", "authmw_settings"),
+        ("tokens", "authmw_tokens"),
+    ]
 
 
 @pytest.mark.postgres
