@@ -1,0 +1,360 @@
+"""Starlette integration: an ``AuthenticationBackend``, ``@require(...)`` and error handlers.
+
+::
+
+    app = Starlette(
+        routes=routes,
+        middleware=[authentication_middleware(validator, policy="policy.yaml")],
+        exception_handlers=exception_handlers,
+    )
+
+    @require("items:delete", target=lambda request: {"project_id": ...})
+    async def delete_item(request): ...
+
+``request.user`` is an :class:`IdentityUser`, ``request.auth`` an
+:class:`IdentityCredentials` whose scopes are ``"authenticated"`` plus the
+roles (as given and lower-cased), so Starlette's own ``@requires("admin")``
+works too. A bad token is answered 401 (not Starlette's default 400).
+Starlette's ``@requires`` answers 403 even when nobody is authenticated;
+:func:`require` answers 401 then, 403 only for a denied identity.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+    UnauthenticatedUser,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from ..core import AuthCore, Rejection
+from ..errors import AuthError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
+from ..identity import Identity
+from ..policy import Policy
+from ..validators.base import Validator
+from . import (
+    DEFAULT_CHALLENGE,
+    IDENTITY_KEY,
+    Denial,
+    PolicySpec,
+    RequirementSpec,
+    SpecResolver,
+    as_policy,
+    denial_for,
+    resolver_for,
+)
+
+__all__ = [
+    "POLICY_KEY",
+    "AuthMWAuthenticationMiddleware",
+    "AuthMWBackend",
+    "IdentityCredentials",
+    "IdentityUser",
+    "RejectedCredentials",
+    "authentication_middleware",
+    "authorize",
+    "exception_handlers",
+    "get_identity",
+    "get_policy",
+    "on_error",
+    "require",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+TargetFactory = Callable[[HTTPConnection], "Mapping[str, Any] | None"]
+
+POLICY_KEY = "authmw.policy"
+CHALLENGE_KEY = "authmw.challenge"
+_WS_POLICY_VIOLATION = 1008
+_WS_TRY_AGAIN_LATER = 1013
+
+
+class IdentityUser(BaseUser):
+    """``request.user`` for a token; ``identity`` is the user id, as Starlette expects."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.token_identity = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.token_identity.user_name or self.token_identity.user_id
+
+    @property
+    def identity(self) -> str:
+        return self.token_identity.user_id
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.token_identity.roles
+
+
+class IdentityCredentials(AuthCredentials):
+    """``request.auth``: scopes for ``@requires``, and the :class:`~authmw.Identity`."""
+
+    def __init__(self, identity: Identity) -> None:
+        scopes = ["authenticated"]
+        for role in identity.roles:
+            for name in (role, role.lower()):
+                if name not in scopes:
+                    scopes.append(name)
+        super().__init__(scopes)
+        self.identity = identity
+
+
+class RejectedCredentials(AuthenticationError):
+    """The token was rejected; carries the response the middleware would send."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.reason or "invalid credentials")
+        self.rejection = rejection
+
+
+class AuthMWBackend(AuthenticationBackend):
+    """Authenticates from the ``X-Auth-Token`` header (or takes the identity
+    :class:`~authmw.asgi.ASGIAuthMiddleware` already found).
+
+    With neither ``validator`` nor ``core`` it only reads that middleware's
+    result. A request without a token is anonymous (routes decide); a bad
+    token raises :class:`RejectedCredentials` (401, or 503 when the
+    identity service cannot answer).
+    """
+
+    def __init__(
+        self, validator: Validator | None = None, *, core: AuthCore | None = None, **options: Any
+    ) -> None:
+        if core is None and validator is not None:
+            core = AuthCore(validator, **options)
+        elif options:
+            raise TypeError("options need a validator (or pass core=)")
+        self.core = core
+
+    @property
+    def challenge(self) -> str:
+        return self.core.www_authenticate if self.core is not None else DEFAULT_CHALLENGE
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        scope = conn.scope
+        if IDENTITY_KEY in scope:
+            identity: Identity | None = scope[IDENTITY_KEY]
+        elif self.core is not None:
+            core = self.core
+            token = conn.headers.get(core.token_header)
+            if token is None:
+                return None
+            decision = await core.authenticate_async(
+                token, conn.headers.get(core.service_token_header)
+            )
+            if decision.rejection is not None:
+                raise RejectedCredentials(decision.rejection)
+            identity = decision.identity
+            if identity is None:  # delayed mode: anonymous, routes answer 401
+                return None
+            scope[IDENTITY_KEY] = identity
+        else:
+            return None
+        if identity is None:
+            return None
+        return IdentityCredentials(identity), IdentityUser(identity)
+
+
+def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    """``AuthenticationMiddleware`` error handler: the middleware's 401/503, never 400."""
+    if isinstance(exc, RejectedCredentials):
+        rejection = exc.rejection
+        return Response(rejection.body, rejection.status, headers=dict(rejection.headers))
+    return _response(denial_for(NotAuthenticated(str(exc) or ""), _challenge(conn)))
+
+
+_on_error = on_error
+
+
+class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
+    """Starlette's middleware, plus: the policy in scope, and real 401s for websockets.
+
+    A rejected websocket gets the HTTP response when the server offers the
+    denial-response extension, else a close with code 1008 (1013 for 503),
+    instead of Starlette's normal-closure 1000.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        backend: AuthenticationBackend,
+        on_error: Callable[[HTTPConnection, AuthenticationError], Response] | None = None,
+        policy: PolicySpec = None,
+    ) -> None:
+        super().__init__(app, backend, on_error or _on_error)
+        self.policy = as_policy(policy)
+        self.challenge = getattr(backend, "challenge", DEFAULT_CHALLENGE)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.policy is not None:
+            scope[POLICY_KEY] = self.policy
+        scope[CHALLENGE_KEY] = self.challenge
+        conn = HTTPConnection(scope)
+        try:
+            auth_result = await self.backend.authenticate(conn)
+        except AuthenticationError as exc:
+            response = self.on_error(conn, exc)
+            if scope["type"] == "websocket":
+                await _deny_websocket(WebSocket(scope, receive, send), response)
+            else:
+                await response(scope, receive, send)
+            return
+        if auth_result is None:
+            auth_result = AuthCredentials(), UnauthenticatedUser()
+        scope["auth"], scope["user"] = auth_result
+        await self.app(scope, receive, send)
+
+
+def authentication_middleware(
+    validator: Validator | None = None,
+    *,
+    core: AuthCore | None = None,
+    policy: PolicySpec = None,
+    **options: Any,
+) -> Middleware:
+    """``Middleware(...)`` entry for ``Starlette(middleware=[...])``."""
+    backend = AuthMWBackend(validator, core=core, **options)
+    return Middleware(AuthMWAuthenticationMiddleware, backend=backend, policy=policy)
+
+
+def get_identity(conn: HTTPConnection) -> Identity | None:
+    """The connection's identity (from the backend or the ASGI middleware), or None."""
+    auth = conn.scope.get("auth")
+    if isinstance(auth, IdentityCredentials):
+        return auth.identity
+    identity: Identity | None = conn.scope.get(IDENTITY_KEY)
+    return identity
+
+
+def get_policy(conn: HTTPConnection) -> Policy | None:
+    """The policy set by :func:`authentication_middleware` (or ``app.state.authmw_policy``)."""
+    policy: Policy | None = conn.scope.get(POLICY_KEY)
+    if policy is None and "app" in conn.scope:
+        policy = getattr(conn.app.state, "authmw_policy", None)
+    return policy
+
+
+def _challenge(conn: HTTPConnection) -> str:
+    return str(conn.scope.get(CHALLENGE_KEY) or DEFAULT_CHALLENGE)
+
+
+def _response(denial: Denial) -> Response:
+    return Response(denial.body, denial.status, headers=dict(denial.headers))
+
+
+async def _deny_websocket(websocket: WebSocket, response: Response) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        code = _WS_TRY_AGAIN_LATER if response.status_code == 503 else _WS_POLICY_VIOLATION
+        await websocket.close(code=code)
+
+
+def authorize(
+    conn: HTTPConnection, spec: RequirementSpec, target: Mapping[str, Any] | None = None
+) -> Identity:
+    """Check ``spec`` inside an endpoint; raises ``NotAuthenticated``/``Forbidden``
+    (answered by :data:`exception_handlers`)."""
+    identity = get_identity(conn)
+    if identity is None:
+        raise NotAuthenticated()
+    return resolver_for(spec).authorize(get_policy(conn), identity, target)
+
+
+def _denial(
+    resolver: SpecResolver, target: TargetFactory | None, conn: HTTPConnection
+) -> Denial | None:
+    identity = get_identity(conn)
+    try:
+        if identity is None:
+            raise NotAuthenticated()
+        resolver.authorize(get_policy(conn), identity, target(conn) if target else None)
+    except (NotAuthenticated, Forbidden) as exc:
+        return denial_for(exc, _challenge(conn))
+    return None
+
+
+def _connection(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> HTTPConnection:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, HTTPConnection):
+            return value
+    raise TypeError("@require needs an endpoint that takes a Request or WebSocket")
+
+
+def require(spec: RequirementSpec, *, target: TargetFactory | None = None) -> Callable[[F], F]:
+    """Endpoint decorator: 401 without an identity, 403 unless ``spec`` allows.
+
+    Works on request and websocket endpoints (a websocket is refused before
+    ``accept``) and on ``HTTPEndpoint`` methods. ``target(request)`` gives the
+    target the rule is checked against.
+    """
+    resolver = SpecResolver(spec)
+
+    def decorator(endpoint: F) -> F:
+        if inspect.iscoroutinefunction(endpoint):
+
+            @functools.wraps(endpoint)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                conn = _connection(args, kwargs)
+                denial = _denial(resolver, target, conn)
+                if denial is None:
+                    return await endpoint(*args, **kwargs)
+                if isinstance(conn, WebSocket):
+                    await _deny_websocket(conn, _response(denial))
+                    return None
+                return _response(denial)
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(endpoint)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                denial = _denial(resolver, target, _connection(args, kwargs))
+                if denial is not None:
+                    return _response(denial)
+                return endpoint(*args, **kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.__authmw_requirement__ = resolver
+        return cast(F, wrapper)
+
+    return decorator
+
+
+async def handle_auth_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """Exception handler: authmw errors raised in endpoints become 401/403/503."""
+    response = _response(denial_for(cast(AuthError, exc), _challenge(conn)))
+    if isinstance(conn, WebSocket):
+        await _deny_websocket(conn, response)
+        return None
+    return response
+
+
+exception_handlers: dict[Any, Callable[..., Any]] = {
+    NotAuthenticated: handle_auth_error,
+    Forbidden: handle_auth_error,
+    IdentityServiceUnavailable: handle_auth_error,
+}
+"""Pass as ``Starlette(exception_handlers=...)`` (or merge into yours)."""
