@@ -236,6 +236,14 @@ def _roles_option(option: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _scrubbed(exc: BaseException, token: str) -> str:
+    """``str(exc)`` without the token: validators quote it (Keystone's 404 does)."""
+    message = str(exc)
+    if token and token in message:
+        message = message.replace(token, f"<token {fingerprint(token)}>")
+    return message
+
+
 _ValidationRequest = tuple[str, bool]
 _Flow = Generator[_ValidationRequest, Identity, Decision]
 
@@ -470,12 +478,11 @@ class AuthCore:
         if isinstance(exc, (InvalidToken, IdentityServiceUnavailable)):
             return exc
         # A validator bug must not become a 500 nor leak the token into the log.
-        message = str(exc).replace(token, f"<token {fingerprint(token)}>") if token else str(exc)
         log.error(
             "validator %s failed unexpectedly: %s: %s",
             type(self.inner_validator).__name__,
             type(exc).__name__,
-            message,
+            _scrubbed(exc, token),
         )
         return IdentityServiceUnavailable("validator error")
 
@@ -528,7 +535,11 @@ class AuthCore:
                         return Decision(None, self._reject_service, service_status="Invalid")
                     service_status = "Invalid"
                 except IdentityServiceUnavailable as exc:
-                    log.warning("could not validate a service token: %s", exc)
+                    log.warning(
+                        "could not validate service token %s: %s",
+                        fingerprint(service_token),
+                        _scrubbed(exc, service_token),
+                    )
                     if not delayed:
                         return Decision(None, self._unavailable(), service_status="Invalid")
                     service_status = "Invalid"
@@ -562,10 +573,12 @@ class AuthCore:
             # as Keystone's composite authentication does (allow_expired).
             identity = yield (token, service_identity is not None)
         except InvalidToken as exc:
-            log.info("rejected token %s: %s", fingerprint(token), exc)
+            log.info("rejected token %s: %s", fingerprint(token), _scrubbed(exc, token))
             return self._invalid(self._reject_invalid, delayed, service_identity, service_status)
         except IdentityServiceUnavailable as exc:
-            log.warning("could not validate token %s: %s", fingerprint(token), exc)
+            log.warning(
+                "could not validate token %s: %s", fingerprint(token), _scrubbed(exc, token)
+            )
             if delayed:
                 return Decision(
                     None,
@@ -580,7 +593,7 @@ class AuthCore:
             try:
                 self._check_fiware(identity, fiware_service, fiware_service_path)
             except ScopeMismatch as exc:
-                log.info("rejected token %s: %s", fingerprint(token), exc)
+                log.info("rejected token %s: %s", fingerprint(token), _scrubbed(exc, token))
                 return self._invalid(
                     self._scope_mismatch(str(exc)), delayed, service_identity, service_status
                 )
