@@ -323,6 +323,11 @@ class AuthCore:
         self.public_routes = _PublicRoutes(public_routes)
         self.retry_after = _number("retry_after", retry_after)
         self._timer = timer
+        # httpcore logs response headers at DEBUG and Keystone echoes the token
+        # in X-Subject-Token: redact them whichever validator makes the calls.
+        from .client._base import install_log_redaction
+
+        install_log_redaction()
 
         self.inner_validator = validator
         breaker = CircuitBreaker(failure_threshold, _number("circuit_cooldown", circuit_cooldown))
