@@ -66,6 +66,7 @@ __all__ = [
     "RejectedCredentials",
     "authentication_middleware",
     "authorize",
+    "deny_websocket",
     "exception_handlers",
     "get_identity",
     "get_policy",
@@ -217,7 +218,7 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
         except AuthenticationError as exc:
             response = self.on_error(conn, exc)
             if scope["type"] == "websocket":
-                await _deny_websocket(WebSocket(scope, receive, send), response)
+                await deny_websocket(WebSocket(scope, receive, send), response)
             else:
                 await response(scope, receive, send)
             return
@@ -264,7 +265,8 @@ def _response(denial: Denial) -> Response:
     return Response(denial.body, denial.status, headers=dict(denial.headers))
 
 
-async def _deny_websocket(websocket: WebSocket, response: Response) -> None:
+async def deny_websocket(websocket: WebSocket, response: Response) -> None:
+    """Refuse a websocket before ``accept``: the HTTP response if the server can send one."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(response)
     else:
@@ -322,7 +324,7 @@ def require(spec: RequirementSpec, *, target: TargetFactory | None = None) -> Ca
                 if denial is None:
                     return await endpoint(*args, **kwargs)
                 if isinstance(conn, WebSocket):
-                    await _deny_websocket(conn, _response(denial))
+                    await deny_websocket(conn, _response(denial))
                     return None
                 return _response(denial)
 
@@ -347,7 +349,7 @@ async def handle_auth_error(conn: HTTPConnection, exc: Exception) -> Response | 
     """Exception handler: authmw errors raised in endpoints become 401/403/503."""
     response = _response(denial_for(cast(AuthError, exc), _challenge(conn)))
     if isinstance(conn, WebSocket):
-        await _deny_websocket(conn, response)
+        await deny_websocket(conn, response)
         return None
     return response
 
