@@ -1,0 +1,833 @@
+"""Real servers for the test suite: Keystone, redis-server and PostgreSQL.
+
+The fixtures in conftest.py start these on 127.0.0.1 and stop them at the end.
+Nothing here is mocked: Keystone is the pinned release run by
+scripts/keystone/start.sh, Redis and PostgreSQL are the Debian servers that
+scripts/install-services.sh installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+KEYSTONE_SCRIPTS = REPO / "scripts" / "keystone"
+INSTALL_HINT = "install it with `bash scripts/install-services.sh` (Debian: apt-get install {pkg})"
+
+
+class ServiceError(RuntimeError):
+    """A test server could not be started; the message says why and what to do."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- Keystone -------------------------------------------------------------------
+
+
+class KeystoneError(AssertionError):
+    """Keystone answered a helper call with an unexpected status."""
+
+    def __init__(self, what: str, response: httpx.Response) -> None:
+        super().__init__(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+        self.status_code = response.status_code
+        self.response = response
+
+
+class Keystone:
+    """A running Keystone started by scripts/keystone/start.sh, plus test helpers.
+
+    ``url`` is the v3 auth URL (``http://127.0.0.1:PORT/v3``); ``seed`` is the
+    content of seed.json (ids and passwords of everything seed.py created).
+    """
+
+    def __init__(self, state_dir: Path, venv: Path, admin_password: str = "admin-secret") -> None:
+        self.state_dir = state_dir
+        self.venv = venv
+        self.venv_python = venv / "bin" / "python"  # has keystonemiddleware 13.0.1 too
+        self.admin_password = admin_password
+        self.url = ""
+        self.seed: dict[str, Any] = {}
+        self._client = httpx.Client(timeout=30.0)
+        self._admin_tokens: dict[str, str] = {}
+
+    # -- process control -----------------------------------------------------
+
+    def _env(self, extra: Mapping[str, str] = {}) -> dict[str, str]:
+        env = dict(os.environ)
+        env["AUTHMW_KEYSTONE_STATE_DIR"] = str(self.state_dir)
+        env["AUTHMW_KEYSTONE_VENV"] = str(self.venv)
+        env["AUTHMW_KEYSTONE_ADMIN_PASSWORD"] = self.admin_password
+        env.update(extra)
+        return env
+
+    def _script(self, name: str, *args: str, env: Mapping[str, str] = {}) -> str:
+        """Run one of scripts/keystone/ for this state dir; its stdout."""
+        path = str(KEYSTONE_SCRIPTS / name)
+        cmd = ["bash", path] if name.endswith(".sh") else [sys.executable, path]
+        proc = subprocess.run(
+            [*cmd, *args],
+            env=self._env(env),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServiceError(
+                f"scripts/keystone/{name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
+        return proc.stdout.strip()
+
+    def _start(self, env: Mapping[str, str] = {}) -> None:
+        self.url = self._script("start.sh", env=env).splitlines()[-1]
+        self._admin_tokens.clear()
+
+    def _load_seed(self) -> None:
+        self.seed = json.loads((self.state_dir / "seed.json").read_text())
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (the URL without ``/v3``)."""
+        return self.url.rsplit("/v3", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return httpx.URL(self.url).port or 80
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- credentials -----------------------------------------------------------
+
+    @property
+    def service_credentials(self) -> dict[str, str]:
+        """The middleware's service account, as keystonemiddleware option names.
+
+        ``KeystoneValidator(keystone.url, **keystone.service_credentials)``.
+        """
+        user = self.seed["users"]["service-user"]
+        return {
+            "username": user["name"],
+            "password": user["password"],
+            "user_domain_name": user["domain"],
+            "project_name": "service",
+            "project_domain_name": "Default",
+        }
+
+    @property
+    def application_credential(self) -> dict[str, str]:
+        """The service user's seeded application credential: id, secret, name."""
+        cred = self.seed["application_credential"]
+        return {"id": cred["id"], "secret": cred["secret"], "name": cred["name"]}
+
+    def user(self, name: str) -> dict[str, Any]:
+        """seed.json's entry of a seeded user (id, domain, password, grants...)."""
+        user: dict[str, Any] = self.seed["users"][name]
+        return user
+
+    def project_id(self, name: str) -> str:
+        pid: str = self.seed["projects"][name]["id"]
+        return pid
+
+    def domain_id(self, name: str) -> str:
+        did: str = self.seed["domains"][name]
+        return did
+
+    # -- tokens ------------------------------------------------------------------
+
+    def _domain_ref(self, domain: str) -> dict[str, str]:
+        domains: dict[str, str] = self.seed.get("domains", {})
+        if domain in domains:
+            return {"id": domains[domain]}
+        if domain in domains.values():
+            return {"id": domain}
+        return {"name": domain}
+
+    def _project_ref(
+        self, project: str, project_domain: str | None, user_domain: str
+    ) -> dict[str, Any]:
+        projects: dict[str, dict[str, str]] = self.seed.get("projects", {})
+        if project_domain is None and project in projects:
+            return {"id": projects[project]["id"]}
+        if any(p["id"] == project for p in projects.values()):
+            return {"id": project}
+        return {"name": project, "domain": self._domain_ref(project_domain or user_domain)}
+
+    def issue(
+        self,
+        user: str,
+        password: str | None = None,
+        user_domain: str | None = None,
+        project: str | None = None,
+        project_domain: str | None = None,
+        domain: str | None = None,
+        system: bool = False,
+        unscoped: bool = False,
+        catalog: bool = True,
+    ) -> tuple[str, dict[str, Any]]:
+        """Password-authenticate; return (token, response body).
+
+        ``password`` and ``user_domain`` default to the seeded user's. Scope:
+        ``project`` (name or id; name looked up in the seed, else in
+        ``project_domain`` or the user's domain), ``domain`` (name or id),
+        ``system=True`` (system all), ``unscoped=True``; with none of them
+        Keystone picks the user's default project, if any, else unscoped.
+        """
+        if sum(map(bool, (project, domain, system, unscoped))) > 1:
+            raise ValueError("give at most one of project, domain, system, unscoped")
+        seeded = self.seed.get("users", {}).get(user)
+        if password is None:
+            if seeded is None:
+                raise ValueError(f"no password given and {user!r} is not a seeded user")
+            password = str(seeded["password"])
+        if user_domain is None:
+            user_domain = str(seeded["domain"]) if seeded else "Default"
+        auth: dict[str, Any] = {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": user,
+                        "domain": self._domain_ref(user_domain),
+                        "password": password,
+                    }
+                },
+            }
+        }
+        if unscoped:
+            auth["scope"] = "unscoped"
+        elif system:
+            auth["scope"] = {"system": {"all": True}}
+        elif domain:
+            auth["scope"] = {"domain": self._domain_ref(domain)}
+        elif project:
+            auth["scope"] = {"project": self._project_ref(project, project_domain, user_domain)}
+        return self._post_auth({"auth": auth}, f"token for {user}", catalog)
+
+    def _post_auth(
+        self, body: dict[str, Any], what: str, catalog: bool = True
+    ) -> tuple[str, dict[str, Any]]:
+        params = {} if catalog else {"nocatalog": "1"}
+        r = self._client.post(f"{self.url}/auth/tokens", json=body, params=params)
+        if r.status_code != 201:
+            raise KeystoneError(what, r)
+        data: dict[str, Any] = r.json()
+        return r.headers["X-Subject-Token"], data
+
+    def issue_token(
+        self,
+        user: str,
+        password: str | None = None,
+        user_domain: str | None = None,
+        project: str | None = None,
+        project_domain: str | None = None,
+        domain: str | None = None,
+        system: bool = False,
+        unscoped: bool = False,
+    ) -> str:
+        """Like :meth:`issue`, returning only the token (X-Subject-Token)."""
+        return self.issue(
+            user, password, user_domain, project, project_domain, domain, system, unscoped
+        )[0]
+
+    def issue_application_credential_token(
+        self, credential_id: str | None = None, secret: str | None = None
+    ) -> str:
+        """A token for an application credential (default: the seeded one)."""
+        cred = self.application_credential
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": {
+                        "id": credential_id or cred["id"],
+                        "secret": secret or cred["secret"],
+                    },
+                }
+            }
+        }
+        return self._post_auth(body, "application credential token")[0]
+
+    def _system_admin(self) -> str:
+        return self._admin("system")
+
+    def _admin(self, kind: str) -> str:
+        if kind not in self._admin_tokens:
+            scope = (
+                {"system": {"all": True}}
+                if kind == "system"
+                else {"project": {"name": "admin", "domain": {"id": "default"}}}
+            )
+            body = {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": "admin",
+                                "domain": {"id": "default"},
+                                "password": self.admin_password,
+                            }
+                        },
+                    },
+                    "scope": scope,
+                }
+            }
+            self._admin_tokens[kind] = self._post_auth(body, f"{kind} admin token", False)[0]
+        return self._admin_tokens[kind]
+
+    def _as_admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the system admin's token, re-issued once if refused."""
+        for attempt in (1, 2):
+            headers = {"X-Auth-Token": self._system_admin(), **kwargs.pop("headers", {})}
+            r = self._client.request(method, self.url + path, headers=headers, **kwargs)
+            if r.status_code != 401 or attempt == 2:
+                return r
+            kwargs["headers"] = {k: v for k, v in headers.items() if k != "X-Auth-Token"}
+            self._admin_tokens.pop("system", None)
+        raise AssertionError("unreachable")
+
+    def admin_token(self) -> str:
+        """A token of ``admin`` scoped to project ``admin`` (the admin project); cached."""
+        return self._admin("project")
+
+    def service_token(self) -> str:
+        """A fresh token of the service user, scoped to project ``service``."""
+        return self.issue_token("service-user", project="service")
+
+    def check(self, token: str, allow_expired: bool = False) -> httpx.Response:
+        """``GET /v3/auth/tokens`` for ``token`` as the system admin; the raw response.
+
+        Not counted by :meth:`validation_count`.
+        """
+        params = {"nocatalog": "1", "authmw_helper": "1"}
+        if allow_expired:
+            params["allow_expired"] = "1"
+        return self._as_admin(
+            "GET", "/auth/tokens", headers={"X-Subject-Token": token}, params=params
+        )
+
+    def token_body(self, token: str, allow_expired: bool = False) -> dict[str, Any]:
+        """Keystone's validation body (``{"token": {...}}``) of a valid token."""
+        r = self.check(token, allow_expired)
+        if r.status_code != 200:
+            raise KeystoneError("token validation", r)
+        body: dict[str, Any] = r.json()
+        return body
+
+    def revoke(self, token: str) -> None:
+        """``DELETE /v3/auth/tokens`` as the system admin (204 expected)."""
+        r = self._as_admin("DELETE", "/auth/tokens", headers={"X-Subject-Token": token})
+        if r.status_code != 204:
+            raise KeystoneError("token revocation", r)
+
+    def create_application_credential(
+        self,
+        user: str = "service-user",
+        password: str | None = None,
+        project: str | None = None,
+        name: str | None = None,
+        roles: list[str] | None = None,
+    ) -> dict[str, str]:
+        """Create an application credential of a seeded user; returns id, secret, name.
+
+        ``project`` defaults to the user's first project grant, ``roles`` to all
+        the user's roles there, ``name`` to a unique one.
+        """
+        seeded = self.user(user)
+        if project is None:
+            project = next(t for k, t, _ in seeded["grants"] if k == "project")
+        token = self.issue_token(user, password, project=project)
+        body: dict[str, Any] = {"name": name or f"authmw-{uuid.uuid4().hex[:12]}"}
+        if roles is not None:
+            body["roles"] = [{"name": r} for r in roles]
+        r = self._client.post(
+            f"{self.url}/users/{seeded['id']}/application_credentials",
+            json={"application_credential": body},
+            headers={"X-Auth-Token": token},
+        )
+        if r.status_code != 201:
+            raise KeystoneError("application credential creation", r)
+        cred = r.json()["application_credential"]
+        return {"id": cred["id"], "secret": cred["secret"], "name": cred["name"]}
+
+    def delete_application_credential(self, credential_id: str, user: str = "service-user") -> None:
+        seeded = self.user(user)
+        project = next(t for k, t, _ in seeded["grants"] if k == "project")
+        r = self._client.delete(
+            f"{self.url}/users/{seeded['id']}/application_credentials/{credential_id}",
+            headers={"X-Auth-Token": self.issue_token(user, project=project)},
+        )
+        if r.status_code != 204:
+            raise KeystoneError("application credential deletion", r)
+
+    # -- observation ---------------------------------------------------------------
+
+    @property
+    def access_log(self) -> Path:
+        return self.state_dir / "log" / "access.log"
+
+    def validation_count(self) -> int:
+        """Token validations (GET/HEAD /v3/auth/tokens) this Keystone has served.
+
+        Compare two readings. Calls of the helpers above are not counted. The
+        shared ``keystone`` may also serve parallel test sessions: use
+        ``keystone_disposable`` where an exact count matters.
+        """
+        # gunicorn logs a request just after sending its response: a marker
+        # request, waited for in the log, puts the earlier lines there first.
+        marker = f"authmw_sync={uuid.uuid4().hex}"
+        self._client.get(f"{self.url}?{marker}")
+        deadline = time.monotonic() + 5
+        while True:
+            text = self.access_log.read_text(errors="replace")
+            if marker in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        count = 0
+        for line in text.splitlines():
+            if ('"GET /v3/auth/tokens' in line or '"HEAD /v3/auth/tokens' in line) and (
+                "authmw_helper" not in line
+            ):
+                count += 1
+        return count
+
+
+class SharedKeystone(Keystone):
+    """The Keystone of this checkout (``.cache/keystone``), shared by parallel sessions.
+
+    Every session holds a shared lock on ``<state>/.users.lock``; the last one
+    to leave stops the server, and only if a test session started it.
+    """
+
+    def __init__(self) -> None:
+        home = Path(os.environ.get("AUTHMW_KEYSTONE_HOME") or REPO / ".cache" / "keystone")
+        state = Path(os.environ.get("AUTHMW_KEYSTONE_STATE_DIR") or home / "state")
+        venv = Path(os.environ.get("AUTHMW_KEYSTONE_VENV") or home / "venv")
+        super().__init__(
+            state.absolute(),
+            venv.absolute(),
+            os.environ.get("AUTHMW_KEYSTONE_ADMIN_PASSWORD", "admin-secret"),
+        )
+        self._users_lock: IO[str] | None = None
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._users_lock = open(self.state_dir / ".users.lock", "w")  # noqa: SIM115 (held for the session)
+        fcntl.flock(self._users_lock, fcntl.LOCK_SH)
+        self._start({"AUTHMW_KEYSTONE_OWNER": "pytest"})
+        self._script(
+            "seed.py", "--if-needed", "--quiet", env={"AUTHMW_KEYSTONE_AUTH_URL": self.url}
+        )
+        self._load_seed()
+
+    def release(self) -> None:
+        """Leave; the last session out stops the server if a test session started it.
+
+        ``AUTHMW_KEYSTONE_KEEP=1`` leaves it running (faster re-runs while developing).
+        """
+        self.close()
+        lock, self._users_lock = self._users_lock, None
+        if lock is None:
+            return
+        try:
+            if os.environ.get("AUTHMW_KEYSTONE_KEEP") == "1":
+                return
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another session still uses it
+            try:
+                owner = (self.state_dir / "keystone.owner").read_text().strip()
+            except OSError:
+                return
+            if owner == "pytest":
+                self._script("stop.sh")
+        finally:
+            lock.close()
+
+
+class DisposableKeystone(Keystone):
+    """A private Keystone: a copy of another one's database and keys on its own port.
+
+    The same users exist and the same tokens are valid (until revoked in one
+    of them: revocations are not shared). ``stop()`` and ``start()`` it freely;
+    it keeps its port, so clients configured with ``url`` reconnect.
+    """
+
+    def __init__(self, source: Keystone, workers: int = 2) -> None:
+        super().__init__(
+            Path(tempfile.mkdtemp(prefix="authmw-keystone-")), source.venv, source.admin_password
+        )
+        self._source = source
+        self._port = free_port()
+        self._workers = workers
+        self.url = f"http://127.0.0.1:{self._port}/v3"
+        self.running = False
+
+    def start(self) -> None:
+        self._start(
+            {
+                "AUTHMW_KEYSTONE_CLONE_FROM": str(self._source.state_dir),
+                "AUTHMW_KEYSTONE_PORT": str(self._port),
+                "AUTHMW_KEYSTONE_WORKERS": str(self._workers),
+                "AUTHMW_KEYSTONE_OWNER": "pytest",
+            }
+        )
+        self.running = True
+        if not self.seed:
+            self._load_seed()
+
+    def stop(self) -> None:
+        """Kill the server at once (like a crash); returns once its port is closed."""
+        self._script("stop.sh", env={"AUTHMW_KEYSTONE_FAST_STOP": "1"})
+        self.running = False
+
+    def destroy(self) -> None:
+        with contextlib.suppress(ServiceError):
+            self.stop()
+        self.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+# --- Redis ------------------------------------------------------------------------
+
+
+def redis_binary() -> str:
+    """Path of redis-server: $AUTHMW_REDIS_SERVER, else from PATH or /usr/bin."""
+    configured = os.environ.get("AUTHMW_REDIS_SERVER")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise ServiceError(
+                f"AUTHMW_REDIS_SERVER={configured} is not an executable: "
+                + INSTALL_HINT.format(pkg="redis-server")
+            )
+        return configured
+    path = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin:/usr/sbin")
+    if path is None:
+        raise ServiceError("redis-server not found: " + INSTALL_HINT.format(pkg="redis-server"))
+    return path
+
+
+class RedisServer:
+    """A private ``redis-server`` on 127.0.0.1 (no persistence), in its own temp dir."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        self.binary = redis_binary()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="authmw-redis-"))
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        log = self.workdir / "redis.log"
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self._proc.poll() is not None:
+                raise ServiceError(f"redis-server exited at start:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"redis-server did not answer in {timeout}s:\n{_tail(log)}")
+            time.sleep(0.02)
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (RESP), return the raw first reply line."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+        )
+        with socket.create_connection((self.host, self.port), timeout=2) as s:
+            s.sendall(payload)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.strip()
+
+    def ping(self) -> bool:
+        try:
+            return self.command("PING") == b"+PONG"
+        except OSError:
+            return False
+
+    def flushall(self) -> None:
+        if self.command("FLUSHALL") != b"+OK":
+            raise ServiceError("redis FLUSHALL failed")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after 5 s); its port closes."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path:
+    """Directory of initdb/postgres: $AUTHMW_PG_BINDIR, Debian's newest, or PATH."""
+    if os.environ.get("AUTHMW_PG_BINDIR"):
+        return Path(os.environ["AUTHMW_PG_BINDIR"])
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    raise ServiceError(
+        "PostgreSQL server binaries (initdb, postgres) not found: "
+        + INSTALL_HINT.format(pkg="postgresql")
+    )
+
+
+def _postgres_account() -> pwd.struct_passwd | None:
+    """The account to run PostgreSQL as (it refuses to run as root); None: as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "authmw-pg"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "authmw-pg"],
+        check=True,
+        capture_output=True,
+    )
+    return pwd.getpwnam("authmw-pg")
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster in a temp dir, listening on 127.0.0.1 only.
+
+    Trust authentication for the superuser ``postgres``; fsync off (tests only).
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.bindir = postgres_bindir()
+        for tool in ("initdb", "postgres"):
+            if not (self.bindir / tool).exists():
+                raise ServiceError(
+                    f"{self.bindir / tool} missing: " + INSTALL_HINT.format(pkg="postgresql")
+                )
+        self.account = _postgres_account()
+        # Under /tmp, not pytest's 0700 tmp dirs: the postgres account must reach it.
+        self.workdir = Path(tempfile.mkdtemp(prefix="authmw-pg-"))
+        self.datadir = self.workdir / "data"
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.user = "postgres"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        if self.account is not None:
+            os.chown(self.workdir, self.account.pw_uid, self.account.pw_gid)
+
+    def _as_account(self) -> dict[str, Any]:
+        if self.account is None:
+            return {}
+        return {"user": self.account.pw_uid, "group": self.account.pw_gid, "extra_groups": []}
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _initdb(self) -> None:
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        if self.account is not None:
+            env["HOME"] = str(self.workdir)
+        proc = subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            cwd=self.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            **self._as_account(),
+        )
+        if proc.returncode != 0:
+            raise ServiceError(f"initdb failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running:
+            return
+        if not (self.datadir / "PG_VERSION").exists():
+            self._initdb()
+        log_path = self.workdir / "postgres.log"
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.workdir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+            **self._as_account(),
+        )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self._proc.poll() is not None:
+                raise ServiceError(f"postgres exited at start:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(
+                    f"postgres did not accept connections in {timeout}s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url(), connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def create_database(self, name: str | None = None) -> str:
+        """Create an empty database; return its URL."""
+        import psycopg
+
+        name = name or f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: disconnect clients, stop)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

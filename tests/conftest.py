@@ -1,0 +1,130 @@
+"""Fixtures that start real servers on 127.0.0.1 when a test asks for them.
+
+- ``keystone`` (session): the checkout's Keystone (scripts/keystone), seeded.
+- ``keystone_disposable``: a private copy of it on its own port, to stop and start.
+- ``redis_url``: ``redis://127.0.0.1:PORT/0`` of a session-wide redis-server, emptied per test.
+- ``redis_server``: a private redis-server with ``stop()``/``start()``.
+- ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
+- ``postgres_server``: that PostgreSQL (``create_database()``, ``url()``).
+
+A server that cannot start fails the test with the reason (never a skip).
+Tests using these fixtures get the ``keystone``/``redis``/``postgres`` marker,
+so ``pytest -m "not keystone"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NoReturn, TypeVar
+
+import pytest
+from _services import (
+    DisposableKeystone,
+    PostgresServer,
+    RedisServer,
+    ServiceError,
+    SharedKeystone,
+)
+
+_Server = TypeVar("_Server", RedisServer, PostgresServer)
+
+_MARKERS = {
+    "keystone": "keystone",
+    "keystone_disposable": "keystone",
+    "redis_url": "redis",
+    "redis_server": "redis",
+    "postgres_url": "postgres",
+    "postgres_server": "postgres",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, marker in _MARKERS.items():
+            if fixture in names:
+                item.add_marker(marker)
+
+
+def _fail(what: str, error: Exception) -> NoReturn:
+    pytest.fail(f"{what} could not start: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def keystone() -> Iterator[SharedKeystone]:
+    """The real Keystone, seeded (see scripts/keystone/README.md for the identities)."""
+    ks = SharedKeystone()
+    try:
+        ks.start()
+    except (ServiceError, OSError) as e:
+        ks.release()
+        _fail("Keystone", e)
+    try:
+        yield ks
+    finally:
+        ks.release()
+
+
+@pytest.fixture
+def keystone_disposable(keystone: SharedKeystone) -> Iterator[DisposableKeystone]:
+    """A private Keystone with the same users, keys and tokens; stop()/start() it at will."""
+    ks = DisposableKeystone(keystone)
+    try:
+        ks.start()
+    except (ServiceError, OSError) as e:
+        ks.destroy()
+        _fail("disposable Keystone", e)
+    try:
+        yield ks
+    finally:
+        ks.destroy()
+
+
+def _started(server_type: type[_Server], what: str) -> Iterator[_Server]:
+    try:
+        server = server_type()
+    except (ServiceError, OSError) as e:
+        _fail(what, e)
+    try:
+        server.start()
+    except (ServiceError, OSError) as e:
+        server.destroy()
+        _fail(what, e)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def _redis_session() -> Iterator[RedisServer]:
+    yield from _started(RedisServer, "redis-server")
+
+
+@pytest.fixture
+def redis_url(_redis_session: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of a real redis-server, emptied for this test."""
+    _redis_session.flushall()
+    return _redis_session.url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private, running redis-server (``.url``, ``.stop()``, ``.start()`` on the same port)."""
+    yield from _started(RedisServer, "redis-server")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session (superuser ``postgres``, trust auth, loopback)."""
+    yield from _started(PostgresServer, "PostgreSQL")
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:PORT/test_...``: a fresh, empty database."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url.rsplit("/", 1)[1])

@@ -1,0 +1,157 @@
+"""The real servers the suite starts: Keystone, redis-server, PostgreSQL."""
+
+from __future__ import annotations
+
+import httpx
+import psycopg
+import pytest
+import redis
+from _services import DisposableKeystone, Keystone, PostgresServer, RedisServer, ServiceError
+
+
+def test_project_scoped_token(keystone: Keystone) -> None:
+    token = keystone.issue_token("demo-user", project="demo-project")
+    body = keystone.token_body(token)["token"]
+    assert body["user"]["name"] == "demo-user"
+    assert body["user"]["domain"]["name"] == "demo"
+    assert body["project"]["name"] == "demo-project"
+    assert body["project"]["domain"]["name"] == "demo"
+    assert {"member", "reader"} <= {r["name"] for r in body["roles"]}
+    assert body["is_admin_project"] is False
+
+
+def test_default_project_and_implied_roles(keystone: Keystone) -> None:
+    body = keystone.token_body(keystone.issue_token("demo-admin"))["token"]
+    assert body["project"]["id"] == keystone.project_id("demo-project")
+    assert {"admin", "manager", "member", "reader"} <= {r["name"] for r in body["roles"]}
+
+
+def test_domain_scoped_token(keystone: Keystone) -> None:
+    body = keystone.token_body(keystone.issue_token("demo-user", domain="demo"))["token"]
+    assert body["domain"] == {"id": keystone.domain_id("demo"), "name": "demo"}
+    assert "project" not in body
+    assert [r["name"] for r in body["roles"]] == ["reader"]
+
+
+def test_system_scoped_token(keystone: Keystone) -> None:
+    body = keystone.token_body(keystone.issue_token("system-reader", system=True))["token"]
+    assert body["system"] == {"all": True}
+    assert "reader" in {r["name"] for r in body["roles"]}
+
+
+def test_unscoped_token(keystone: Keystone) -> None:
+    body = keystone.token_body(keystone.issue_token("demo-admin", unscoped=True))["token"]
+    assert body["user"]["name"] == "demo-admin"
+    assert not {"project", "domain", "system", "roles"} & body.keys()
+
+
+def test_fiware_smartcity_tokens(keystone: Keystone) -> None:
+    project = keystone.token_body(keystone.issue_token("gardener", project="/gardens"))["token"]
+    assert project["project"]["name"] == "/gardens"
+    assert project["project"]["domain"]["name"] == "smartcity"
+    domain = keystone.token_body(keystone.issue_token("gardener", domain="smartcity"))["token"]
+    assert domain["domain"]["name"] == "smartcity"
+
+
+def test_user_without_roles_gets_no_project_token(keystone: Keystone) -> None:
+    with pytest.raises(AssertionError, match="HTTP 401"):
+        keystone.issue_token("norole", project="alpha")
+    assert keystone.issue_token("norole", unscoped=True)
+
+
+def test_service_user_validates_and_counts(keystone_disposable: DisposableKeystone) -> None:
+    ks = keystone_disposable
+    user_token = ks.issue_token("demo-user", project="demo-project")
+    service_token = ks.service_token()
+    before = ks.validation_count()
+    r = httpx.get(
+        f"{ks.url}/auth/tokens",
+        headers={"X-Auth-Token": service_token, "X-Subject-Token": user_token},
+        params={"nocatalog": "1"},
+    )
+    assert r.status_code == 200
+    assert r.json()["token"]["user"]["name"] == "demo-user"
+    ks.token_body(user_token)  # helper calls are not counted
+    assert ks.validation_count() == before + 1
+
+
+def test_revoked_token_is_not_found(keystone: Keystone) -> None:
+    token = keystone.issue_token("demo-reader", project="demo-project")
+    assert keystone.check(token).status_code == 200
+    keystone.revoke(token)
+    assert keystone.check(token).status_code == 404
+
+
+def test_application_credentials(keystone: Keystone) -> None:
+    body = keystone.token_body(keystone.issue_application_credential_token())["token"]
+    assert body["application_credential"]["id"] == keystone.application_credential["id"]
+    assert body["project"]["name"] == "service"
+    cred = keystone.create_application_credential("demo-user", roles=["reader"])
+    token = keystone.issue_application_credential_token(cred["id"], cred["secret"])
+    assert [r["name"] for r in keystone.token_body(token)["token"]["roles"]] == ["reader"]
+    keystone.delete_application_credential(cred["id"], user="demo-user")
+    with pytest.raises(AssertionError, match="HTTP 404"):  # Keystone: no such credential
+        keystone.issue_application_credential_token(cred["id"], cred["secret"])
+
+
+def test_disposable_keystone_stops_and_starts(
+    keystone: Keystone, keystone_disposable: DisposableKeystone
+) -> None:
+    ks = keystone_disposable
+    assert ks.url != keystone.url
+    token = keystone.issue_token("demo-user", project="demo-project")  # issued by the shared one
+    assert ks.token_body(token)["token"]["user"]["name"] == "demo-user"
+    ks.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(ks.url)
+    ks.start()
+    assert ks.token_body(token)["token"]["user"]["name"] == "demo-user"
+
+
+def test_redis_url(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.ping() is True
+        assert client.dbsize() == 0
+        client.set("k", "v")
+        assert client.get("k") == b"v"
+    finally:
+        client.close()
+
+
+def test_redis_server_stops_and_starts(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1)
+    try:
+        assert client.ping() is True
+        redis_server.stop()
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+        redis_server.start()
+        assert client.ping() is True
+    finally:
+        client.close()
+
+
+def test_postgres_url_is_a_fresh_database(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+        assert tables == (0,)
+        conn.execute("CREATE TABLE t (x int)")
+
+
+def test_postgres_listens_on_loopback_only(postgres_server: PostgresServer) -> None:
+    with psycopg.connect(postgres_server.url()) as conn:
+        row = conn.execute("SHOW listen_addresses").fetchone()
+    assert row == ("127.0.0.1",)
+
+
+def test_missing_server_binaries_say_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHMW_REDIS_SERVER", "/nonexistent/redis-server")
+    with pytest.raises(ServiceError, match=r"install-services\.sh"):
+        RedisServer()
+    monkeypatch.setenv("AUTHMW_PG_BINDIR", "/nonexistent")
+    with pytest.raises(ServiceError, match=r"install-services\.sh"):
+        PostgresServer()
