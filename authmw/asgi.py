@@ -53,6 +53,7 @@ class ASGIAuthMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         validator: Validator | None = None,
         *,
         core: AuthCore | None = None,
