@@ -13,13 +13,14 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
 from ..core import error_body
-from ..errors import Forbidden, IdentityServiceUnavailable, NotAuthenticated
+from ..errors import ConfigurationError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
 from ..policy import Policy, PolicyError, Requirement, RuleText, compile_rule
+from ..validators.base import Validator
 
 __all__ = [
     "DEFAULT_CHALLENGE",
@@ -31,6 +32,7 @@ __all__ = [
     "as_policy",
     "denial_for",
     "resolver_for",
+    "validator_from_env",
 ]
 
 log = logging.getLogger("authmw.contrib")
@@ -169,3 +171,71 @@ class SpecResolver:
 def resolver_for(spec: RequirementSpec) -> SpecResolver:
     """A shared :class:`SpecResolver` per spec (for checks made inside views)."""
     return SpecResolver(spec)
+
+
+# KeystoneValidator keywords settable as AUTHMW_<KEYWORD>, as in the ``authmw`` CLI.
+_KEYSTONE_ENV: Final = (
+    "username",
+    "user_id",
+    "password",
+    "user_domain_name",
+    "user_domain_id",
+    "project_name",
+    "project_id",
+    "project_domain_name",
+    "project_domain_id",
+    "domain_name",
+    "domain_id",
+    "system_scope",
+    "application_credential_id",
+    "application_credential_name",
+    "application_credential_secret",
+    "static_token",
+    "cafile",
+    "certfile",
+    "keyfile",
+)
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+
+
+def validator_from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    default: Callable[[], Validator] | None = None,
+) -> Validator:
+    """The validator the environment asks for (the ``authmw`` CLI's variable names).
+
+    - ``AUTHMW_AUTH_URL``: Keystone, with the service account in
+      ``AUTHMW_USERNAME``, ``AUTHMW_PASSWORD``, ``AUTHMW_USER_DOMAIN_NAME``,
+      ``AUTHMW_PROJECT_NAME``, ``AUTHMW_PROJECT_DOMAIN_NAME`` (or
+      ``AUTHMW_APPLICATION_CREDENTIAL_ID``/``_SECRET``, ...), ``AUTHMW_CAFILE``,
+      ``AUTHMW_INSECURE``, ``AUTHMW_INCLUDE_SERVICE_CATALOG``;
+    - ``AUTHMW_DB``: the local token store (``sqlite:///tokens.db``,
+      ``postgresql://...``), with ``AUTHMW_PEPPER`` if it was created with one;
+    - neither: ``default()``, or :class:`~authmw.ConfigurationError`.
+    """
+    env = os.environ if environ is None else environ
+    auth_url = env.get("AUTHMW_AUTH_URL") or None
+    db_url = env.get("AUTHMW_DB") or None
+    if auth_url and db_url:
+        raise ConfigurationError("AUTHMW_DB", "set AUTHMW_AUTH_URL or AUTHMW_DB, not both")
+    if auth_url:
+        from ..validators.keystone import KeystoneValidator
+
+        kwargs: dict[str, Any] = {
+            name: env[f"AUTHMW_{name.upper()}"]
+            for name in _KEYSTONE_ENV
+            if env.get(f"AUTHMW_{name.upper()}")
+        }
+        for flag in ("insecure", "include_service_catalog"):
+            value = env.get(f"AUTHMW_{flag.upper()}")
+            if value:
+                kwargs[flag] = value.strip().lower() in _TRUE
+        return KeystoneValidator(auth_url, **kwargs)
+    if db_url:
+        from ..store import LocalTokenStore
+
+        return LocalTokenStore(db_url, pepper=env.get("AUTHMW_PEPPER") or None)
+    if default is None:
+        raise ConfigurationError("AUTHMW_AUTH_URL", "set AUTHMW_AUTH_URL (Keystone) or AUTHMW_DB")
+    return default()

@@ -140,7 +140,7 @@ def setup(
     if middleware:
         if core is None:
             raise TypeError("middleware=True needs a validator (or core=)")
-        app.add_middleware(ASGIAuthMiddleware, core=core)  # type: ignore[arg-type]
+        app.add_middleware(ASGIAuthMiddleware, core=core)
     return state
 
 
