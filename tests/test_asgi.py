@@ -56,11 +56,11 @@ INJECTED_NAMES = {
 
 class Seen:
     def __init__(self) -> None:
-        self.scopes: list[dict[str, Any]] = []
+        self.scopes: list[Any] = []
         self.events: list[str] = []
 
     @property
-    def last(self) -> dict[str, Any]:
+    def last(self) -> Any:
         return self.scopes[-1]
 
 
@@ -400,6 +400,7 @@ async def test_websocket_close_codes_called_directly(
 ) -> None:
     app = ASGIRecorder()
     mw = ASGIAuthMiddleware(app, validator=validator)
+    extensions: dict[str, Any] | None
     for extensions in (None, {}, {"other": {}}):
         messages = await websocket_messages(mw, headers, extensions)
         assert messages == [{"type": "websocket.close", "code": code, "reason": ""}]

@@ -119,7 +119,7 @@ def test_unnormalised_paths_are_not_public_wsgi(path: str) -> None:
     decoded = path.replace("%2f", "/").replace("%2F", "/").replace("%2e", ".").replace("%2E", ".")
     for path_info in {path, decoded}:
         for raw_key in ("RAW_URI", "REQUEST_URI", None):
-            extra = {raw_key: path} if raw_key else {}
+            extra: dict[str, Any] = {raw_key: path} if raw_key else {}
             result = call_wsgi(mw, environ(path_info, **extra))
             assert result.code == 401, (path_info, raw_key)
     assert app.environs == []

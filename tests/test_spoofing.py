@@ -208,7 +208,7 @@ async def test_asgi_duplicates_and_mixed_spellings_at_once() -> None:
 
 
 def test_asgi_through_starlette_testclient() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[Any] = []
 
     async def endpoint(request: Request) -> PlainTextResponse:
         seen.append(request.scope)

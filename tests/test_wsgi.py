@@ -364,10 +364,10 @@ def test_exc_info_is_passed_through() -> None:
             start_response("500 Internal Server Error", [], sys.exc_info())
         return [b"error"]
 
-    for options in ({}, {"delay_auth_decision": True}):
+    for delayed in (False, True):
         seen.clear()
-        mw = WSGIAuthMiddleware(app, counting(), **options)
-        token = [("X-Auth-Token", GOOD)] if not options else []
+        mw = WSGIAuthMiddleware(app, counting(), delay_auth_decision=delayed)
+        token = [] if delayed else [("X-Auth-Token", GOOD)]
         list(mw(environ(headers=token), start_response))
         assert seen[0] == ("200 OK", None)
         status, exc_info = seen[1]
@@ -386,10 +386,10 @@ def test_write_callable_is_passed_through() -> None:
         write(b"early ")
         return [b"late"]
 
-    for options in ({}, {"delay_auth_decision": True}):
+    for delayed in (False, True):
         written.clear()
-        mw = WSGIAuthMiddleware(app, counting(), **options)
-        token = [("X-Auth-Token", GOOD)] if not options else []
+        mw = WSGIAuthMiddleware(app, counting(), delay_auth_decision=delayed)
+        token = [] if delayed else [("X-Auth-Token", GOOD)]
         body = b"".join(mw(environ(headers=token), start_response))
         assert written == [b"early "]
         assert body == b"late"
@@ -420,7 +420,7 @@ def test_close_of_the_apps_iterable_is_preserved(delayed: bool) -> None:
 
     mw = WSGIAuthMiddleware(app, counting(), delay_auth_decision=delayed)
     token = [] if delayed else [("X-Auth-Token", GOOD)]
-    returned = mw(environ(headers=token), lambda *a: None)
+    returned = mw(environ(headers=token), lambda *a: lambda data: None)
     assert returned is bodies[0]  # the very iterable, not a copy
     result = call_wsgi(mw, environ(headers=token))
     assert result.body == b"ab"
