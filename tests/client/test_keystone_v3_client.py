@@ -154,19 +154,7 @@ def test_token_method_exchanges_unscoped_for_project(keystone: Any) -> None:
 
 @pytest.mark.keystone
 def test_application_credential_by_id_and_by_name(keystone: Any) -> None:
-    auth = KeystoneV3Password(keystone.url, **keystone.service_credentials)
-    name = f"authmw-client-{time.time_ns()}"
-    with httpx.Client(auth=auth) as client:
-        service = auth.acquire(client)
-        assert service.body is not None
-        user = service.body["token"]["user"]
-        response = client.post(
-            f"{auth.auth_url}/users/{user['id']}/application_credentials",
-            json={"application_credential": {"name": name}},
-        )
-    assert response.status_code == 201, response.text
-    credential = response.json()["application_credential"]
-
+    credential = keystone.application_credential  # the seeded one, of service-user
     by_id = acquire(
         KeystoneV3ApplicationCredential(
             keystone.url,
@@ -177,16 +165,25 @@ def test_application_credential_by_id_and_by_name(keystone: Any) -> None:
     by_name = acquire(
         KeystoneV3ApplicationCredential(
             keystone.url,
-            application_credential_name=name,
+            application_credential_name=credential["name"],
             application_credential_secret=credential["secret"],
-            username=user["name"],
-            user_domain_id=user["domain"]["id"],
+            username="service-user",
+            user_domain_name="Default",
         )
     )
     for token in (by_id, by_name):
         assert token.body is not None
         assert token.body["token"]["methods"] == ["application_credential"]
         assert token.body["token"]["application_credential"]["id"] == credential["id"]
+        assert token.body["token"]["project"]["name"] == "service"
+    with pytest.raises(AuthenticationFailed):
+        acquire(
+            KeystoneV3ApplicationCredential(
+                keystone.url,
+                application_credential_id=credential["id"],
+                application_credential_secret="not-the-secret",
+            )
+        )
 
 
 @pytest.mark.keystone
@@ -248,6 +245,8 @@ def test_renews_once_on_401_after_revocation(keystone: Any) -> None:
         # history: the refused call, then the renewal
         assert [r.status_code for r in response.history] == [401, 201]
         assert response.history[1].request.url.path == "/v3/auth/tokens"
+        created = response.json()["application_credential"]["id"]
+        client.delete(f"{auth.auth_url}/users/{user_id}/application_credentials/{created}")
         response = client.get(f"{auth.auth_url}/auth/projects")
     assert response.status_code == 200
     second = auth.token

@@ -205,25 +205,9 @@ async def test_wrong_service_password_is_unavailable_not_invalid(keystone: Any, 
             await check(v, token, mode)
 
 
-def _application_credential(keystone: Any, name: str) -> dict[str, str]:
-    auth = KeystoneV3Password(keystone.url, **keystone.service_credentials)
-    with httpx.Client() as client:
-        service = auth.acquire(client)
-        assert service.body is not None
-        user_id = service.body["token"]["user"]["id"]
-        response = client.post(
-            f"{auth.auth_url}/users/{user_id}/application_credentials",
-            headers={"X-Auth-Token": service.token},
-            json={"application_credential": {"name": name}},
-        )
-    assert response.status_code == 201, response.text
-    credential: dict[str, str] = response.json()["application_credential"]
-    return credential
-
-
 @modes
 async def test_application_credential_as_service_identity(keystone: Any, mode: str) -> None:
-    credential = _application_credential(keystone, f"authmw-validator-{mode}-{time.time_ns()}")
+    credential = keystone.application_credential  # the seeded one, of service-user
     token = keystone.issue_token(**DEMO, **DEMO_PROJECT)
     async with KeystoneValidator(
         keystone.url,
@@ -233,6 +217,14 @@ async def test_application_credential_as_service_identity(keystone: Any, mode: s
         assert (await check(v, token, mode)).project_name == "demo-project"
         assert v.auth.token is not None and v.auth.token.body is not None
         assert v.auth.token.body["token"]["methods"] == ["application_credential"]
+    async with KeystoneValidator(
+        keystone.url,
+        application_credential_name=credential["name"],
+        application_credential_secret=credential["secret"],
+        username="service-user",
+        user_domain_name="Default",
+    ) as v:
+        assert (await check(v, token, mode)).user_name == "demo-user"
 
 
 @modes
