@@ -31,7 +31,6 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as _drf_exception_handler
 
 from ..errors import Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
@@ -209,13 +208,17 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
     Also turns ``authmw.NotAuthenticated``/``Forbidden``/``IdentityServiceUnavailable``
     raised in a view into those responses.
     """
+    # Imported here: DRF imports this module (named in REST_FRAMEWORK) while
+    # rest_framework.views itself is loading.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, NotAuthenticated):
         exc = exceptions.NotAuthenticated(str(exc) or None)
     elif isinstance(exc, Forbidden):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, IdentityServiceUnavailable):
         exc = IdentityServiceUnavailableError()
-    response = _drf_exception_handler(exc, dict(context))
+    response = drf_exception_handler(exc, dict(context))
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     message = str(exc.detail)
