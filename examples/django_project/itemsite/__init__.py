@@ -1,0 +1,1 @@
+"""The items API on Django (plain views) and Django REST framework, protected by authmw."""
