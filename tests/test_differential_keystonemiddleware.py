@@ -24,8 +24,6 @@ from webob import Request
 
 from authmw.paste import AuthProtocol
 
-pytestmark = pytest.mark.keystone
-
 DEMO = {"user": "demo-user", "password": "demo-secret", "user_domain": "demo"}
 DEMO_PROJECT = {"project": "demo-project", "project_domain": "demo"}
 SYSTEM_READER = {

@@ -16,8 +16,6 @@ from authmw import WSGIAuthMiddleware
 from authmw.errors import ConfigurationError
 from authmw.paste import AuthProtocol, filter_factory
 
-pytestmark = pytest.mark.keystone
-
 DEMO = {"user": "demo-user", "password": "demo-secret", "user_domain": "demo"}
 DEMO_PROJECT = {"project": "demo-project", "project_domain": "demo"}
 

@@ -48,9 +48,14 @@ log = logging.getLogger("authmw.keystone")
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 """3 s to connect, 5 s for each read, write and pool wait."""
 
-# Errors after the connection was made: a GET may be sent again. (Failures to
-# connect are retried by the transport itself, for any method.)
-_RETRYABLE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# Worth another try of the (idempotent) validation GET: refused or dropped
+# connections. Not timeouts: retrying them would multiply the wait.
+_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based): 0, 0.05, 0.1, 0.2..."""
+    return 0.0 if attempt <= 1 else 0.05 * 2 ** (attempt - 2)
 
 
 def _number(option: str, value: Any, minimum: float = 0.0) -> float:
@@ -131,8 +136,9 @@ class KeystoneValidator:
     HTTP: one pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient`
     created in the running event loop (a new one if the loop changes).
     ``timeout`` (default :data:`DEFAULT_TIMEOUT`), ``http_connect_timeout``,
-    ``http_request_max_retries`` (connection failures for any request,
-    dropped connections for GETs), ``cafile``/``certfile``/``keyfile``/``insecure``.
+    ``http_request_max_retries`` (extra tries of a validation whose connection
+    was refused or dropped; timeouts are not retried, and the service login is
+    tried once per call), ``cafile``/``certfile``/``keyfile``/``insecure``.
     Call :meth:`close` / :meth:`aclose` at shutdown.
     """
 
@@ -235,7 +241,7 @@ class KeystoneValidator:
         with self._lock:
             if self._client is None:
                 transport = self._transport or httpx.HTTPTransport(
-                    verify=self._verify, retries=self.max_retries, limits=self._limits
+                    verify=self._verify, limits=self._limits
                 )
                 self._client = httpx.Client(
                     transport=transport, timeout=self.timeout, follow_redirects=False
@@ -253,7 +259,7 @@ class KeystoneValidator:
                 # One client per event loop: a client cannot be used from another
                 # loop. Entries go away with their loop.
                 transport = self._async_transport or httpx.AsyncHTTPTransport(
-                    verify=self._verify, retries=self.max_retries, limits=self._limits
+                    verify=self._verify, limits=self._limits
                 )
                 client = httpx.AsyncClient(
                     transport=transport, timeout=self.timeout, follow_redirects=False
@@ -383,7 +389,8 @@ class KeystoneValidator:
                     response.close()
             except _RETRYABLE as exc:
                 if attempt < self.max_retries:
-                    log.info("Keystone connection dropped (%s); retrying", type(exc).__name__)
+                    log.info("Keystone connection failed (%s); retrying", type(exc).__name__)
+                    time.sleep(_backoff(attempt + 1))
                     continue
                 raise _unavailable(exc) from None
             except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
@@ -400,7 +407,8 @@ class KeystoneValidator:
                     await response.aclose()
             except _RETRYABLE as exc:
                 if attempt < self.max_retries:
-                    log.info("Keystone connection dropped (%s); retrying", type(exc).__name__)
+                    log.info("Keystone connection failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(_backoff(attempt + 1))
                     continue
                 raise _unavailable(exc) from None
             except (httpx.HTTPError, OSError, ssl.SSLError) as exc:

@@ -27,8 +27,6 @@ from authmw.client import KeystoneV3Password
 from authmw.errors import InvalidToken
 from authmw.validators.keystone import KeystoneValidator
 
-pytestmark = pytest.mark.keystone
-
 DEMO = {"user": "demo-user", "project": "demo-project", "project_domain": "demo"}
 
 

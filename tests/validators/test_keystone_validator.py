@@ -19,8 +19,6 @@ from authmw.identity import Identity
 from authmw.validators.base import AsyncValidator, Validator
 from authmw.validators.keystone import KeystoneValidator
 
-pytestmark = pytest.mark.keystone
-
 DEMO = {"user": "demo-user", "password": "demo-secret", "user_domain": "demo"}
 DEMO_PROJECT = {"project": "demo-project", "project_domain": "demo"}
 READER = {"user": "demo-reader", "password": "demo-reader-secret", "user_domain": "demo"}
@@ -361,6 +359,45 @@ async def test_hung_identity_service_times_out(silent_server: int, mode: str) ->
     async with KeystoneValidator(url, static_token="svc", timeout=0.3) as v:
         with pytest.raises(IdentityServiceUnavailable):
             await check(v, "some-token", mode)
+
+
+@pytest.fixture
+def hanging_up_server() -> Iterator[tuple[int, list[int]]]:
+    """A TCP server that closes every connection at once; counts the connections."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                continue
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@modes
+async def test_dropped_connections_are_retried_a_bounded_number_of_times(
+    hanging_up_server: tuple[int, list[int]], mode: str
+) -> None:
+    port, accepted = hanging_up_server
+    url = f"http://127.0.0.1:{port}/v3"
+    async with KeystoneValidator(url, static_token="svc", http_request_max_retries=2) as v:
+        with pytest.raises(IdentityServiceUnavailable):
+            await check(v, "some-token", mode)
+    assert len(accepted) == 3
 
 
 @modes
