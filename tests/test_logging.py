@@ -294,3 +294,36 @@ async def test_httpx_and_httpcore_debug_logs_carry_no_token_asgi(
     names = {r.name for r in caplog.records}
     assert "httpx" in names and any(n.startswith("httpcore") for n in names)
     assert_no_secret(caplog)
+
+
+# -- the real thing: KeystoneValidator against the suite's Keystone ------------------------
+
+
+def test_keystone_validation_at_debug_logs_no_token(
+    caplog: pytest.LogCaptureFixture, keystone: Any
+) -> None:
+    from authmw.validators.keystone import KeystoneValidator
+
+    user_token = keystone.issue_token("demo-user", project="demo-project", project_domain="demo")
+    revoked = keystone.issue_token("demo-user", project="demo-project", project_domain="demo")
+    keystone.revoke(revoked)
+    service_token = keystone.service_token()
+    caplog.set_level(logging.DEBUG)
+    with KeystoneValidator(keystone.url, **keystone.service_credentials) as validator:
+        mw = WSGIAuthMiddleware(WSGIRecorder(), validator, cache_time=0)
+        ok = environ(headers=[("X-Auth-Token", user_token)])
+        assert call_wsgi(mw, ok).code == 200
+        bad = environ(headers=[("X-Auth-Token", revoked)])
+        assert call_wsgi(mw, bad).code == 401
+        both = environ(headers=[("X-Auth-Token", user_token), ("X-Service-Token", service_token)])
+        assert call_wsgi(mw, both).code == 200
+    names = {r.name for r in caplog.records}
+    assert any(n.startswith("httpcore") for n in names)
+    texts = record_texts(caplog)
+    # Keystone echoes each validated token in X-Subject-Token; the service
+    # identity's own token travels in X-Auth-Token and comes back on login.
+    assert any("x-subject-token" in t.lower() for t in texts)
+    for secret in (user_token, revoked, service_token):
+        for text in texts:
+            assert secret not in text
+            assert secret[len(secret) // 2 :] not in text
