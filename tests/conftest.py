@@ -2,6 +2,7 @@
 
 - ``keystone`` (session): the checkout's Keystone (scripts/keystone), seeded.
 - ``keystone_disposable``: a private copy of it on its own port, to stop and start.
+- ``make_keystone(**settings)``: more private copies, e.g. with short-lived tokens.
 - ``redis_url``: ``redis://127.0.0.1:PORT/0`` of a session-wide redis-server, emptied per test.
 - ``redis_server``: a private redis-server with ``stop()``/``start()``.
 - ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
@@ -14,8 +15,8 @@ so ``pytest -m "not keystone"`` leaves them out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import NoReturn, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 from _services import (
@@ -31,6 +32,7 @@ _Server = TypeVar("_Server", RedisServer, PostgresServer)
 _MARKERS = {
     "keystone": "keystone",
     "keystone_disposable": "keystone",
+    "make_keystone": "keystone",
     "redis_url": "redis",
     "redis_server": "redis",
     "postgres_url": "postgres",
@@ -94,6 +96,30 @@ def _started(server_type: type[_Server], what: str) -> Iterator[_Server]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def make_keystone(keystone: SharedKeystone) -> Iterator[Callable[..., DisposableKeystone]]:
+    """Factory of private, started Keystones with other settings, destroyed after the test.
+
+    ``make_keystone(token_expiration=5)``, ``make_keystone(workers=1, cache=True)``.
+    """
+    made: list[DisposableKeystone] = []
+
+    def make(**settings: Any) -> DisposableKeystone:
+        ks = DisposableKeystone(keystone, **settings)
+        made.append(ks)
+        try:
+            ks.start()
+        except (ServiceError, OSError) as e:
+            _fail("disposable Keystone", e)
+        return ks
+
+    try:
+        yield make
+    finally:
+        for ks in made:
+            ks.destroy()
 
 
 @pytest.fixture(scope="session")

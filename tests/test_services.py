@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import httpx
 import psycopg
 import pytest
@@ -106,6 +109,16 @@ def test_disposable_keystone_stops_and_starts(
         httpx.get(ks.url)
     ks.start()
     assert ks.token_body(token)["token"]["user"]["name"] == "demo-user"
+
+
+def test_make_keystone_with_short_lived_tokens(
+    make_keystone: Callable[..., DisposableKeystone],
+) -> None:
+    ks = make_keystone(token_expiration=60, workers=1)
+    body = ks.token_body(ks.issue_token("demo-user", project="demo-project"))["token"]
+    issued = datetime.fromisoformat(body["issued_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert (expires - issued).total_seconds() == pytest.approx(60, abs=1)
 
 
 def test_redis_url(redis_url: str) -> None:
