@@ -14,6 +14,8 @@ from ._base import (
     install_log_redaction,
     parse_timestamp,
 )
+from .acquire import EpochUnit, TokenAcquireAuth, parse_epoch
+from .keystone_v2 import KeystoneV2Auth, MultiFactorRequired, keystone_v2_url
 from .keystone_v3 import (
     KeystoneV3ApplicationCredential,
     KeystoneV3Auth,
@@ -25,14 +27,20 @@ from .keystone_v3 import (
 __all__ = [
     "AcquiredToken",
     "AuthenticationFailed",
+    "EpochUnit",
+    "KeystoneV2Auth",
     "KeystoneV3ApplicationCredential",
     "KeystoneV3Auth",
     "KeystoneV3Password",
     "KeystoneV3Token",
+    "MultiFactorRequired",
     "StaticToken",
+    "TokenAcquireAuth",
     "TokenAuth",
     "TokenFlow",
     "install_log_redaction",
+    "keystone_v2_url",
     "keystone_v3_url",
+    "parse_epoch",
     "parse_timestamp",
 ]
