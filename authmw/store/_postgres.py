@@ -138,6 +138,8 @@ class PostgresBackend(Backend):
         rows: Iterable[Sequence[Any]],
     ) -> int:
         count = 0
+        # A bulk load may take longer than the per-request statement timeout.
+        conn.execute("SET LOCAL statement_timeout = 0")
         statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
         with conn.cursor().copy(statement) as copy:
             for row in rows:
