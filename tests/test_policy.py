@@ -581,14 +581,12 @@ def test_require_roles_needs_all() -> None:
         require_roles("admin").authorize(MEMBER)
     with pytest.raises(NotAuthenticated):
         req.authorize(None)
-    assert require_roles("admin").roles == ("admin",)
 
 
 def test_require_any_role() -> None:
     req = require_any_role("admin", "Member")
     assert req.check(MEMBER) and req.check(ADMIN)
     assert not req.check(ident(roles=("reader",)))
-    assert req.roles == ("admin", "Member")
 
 
 @pytest.mark.parametrize("helper", [require_roles, require_any_role])

@@ -86,7 +86,7 @@ class Requirement:
     rules for its ``rule:`` references, so it follows :meth:`Policy.reload`.
     """
 
-    __slots__ = ("_check", "_message", "_policy", "description", "roles")
+    __slots__ = ("_check", "_message", "_policy", "description")
 
     def __init__(
         self,
@@ -94,16 +94,12 @@ class Requirement:
         description: str | None = None,
         *,
         policy: Policy | None = None,
-        roles: tuple[str, ...] = (),
         message: str | None = None,
     ) -> None:
         self._check = check
         self._policy = policy
         self._message = message
         self.description = description if description is not None else str(check)
-        #: Roles this requirement needs at least one of, when that is all it
-        #: needs (used by integrations that map roles to scopes); else ().
-        self.roles = roles
 
     def check(self, identity: Identity | None, target: Mapping[str, Any] | None = None) -> bool:
         """True if ``identity`` satisfies the rule (False when it is None)."""
@@ -171,7 +167,6 @@ def require_roles(*roles: str) -> Requirement:
     return Requirement(
         _Predicate(text, lambda i: i.has_all_roles(*names)),
         "role " + " and ".join(names),
-        roles=names if len(names) == 1 else (),
     )
 
 
@@ -182,7 +177,6 @@ def require_any_role(*roles: str) -> Requirement:
     return Requirement(
         _Predicate(text, lambda i: i.has_any_role(*names)),
         "role " + " or ".join(names),
-        roles=names,
     )
 
 
