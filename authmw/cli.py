@@ -41,11 +41,12 @@ __all__ = ["main"]
 DEFAULT_TTL = "30d"
 _FROM_STDIN = "-"
 
-# Keystone options of `authmw check`: (option, keyword of KeystoneValidator, help).
+# Keystone options of `authmw check` (option and KeystoneValidator keyword, help). Secrets
+# come only from the environment, never from the command line (shell history, ps).
+_KEYSTONE_SECRETS = ("password", "application_credential_secret", "static_token")
 _KEYSTONE_OPTIONS = (
     ("username", "service user name"),
     ("user-id", "service user id"),
-    ("password", "service user password (prefer AUTHMW_PASSWORD)"),
     ("user-domain-name", "service user's domain name"),
     ("user-domain-id", "service user's domain id"),
     ("project-name", "service project name"),
@@ -57,8 +58,6 @@ _KEYSTONE_OPTIONS = (
     ("system-scope", "service system scope (all)"),
     ("application-credential-id", "application credential id"),
     ("application-credential-name", "application credential name"),
-    ("application-credential-secret", "application credential secret (prefer the env var)"),
-    ("static-token", "a pre-issued service token (prefer the env var)"),
     ("cafile", "CA bundle for Keystone's TLS certificate"),
 )
 
@@ -270,14 +269,23 @@ def _keystone_settings(args: argparse.Namespace) -> tuple[str | None, dict[str, 
         value = getattr(args, keyword) or _env("AUTHMW_" + keyword.upper())
         if value is not None:
             settings[keyword] = value
+    for keyword in _KEYSTONE_SECRETS:
+        value = _env("AUTHMW_" + keyword.upper())
+        if value is not None:
+            settings[keyword] = value
     if args.insecure or (_env("AUTHMW_INSECURE") or "").lower() in ("1", "true", "yes"):
         settings["insecure"] = True
     return auth_url, settings
 
 
 def _check_validator(args: argparse.Namespace) -> Validator:
+    """Keystone with --auth-url / AUTHMW_AUTH_URL, else the local store; not both."""
+    if args.auth_url and args.db:
+        raise _Failure("give --auth-url (Keystone) or --db (local store), not both")
+    if not args.auth_url and not args.db and _env("AUTHMW_AUTH_URL") and _env("AUTHMW_DB"):
+        raise _Failure("set AUTHMW_AUTH_URL (Keystone) or AUTHMW_DB (local store), not both")
     auth_url, settings = _keystone_settings(args)
-    if auth_url is None:
+    if args.db or auth_url is None:
         return _open_store(args, must_exist=True)
     from .validators.keystone import KeystoneValidator
 
@@ -429,7 +437,9 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[db],
         help="validate a token and print its identity",
         description="Validate TOKEN with the local store, or with Keystone when --auth-url "
-        "or AUTHMW_AUTH_URL is set. Exit status 0 valid, 1 invalid, 2 unavailable.",
+        "or AUTHMW_AUTH_URL is set. Keystone secrets come from AUTHMW_PASSWORD, "
+        "AUTHMW_APPLICATION_CREDENTIAL_SECRET or AUTHMW_STATIC_TOKEN. "
+        "Exit status 0 valid, 1 invalid, 2 unavailable.",
     )
     check.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
     check.add_argument("--json", action="store_true", help="print the identity as JSON")

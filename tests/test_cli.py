@@ -131,21 +131,28 @@ def test_check_exit_codes(cli: CLI) -> None:
     assert ":pw@" not in unavailable.stderr
 
 
-def test_check_with_keystone_options_uses_keystone(cli: CLI) -> None:
-    """The Keystone path is wired: with nothing listening at --auth-url the answer is 2."""
+def test_check_with_keystone_settings_uses_keystone(cli: CLI) -> None:
+    """The Keystone path is wired: with nothing listening at the auth URL the answer is 2."""
     port = _free_port()
+    keystone_token = "gAAAAABn" + "x" * 120
     result = cli(
-        "check", "gAAAAABn" + "x" * 120, "--auth-url", f"http://127.0.0.1:{port}/v3",
-        "--static-token", "service-token",
+        "check", keystone_token, "--auth-url", f"http://127.0.0.1:{port}/v3",
+        AUTHMW_STATIC_TOKEN="service-token",
     )  # fmt: skip
     assert_one_line_error(result, "Keystone")
     via_env = cli(
         "check",
-        "gAAAAABn" + "x" * 120,
+        keystone_token,
         AUTHMW_AUTH_URL=f"http://127.0.0.1:{port}/v3",
         AUTHMW_STATIC_TOKEN="service-token",
     )
     assert_one_line_error(via_env, "Keystone")
+    both = cli("check", keystone_token, "--auth-url", "http://x/v3", "--db", "t.db")
+    assert_one_line_error(both, "not both")
+    both_env = cli("check", keystone_token, AUTHMW_AUTH_URL="http://x/v3", AUTHMW_DB="t.db")
+    assert_one_line_error(both_env, "not both")
+    secret_option = cli("check", keystone_token, "--auth-url", "http://x/v3", "--password", "pw")
+    assert_one_line_error(secret_option, "unrecognized arguments: --password")
 
 
 # -- list / show / revoke / purge ----------------------------------------------
@@ -294,8 +301,9 @@ def test_unreachable_or_unwritable_databases(cli: CLI, tmp_path: Path) -> None:
 def test_help_version_and_console_script(cli: CLI) -> None:
     helped = cli("--help")
     assert helped.returncode == 0
-    for command in ("token", "check", "demo"):
+    for command in ("token", "check", "demo", "login"):
         assert command in helped.stdout
+    assert cli("login", "--help").returncode == 0  # registered from authmw._cli_login
     issue_help = cli("token", "issue", "--help")
     assert "--ttl" in issue_help.stdout and "--role" in issue_help.stdout
     version = cli("--version")
