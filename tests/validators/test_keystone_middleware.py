@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from _services import DisposableKeystone
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse
@@ -192,20 +191,12 @@ def test_invalid_service_token(keystone: Any, validator: KeystoneValidator) -> N
 
 
 @pytest.fixture
-def short_lived_keystone(
-    keystone: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[DisposableKeystone]:
+def short_lived_keystone(make_keystone: Callable[..., Any]) -> Any:
     """A private Keystone whose tokens live 6 seconds."""
-    monkeypatch.setenv("AUTHMW_KEYSTONE_TOKEN_EXPIRATION", "6")
-    ks = DisposableKeystone(keystone)
-    try:
-        ks.start()
-        yield ks
-    finally:
-        ks.destroy()
+    return make_keystone(token_expiration=6)
 
 
-def test_expired_user_token_with_service_token(short_lived_keystone: DisposableKeystone) -> None:
+def test_expired_user_token_with_service_token(short_lived_keystone: Any) -> None:
     ks = short_lived_keystone
     user = ks.issue_token(**DEMO)
     body = ks.token_body(user)["token"]
