@@ -34,11 +34,16 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+# Connections inherited across fork(): never used, never closed in the child (closing
+# would end the parent's PostgreSQL session or drop its SQLite locks), only kept.
+_inherited: list[Any] = []
+
+
 class _Pool:
     """Idle connections to reuse; the lock guards the list, never I/O.
 
     A connection is used by one thread at a time. After a fork the child
-    drops the parent's connections instead of sharing them.
+    leaves the parent's connections alone and opens its own.
     """
 
     def __init__(self, connect: Callable[[], Any], close: Callable[[Any], None], max_idle: int):
@@ -55,6 +60,7 @@ class _Pool:
             if self.closed:
                 raise IdentityServiceUnavailable("token store is closed")
             if self._pid != os.getpid():
+                _inherited.extend(self._idle)
                 self._idle = []
                 self._pid = os.getpid()
             if self._idle:
@@ -64,7 +70,10 @@ class _Pool:
     def release(self, conn: Any, *, discard: bool = False) -> None:
         with self._lock:
             keep = not discard and not self.closed and len(self._idle) < self._max_idle
-            if keep and self._pid == os.getpid():
+            if self._pid != os.getpid():
+                _inherited.append(conn)  # opened before a fork, returned after it
+                return
+            if keep:
                 self._idle.append(conn)
                 return
         self._close(conn)

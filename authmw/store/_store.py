@@ -178,6 +178,7 @@ class IssuedToken:
 
     @property
     def id(self) -> str:
+        """The token's public id (``record.id``)."""
         return self.record.id
 
 
@@ -257,7 +258,11 @@ class LocalTokenStore:
             "UPDATE authmw_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
         )
         if connect:
-            self.open()
+            try:
+                self.open()
+            except BaseException:
+                self.close()
+                raise
 
     # -- life cycle --------------------------------------------------------
     @property
@@ -544,10 +549,12 @@ class LocalTokenStore:
         """Revoke token ``token_id``; True if this call revoked it.
 
         Takes effect at once in this process: revocation listeners (the
-        middleware's cache) drop the token. Other processes validate
-        against the database only when their cache misses, so there a
-        revoked token stays accepted for at most their ``cache_time``
-        (default 300 s); use ``cache_time=0`` where that is too long.
+        middleware's cache) drop the token, so revoke through the store
+        instance the middleware uses. Other processes (and other instances)
+        validate against the database only when their cache misses, so
+        there a revoked token stays accepted for at most their
+        ``cache_time`` (default 300 s); use ``cache_time=0`` where that is
+        too long.
         """
         self.open()
         changed = self._backend.execute(self._q_revoke, (self._clock(), token_id))

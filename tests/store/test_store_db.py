@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import socket
@@ -202,6 +203,37 @@ def test_processes_share_one_database_from_the_first_open(
             assert len(tokens) == 20
             for token in tokens:
                 assert store.validate(token).user_name == f"proc-{n}"
+
+
+def test_a_forked_child_leaves_the_parents_connections_alone(make_store: MakeStore) -> None:
+    """As under gunicorn --preload: the child opens its own connections."""
+    store = make_store(clock=time.time)
+    token = store.issue(user_name="alice", ttl=DAY).token
+    assert store.validate(token).user_name == "alice"  # the parent now has a pooled connection
+    session = store._backend.fetchone(
+        "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT 1"
+    )
+
+    pid = os.fork()
+    if pid == 0:  # the child: validate with its own connection, then leave at once
+        status = 1
+        try:
+            status = 0 if store.validate(token).user_name == "alice" else 1
+            store.close()
+            gc.collect()  # as a long-lived worker eventually would
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    # Same pooled session as before the fork: the child did not end it.
+    assert (
+        store._backend.fetchone(
+            "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT 1"
+        )
+        == session
+    )
+    assert store.validate(token).user_name == "alice"
 
 
 def test_sqlite_uses_wal_and_a_private_file(tmp_path: Path) -> None:
