@@ -1,4 +1,17 @@
-"""Local API tokens: issue them, keep only their hash, validate them (SQLite or PostgreSQL)."""
+"""Local API tokens: issue them, keep only their hash, validate them (SQLite or PostgreSQL).
+
+::
+
+    from authmw import WSGIAuthMiddleware
+    from authmw.store import LocalTokenStore
+
+    store = LocalTokenStore("sqlite:///tokens.db")      # or "postgresql://..."
+    issued = store.issue(user_name="alice", project_name="demo", roles=["reader"], ttl=86400)
+    print(issued.token)                                 # shown once; only its hash is kept
+    app = WSGIAuthMiddleware(app, validator=store)
+
+The ``authmw token ...`` commands manage the same store from a shell.
+"""
 
 from __future__ import annotations
 
