@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 KEYSTONE_SCRIPTS = REPO / "scripts" / "keystone"
 
-SERVICE = {
+SERVICE: dict[str, Any] = {
     "username": "service-user",
     "password": "service-secret",
     "user_domain_id": "default",
@@ -238,7 +238,7 @@ def ksm_wsgi(auth_url: str, app: Any = hello_wsgi, **conf: Any) -> Any:
     """keystonemiddleware 13.0.1's AuthProtocol, configured as its docs show."""
     import logging
 
-    from keystonemiddleware import auth_token
+    from keystonemiddleware import auth_token  # type: ignore[import-untyped]
 
     logging.getLogger("keystonemiddleware").setLevel(logging.ERROR)
     options = {

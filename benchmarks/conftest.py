@@ -63,13 +63,19 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+_LOAD_AT_START = os.getloadavg()
+
+
 def machine() -> str:
+    start = "/".join(f"{v:.1f}" for v in _LOAD_AT_START)
+    end = "/".join(f"{v:.1f}" for v in os.getloadavg())
     return (
         f"Machine: {os.cpu_count()} CPUs ({_cpu_model()}), {platform.system()} "
         f"{platform.release()}, Python {sys.version.split()[0]}. authmw {_version('authmw')}, "
         f"keystonemiddleware {_version('keystonemiddleware')}, httpx {_version('httpx')}, "
         f"gunicorn {_version('gunicorn')}, uvicorn {_version('uvicorn')}, load: {load_tool()}; "
-        "Keystone 30.0.0 (scripts/keystone, 2 gunicorn workers, SQLite, fernet)."
+        "Keystone 30.0.0 (scripts/keystone, 2 gunicorn workers, SQLite, fernet). "
+        f"Load average (1/5/15 min) at start {start}, at end {end}."
     )
 
 
