@@ -15,8 +15,13 @@ from .errors import (
     ScopeMismatch,
 )
 from .identity import Identity
+from .paste import filter_factory
 from .resilience import CircuitBreaker, GuardedValidator
+from .store import LocalTokenStore
 from .validators.base import AsyncValidator, Validator
+from .validators.introspection import HTTPIntrospectionValidator
+from .validators.keystone import KeystoneValidator
+from .validators.keystone_v2 import KeystoneV2Validator
 from .validators.memory import InMemoryValidator
 from .wsgi import WSGIAuthMiddleware
 
@@ -33,10 +38,14 @@ __all__ = [
     "Decision",
     "Forbidden",
     "GuardedValidator",
+    "HTTPIntrospectionValidator",
     "Identity",
     "IdentityServiceUnavailable",
     "InMemoryValidator",
     "InvalidToken",
+    "KeystoneV2Validator",
+    "KeystoneValidator",
+    "LocalTokenStore",
     "NotAuthenticated",
     "Rejection",
     "ScopeMismatch",
@@ -44,4 +53,5 @@ __all__ = [
     "WSGIAuthMiddleware",
     "__version__",
     "error_body",
+    "filter_factory",
 ]
