@@ -188,14 +188,14 @@ def _read_secret(args: argparse.Namespace, what: str, env_names: Sequence[str]) 
         if not value:
             raise _Usage(f"--password-env: variable {args.password_env} is not set or empty")
         return value
-    value = _env_value(env_names)
-    if value:
-        return value
     if args.password_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
             raise _Usage(f"--password-stdin: no {what} on stdin")
         return line
+    value = _env_value(env_names)
+    if value:
+        return value
     if sys.stdin is not None and sys.stdin.isatty():
         try:
             value = getpass.getpass(f"{what.capitalize()}: ")

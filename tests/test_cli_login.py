@@ -173,6 +173,7 @@ def test_password_from_stdin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("pass word\n"))
+    monkeypatch.setenv("AUTHMW_PASSWORD", "the explicit option wins over this")
     assert login([*V2, "--password-stdin", "-q"], Services()) == 0
     assert capsys.readouterr().out == V2_TOKEN + "\n"
 
