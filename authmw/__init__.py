@@ -17,9 +17,9 @@ from .errors import (
 from .identity import Identity
 from .paste import filter_factory
 from .resilience import CircuitBreaker, GuardedValidator
-from .store import LocalTokenStore
+from .store import IssuedToken, LocalTokenStore, TokenRecord
 from .validators.base import AsyncValidator, Validator
-from .validators.introspection import HTTPIntrospectionValidator
+from .validators.introspection import HTTPIntrospectionValidator, IntrospectionMapping
 from .validators.keystone import KeystoneValidator
 from .validators.keystone_v2 import KeystoneV2Validator
 from .validators.memory import InMemoryValidator
@@ -42,13 +42,16 @@ __all__ = [
     "Identity",
     "IdentityServiceUnavailable",
     "InMemoryValidator",
+    "IntrospectionMapping",
     "InvalidToken",
+    "IssuedToken",
     "KeystoneV2Validator",
     "KeystoneValidator",
     "LocalTokenStore",
     "NotAuthenticated",
     "Rejection",
     "ScopeMismatch",
+    "TokenRecord",
     "Validator",
     "WSGIAuthMiddleware",
     "__version__",
