@@ -1,0 +1,1 @@
+"""Hardening tests: property-based fuzzing, path bypasses, malformed answers, load and faults."""
