@@ -1,0 +1,167 @@
+"""The apps gunicorn and uvicorn serve in the hardening and load tests.
+
+``wsgi_app()`` and ``asgi_app()`` are factories (``gunicorn 'loadtest.apps:wsgi_app()'``,
+``uvicorn --factory loadtest.apps:asgi_app``) reading the JSON file named by
+``AUTHMW_LT_CONFIG``::
+
+    {"validator": "memory", "tokens": {"<token>": {"user_id": "u1", ...}},   # or
+     "validator": "keystone", "keystone_url": "http://127.0.0.1:PORT/v3",
+     "service": {"username": ..., "password": ..., ...}, "timeout": 5.0,
+     "redis_url": "redis://...", "redis_secret": "...",               # optional
+     "options": {...}}                                               # middleware options
+
+Behind the middleware sits an echo app: it answers 200 with a JSON object
+telling what it saw (raw path, script name, identity, every identity
+header), so a test can check from outside that nothing forged or
+unauthenticated got through. ``GET /_lt/stats`` is public and returns the
+middleware's counters and the process's thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from authmw import ASGIAuthMiddleware, Identity, InMemoryValidator, WSGIAuthMiddleware
+from authmw import headers as h
+from authmw.validators.base import Validator
+
+__all__ = ["PUBLIC_ROUTES", "asgi_app", "load_config", "wsgi_app"]
+
+PUBLIC_ROUTES = ("GET /healthz", "/static/*", "OPTIONS *", "GET /_lt/stats")
+_STRIPPED_KEYS = frozenset(h.STRIPPED_ENVIRON_KEYS)
+_STRIPPED_NAMES = frozenset(n.lower() for n in h.STRIPPED_HEADERS)
+
+
+def load_config() -> dict[str, Any]:
+    with open(os.environ["AUTHMW_LT_CONFIG"], encoding="utf-8") as f:
+        config: dict[str, Any] = json.load(f)
+    return config
+
+
+def _validator(config: dict[str, Any]) -> Validator:
+    kind = config.get("validator", "memory")
+    if kind == "memory":
+        return InMemoryValidator(
+            {token: Identity(**fields) for token, fields in config.get("tokens", {}).items()}
+        )
+    if kind == "keystone":
+        from authmw.validators.keystone import KeystoneValidator
+
+        return KeystoneValidator(
+            config["keystone_url"], timeout=config.get("timeout", 5.0), **config["service"]
+        )
+    raise ValueError(f"unknown validator {kind!r}")
+
+
+def _options(config: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"public_routes": PUBLIC_ROUTES, **config.get("options", {})}
+    if config.get("redis_url"):
+        from authmw.redis import RedisCache
+
+        options["shared_cache"] = RedisCache.from_url(
+            config["redis_url"], secret=config["redis_secret"]
+        )
+    return options
+
+
+def _identity_json(identity: Identity | None) -> dict[str, Any] | None:
+    if identity is None:
+        return None
+    return {"user_id": identity.user_id, "project_id": identity.project_id}
+
+
+def _stats(middleware: WSGIAuthMiddleware | ASGIAuthMiddleware) -> bytes:
+    stats = middleware.stats()
+    stats["threads"] = threading.active_count()
+    stats["pid"] = os.getpid()
+    return json.dumps(stats).encode()
+
+
+def wsgi_app() -> WSGIAuthMiddleware:
+    """The echo app behind :class:`WSGIAuthMiddleware`, as configured."""
+    config = load_config()
+    holder: list[WSGIAuthMiddleware] = []
+
+    def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/_lt/stats":
+            body = _stats(holder[0])
+        else:
+            seen = {
+                "path": path,
+                "script_name": environ.get("SCRIPT_NAME", ""),
+                "raw_uri": environ.get("RAW_URI"),
+                "method": environ.get("REQUEST_METHOD"),
+                "identity": _identity_json(environ.get("authmw.identity")),
+                "identity_headers": {
+                    k: v for k, v in sorted(environ.items()) if k in _STRIPPED_KEYS
+                },
+            }
+            body = json.dumps(seen).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    middleware = WSGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
+    holder.append(middleware)
+    return middleware
+
+
+def asgi_app() -> ASGIAuthMiddleware:
+    """The echo app behind :class:`ASGIAuthMiddleware`, as configured (http and websocket)."""
+    config = load_config()
+    holder: list[ASGIAuthMiddleware] = []
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/_lt/stats":
+            body = _stats(holder[0])
+        else:
+            identity_headers: dict[str, list[str]] = {}
+            for name, value in scope["headers"]:
+                key = name.decode("latin-1").lower().replace("_", "-")
+                if key in _STRIPPED_NAMES:
+                    identity_headers.setdefault(key, []).append(value.decode("latin-1"))
+            seen = {
+                "path": scope["path"],
+                "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+                "root_path": scope.get("root_path", ""),
+                "method": scope.get("method"),
+                "identity": _identity_json(scope.get("authmw.identity")),
+                "identity_headers": identity_headers,
+            }
+            body = json.dumps(seen).encode()
+        if scope["type"] == "websocket":
+            if (await receive())["type"] != "websocket.connect":
+                return
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": body.decode()})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    middleware = ASGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
+    holder.append(middleware)
+    return middleware

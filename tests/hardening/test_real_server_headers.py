@@ -1,0 +1,132 @@
+"""Forged identity headers and hostile token headers through real gunicorn and uvicorn.
+
+Random header lists (every identity header in random spellings, duplicates,
+raw bytes, huge values, token headers repeated or mangled) are written on a
+socket. The server parses what it accepts and refuses the rest; whatever
+reaches the echo app must hold no forged identity header and no identity
+but the one of the single token the request carried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from authmw import Identity
+from authmw import headers as h
+from loadtest.servers import Server, raw_request
+
+from ._support import FORGED, FUZZ, fold, header_lists, token_parts
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\x20-\x7e\x80-\xff]{0,8000}")
+
+GOOD = "rh" + secrets.token_urlsafe(24)
+FIELDS = {"user_id": "u-good", "project_id": "p-1", "project_name": "proj", "roles": ["member"]}
+RENDERED = dict(h.rendered(Identity(**FIELDS)))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    workdir = tmp_path_factory.mktemp("headers")
+    config = {"validator": "memory", "tokens": {GOOD: FIELDS}}
+    started: dict[str, Server] = {}
+    try:
+        for kind in ("gunicorn", "uvicorn"):
+            server = Server(kind, config, workdir, threads=4)
+            server.start()
+            started[kind] = server
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def identity_headers_seen(kind: str, seen: dict[str, Any]) -> dict[str, str]:
+    """Canonical (folded) identity header name -> value, as the app saw them."""
+    out: dict[str, str] = {}
+    if kind == "gunicorn":
+        for key, value in seen["identity_headers"].items():
+            out[key[5:].lower().replace("_", "-")] = value.encode("latin-1").decode("utf-8")
+    else:
+        for key, values in seen["identity_headers"].items():
+            assert len(values) == 1, f"duplicate identity header {key}: {values}"
+            out[key] = values[0].encode("latin-1").decode("utf-8")
+    return out
+
+
+@FUZZ.__class__(FUZZ, max_examples=min(FUZZ.max_examples, 150))
+@given(
+    kind=st.sampled_from(["gunicorn", "uvicorn"]),
+    headers=header_lists(),
+    with_good=st.booleans(),
+    clean=st.booleans(),
+)
+def test_no_forged_header_or_foreign_identity_through_real_servers(
+    servers: dict[str, Server],
+    kind: str,
+    headers: list[tuple[str, str]],
+    with_good: bool,
+    clean: bool,
+) -> None:
+    if clean:
+        # Only what both servers accept, so that more requests reach the middleware.
+        headers = [(n, v) for n, v in headers if _TOKEN.fullmatch(n) and _VALUE.fullmatch(v)]
+    if with_good:
+        headers = [*headers, ("X-Auth-Token", GOOD)]
+    data = b"GET /items HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    for name, value in headers:
+        data += _encode(name) + b": " + _encode(value) + b"\r\n"
+    status, head, body = raw_request(servers[kind].port, data + b"\r\n")
+    event(f"{kind} answered {status}")
+
+    assert status not in (0, 500), (status, head, body[:300])
+    if status != 200:
+        assert status in (400, 401, 413, 414, 431, 503), (status, head)
+        return
+    seen = json.loads(body)
+    got = identity_headers_seen(kind, seen)
+    for value in got.values():
+        assert FORGED not in value, f"forged identity header reached the app: {got}"
+    assert seen["identity"] == {"user_id": "u-good", "project_id": "p-1"}
+    # The request carried exactly one distinct token, GOOD, however it was
+    # spelled (gunicorn drops header names holding "_", its header_map=drop).
+    token_values = [
+        v for n, v in headers if fold(n) == "x-auth-token" and not (kind == "gunicorn" and "_" in n)
+    ]
+    assert token_parts(token_values) == {GOOD}
+    expected = {fold(n): v for n, v in RENDERED.items()}
+    expected[fold(h.IDENTITY_STATUS)] = "Confirmed"
+    assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_every_forged_header_in_three_spellings_with_a_good_token(
+    servers: dict[str, Server], kind: str
+) -> None:
+    data = b"GET /items HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    data += b"X-Auth-Token: " + GOOD.encode() + b"\r\n"
+    for name in sorted(h.STRIPPED_HEADERS):
+        for spelling in (name, name.lower(), name.upper().replace("-", "_")):
+            data += f"{spelling}: {FORGED}-{spelling}\r\n".encode()
+    status, head, body = raw_request(servers[kind].port, data + b"\r\n")
+    if status == 431 or (status == 400 and kind == "gunicorn"):
+        pytest.fail(f"{kind} refused {3 * len(h.STRIPPED_HEADERS)} headers: {head!r}")
+    assert status == 200, (status, head)
+    got = identity_headers_seen(kind, json.loads(body))
+    assert FORGED not in json.dumps(got)
+    assert got[fold(h.IDENTITY_STATUS)] == "Confirmed"
