@@ -229,6 +229,7 @@ for f in access.log keystone.log; do  # keep logs bounded across many runs
   if [[ -f "$LOG/$f" && "$(stat -c %s "$LOG/$f")" -gt 50000000 ]]; then mv "$LOG/$f" "$LOG/$f.1"; fi
 done
 log "starting gunicorn on 127.0.0.1:$PORT ($WORKERS workers), logs in $LOG/"
+log_offset="$(stat -c %s "$LOG/gunicorn.log" 2>/dev/null || echo 0)"
 cd "$STATE"
 # setsid: own session (and process group), immune to the caller's Ctrl-C.
 # --preload: Keystone is imported once, before the fork (start ~2x faster; no
@@ -246,11 +247,36 @@ echo "$SETTINGS" >"$STATE/keystone.settings"
 echo "${AUTHMW_KEYSTONE_OWNER:-manual}" >"$STATE/keystone.owner"
 
 # --- (d) wait until /v3 answers and the admin gets a token -------------------------
+# Only trust answers once gunicorn logged that *it* listens: another server on
+# the port (a lost race for it) must not pass for ours.
 set +e
-KS_PW="$ADMIN_PASSWORD" "$VENV/bin/python" - "$URL" "$pid" "$START_TIMEOUT" <<'EOF'
+KS_PW="$ADMIN_PASSWORD" "$VENV/bin/python" - "$URL" "$pid" "$START_TIMEOUT" "$LOG/gunicorn.log" "$log_offset" <<'EOF'
 import json, os, sys, time, urllib.request
-url, pid, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+url, pid, timeout, log, offset = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+listening = "Listening at: %s (%d)" % (url[: -len("/v3")], pid)
 deadline = time.monotonic() + timeout
+
+def alive():
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return bool(f.read())  # a zombie has none
+    except OSError:
+        return False
+
+def log_text():
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+while listening not in log_text():
+    if not alive():
+        sys.exit(5 if "Connection in use" in log_text() else 2)
+    if time.monotonic() > deadline:
+        sys.exit(3)
+    time.sleep(0.1)
 while True:
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
@@ -258,11 +284,7 @@ while True:
                 break
     except OSError:
         pass
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            if not f.read():
-                sys.exit(2)  # a zombie: gunicorn exited
-    except OSError:
+    if not alive():
         sys.exit(2)
     if time.monotonic() > deadline:
         sys.exit(3)
@@ -282,6 +304,16 @@ rc=$?
 set -e
 case $rc in
   0) ;;
+  5)
+    rm -f "$PIDFILE" "$STATE/keystone.owner"
+    if [[ -z "${AUTHMW_KEYSTONE_PORT:-}" && "${AUTHMW_KEYSTONE_RETRY:-0}" -lt 3 ]]; then
+      # Lost the port to another server between the check and the bind.
+      free_port >"$STATE/keystone.port"
+      log "port $PORT was taken meanwhile; again on port $(cat "$STATE/keystone.port")"
+      exec 9>&-
+      AUTHMW_KEYSTONE_RETRY=$((${AUTHMW_KEYSTONE_RETRY:-0} + 1)) exec bash "$SCRIPT_DIR/start.sh" "$@"
+    fi
+    die "port $PORT on 127.0.0.1 is in use by another process (set AUTHMW_KEYSTONE_PORT)" ;;
   2) rm -f "$PIDFILE"; tail -n 30 "$LOG/gunicorn.log" >&2; die "gunicorn exited during startup; see $LOG/" ;;
   3) tail -n 30 "$LOG/gunicorn.log" >&2; die "no answer from $URL after ${START_TIMEOUT}s (pid $pid left running; scripts/keystone/stop.sh stops it)" ;;
   *) die "admin could not get a token; see $LOG/keystone.log (pid $pid left running; scripts/keystone/stop.sh stops it)" ;;
