@@ -62,7 +62,7 @@ class ASGIAuthMiddleware:
         if core is None:
             if validator is None:
                 raise ConfigurationError("validator", "a validator (or core=) is required")
-            core = AuthCore(validator, **options)
+            core = AuthCore.from_options(validator, **options)
         elif validator is not None or options:
             raise ConfigurationError("core", "pass either core= or a validator and options")
         self.app = app

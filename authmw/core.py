@@ -10,6 +10,8 @@ the validator.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import logging
 import math
@@ -244,6 +246,11 @@ def _scrubbed(exc: BaseException, token: str) -> str:
     return message
 
 
+def _option_names() -> list[str]:
+    params = inspect.signature(AuthCore.__init__).parameters
+    return [name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 _ValidationRequest = tuple[str, bool]
 _Flow = Generator[_ValidationRequest, Identity, Decision]
 
@@ -323,6 +330,7 @@ class AuthCore:
         self.public_routes = _PublicRoutes(public_routes)
         self.retry_after = _number("retry_after", retry_after)
         self._timer = timer
+        self._warned_service_roles = False
         # httpcore logs response headers at DEBUG and Keystone echoes the token
         # in X-Subject-Token: redact them whichever validator makes the calls.
         from .client._base import install_log_redaction
@@ -370,6 +378,17 @@ class AuthCore:
         self._decision_missing = Decision(None, self._reject_missing)
         self._decision_invalid = Decision(None, self._reject_invalid)
         self._delayed_invalid = Decision(None, None, status="Invalid")
+
+    @classmethod
+    def from_options(cls, validator: Validator, **options: Any) -> AuthCore:
+        """Build a core from keyword options, refusing unknown names by name."""
+        known = _option_names()
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigurationError(name, f"unknown option{hint}")
+        return cls(validator, **options)
 
     # -- responses ---------------------------------------------------------
     def _unauthorized(self, message: str) -> Rejection:
@@ -561,12 +580,16 @@ class AuthCore:
                             return Decision(None, self._reject_service, service_status="Invalid")
                         service_status = "Invalid"
                     else:
-                        log.warning(
+                        # Once at WARNING, then DEBUG: a client sending its own
+                        # token as service token must not flood the log.
+                        log.log(
+                            logging.DEBUG if self._warned_service_roles else logging.WARNING,
                             "service token %s lacks the service roles %s; accepted because "
-                            "service_token_roles_required is off",
+                            "service_token_roles_required is off (repeats are logged at DEBUG)",
                             fingerprint(service_token),
                             ",".join(self.service_token_roles),
                         )
+                        self._warned_service_roles = True
                         service_identity, service_status = candidate, "Confirmed"
 
         token = self._extract(token_value)

@@ -46,7 +46,7 @@ class WSGIAuthMiddleware:
                 from .errors import ConfigurationError
 
                 raise ConfigurationError("validator", "a validator (or core=) is required")
-            core = AuthCore(validator, **options)
+            core = AuthCore.from_options(validator, **options)
         elif validator is not None or options:
             from .errors import ConfigurationError
 

@@ -380,6 +380,30 @@ def test_unknown_option_is_refused() -> None:
         AuthCore(counting(), delay_auth_desicion=True)  # type: ignore[call-arg]
 
 
+def test_misspelled_middleware_option_names_it_and_suggests_the_right_one() -> None:
+    from authmw import ASGIAuthMiddleware, WSGIAuthMiddleware
+
+    for middleware in (WSGIAuthMiddleware, ASGIAuthMiddleware):
+        with pytest.raises(ConfigurationError, match=r"delay_auth_desicion.*delay_auth_decision"):
+            middleware(lambda *a: None, counting(), delay_auth_desicion=True)  # type: ignore[arg-type]
+
+
+def test_service_token_without_service_role_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    validator = InMemoryValidator()
+    validator.add(GOOD, full_identity())
+    validator.add(OTHER, Identity("caller", roles=("member",)))
+    core = AuthCore(validator, service_token_roles_required=False)
+    caplog.set_level("DEBUG", logger="authmw")
+    for _ in range(5):
+        decision = core.authenticate(GOOD, OTHER)
+        assert decision.identity is not None and decision.service_status == "Confirmed"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "lacks the service roles" in warnings[0].getMessage()
+
+
 def test_cache_time_zero_validates_every_time(decide: Any) -> None:
     validator = counting()
     core = AuthCore(validator, cache_time=0)
