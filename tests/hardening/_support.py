@@ -162,8 +162,9 @@ def resolve(path: str) -> str:
     path = path.split("?", 1)[0].replace("\\", "/").replace("\x00", "")
     while "//" in path:
         path = path.replace("//", "/")
-    path = posixpath.normpath("/" + path.lstrip("/"))
-    return path
+    normal = posixpath.normpath("/" + path.lstrip("/"))
+    # normpath drops a trailing slash: "/static/" routes like "/static/" + "".
+    return normal + "/" if path.endswith("/") and normal != "/" else normal
 
 
 def publicly_routable(method: str, path: str) -> bool:
