@@ -198,6 +198,12 @@ def _clean(value: str) -> str:
     # Values come from the identity service; never let one carry a line break.
     if "\r" in value or "\n" in value or "\0" in value:
         value = value.replace("\r", " ").replace("\n", " ").replace("\0", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form: rendering
+        # it would raise, a 500 for every request with that token.
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value
 
 
