@@ -61,7 +61,7 @@ def identities(draw: st.DrawFn) -> Identity:
                     }
                 ),
                 max_size=2,
-            )
+            ).map(tuple)
         ),
     )
 
@@ -77,7 +77,11 @@ def _app_environ(identity: Identity) -> dict[str, Any]:
     middleware = WSGIAuthMiddleware(app, validator=InMemoryValidator({TOKEN: identity}))
     statuses: list[str] = []
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_AUTH_TOKEN": TOKEN}
-    b"".join(middleware(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    b"".join(middleware(environ, start_response))
     assert statuses == ["200 OK"]
     return seen
 
