@@ -134,7 +134,7 @@ def test_any_identity_renders_as_headers_through_asgi(identity: Identity) -> Non
     headers = _app_headers(identity)
     names = {name for name, _ in headers}
     assert b"x-user-id" in names and b"x-identity-status" in names
-    for name, value in headers:
+    for _name, value in headers:
         assert isinstance(value, bytes)
         assert not any(c in value for c in b"\r\n\x00")
 
