@@ -176,6 +176,66 @@ class BenchKeystone:
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda _: self.issue_token(), range(count)))
 
+    def admin_token(self) -> str:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": "admin",
+                            "domain": {"id": "default"},
+                            "password": os.environ.get(
+                                "AUTHMW_KEYSTONE_ADMIN_PASSWORD", "admin-secret"
+                            ),
+                        }
+                    },
+                },
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
+            }
+        }
+        response = self.client.post(f"{self.url}/auth/tokens", json=body)
+        response.raise_for_status()
+        return response.headers["x-subject-token"]
+
+    @contextlib.contextmanager
+    def identity_region(self, region: str, url: str) -> Iterator[None]:
+        """A catalog region whose identity endpoints point at ``url`` (removed afterwards).
+
+        keystonemiddleware validates at the identity endpoint of the service
+        catalog, not at ``auth_url``; a region is how its users point it elsewhere.
+        """
+        headers = {"X-Auth-Token": self.admin_token()}
+        api = self.url
+        created = self.client.post(
+            f"{api}/regions", json={"region": {"id": region}}, headers=headers
+        )
+        if created.status_code not in (201, 409):
+            created.raise_for_status()
+        services = self.client.get(f"{api}/services?type=identity", headers=headers).json()
+        service_id = services["services"][0]["id"]
+        endpoints: list[str] = []
+        try:
+            for interface in ("public", "internal", "admin"):
+                response = self.client.post(
+                    f"{api}/endpoints",
+                    json={
+                        "endpoint": {
+                            "service_id": service_id,
+                            "interface": interface,
+                            "region_id": region,
+                            "url": url,
+                        }
+                    },
+                    headers=headers,
+                )
+                response.raise_for_status()
+                endpoints.append(response.json()["endpoint"]["id"])
+            yield
+        finally:
+            for endpoint in endpoints:
+                self.client.delete(f"{api}/endpoints/{endpoint}", headers=headers)
+
     def invalid_token(self) -> str:
         """A token-shaped string Keystone answers 404 for."""
         token = self.issue_token()
@@ -238,7 +298,13 @@ def ksm_wsgi(auth_url: str, app: Any = hello_wsgi, **conf: Any) -> Any:
     """keystonemiddleware 13.0.1's AuthProtocol, configured as its docs show."""
     import logging
 
-    from keystonemiddleware import auth_token  # type: ignore[import-untyped]
+    try:
+        from keystonemiddleware import auth_token  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ImportError(
+            "the comparison needs keystonemiddleware 13.0.1: pip install "
+            "keystonemiddleware==13.0.1 -c scripts/keystone/constraints.txt"
+        ) from exc
 
     logging.getLogger("keystonemiddleware").setLevel(logging.ERROR)
     options = {

@@ -175,7 +175,7 @@ def test_keystonemiddleware_cache_size(
 
 @pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
 def test_throughput(benchmark: Any, keystone: Any, token: str, report: Report, kind: str) -> None:
-    seconds, rounds = 8.0, 3
+    seconds, rounds = 6.0, 5
     env = {"AUTHMW_BENCH_AUTH_URL": keystone.url}
     prefix = "wsgi" if kind == "gunicorn" else "asgi"
     results: dict[str, list[float]] = {"bare": [], "authmw": []}

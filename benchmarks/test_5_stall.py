@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -76,11 +77,12 @@ def _run_clients(calls: list[Any], hot: Any) -> tuple[list[tuple[str, float]], l
 def test_stall(benchmark: Any, keystone: Any, report: Report, variant: str) -> None:
     port = urlsplit(keystone.url).port
     assert port is not None
-    proxy = StallProxy(port, STALL_SECONDS)
-    proxied = f"http://127.0.0.1:{proxy.port}/v3"
     tokens = keystone.issue_tokens(THREADS * PER_THREAD + 1)
     hot_token = tokens.pop()
-    try:
+    with contextlib.ExitStack() as stack:
+        proxy = StallProxy(port, STALL_SECONDS)
+        stack.callback(proxy.close)
+        proxied = f"http://127.0.0.1:{proxy.port}/v3"
         if variant.startswith("authmw"):
             options: dict[str, Any] = {}
             if "max_concurrency 8" in variant:
@@ -92,8 +94,11 @@ def test_stall(benchmark: Any, keystone: Any, report: Report, variant: str) -> N
                 count: int = guarded.in_flight
                 return count
         else:
-            # keystonemiddleware has no in-flight counter: count requests inside it instead.
-            outer = ksm_wsgi(proxied)
+            # keystonemiddleware validates at the catalog's identity endpoint: a region
+            # whose endpoints are the proxy sends it there. It has no in-flight
+            # counter: count the requests inside it instead.
+            stack.enter_context(keystone.identity_region("bench-stall", proxied))
+            outer = ksm_wsgi(proxied, region_name="bench-stall")
             counter = {"n": 0}
             lock = threading.Lock()
 
@@ -128,8 +133,6 @@ def test_stall(benchmark: Any, keystone: Any, report: Report, variant: str) -> N
         started = time.perf_counter()
         benchmark.pedantic(run, rounds=1, iterations=1)
         wall = time.perf_counter() - started
-    finally:
-        proxy.close()
 
     latencies = [seconds for _, seconds in outcome["results"]]
     statuses = Counter(status.split()[0] for status, _ in outcome["results"])
