@@ -44,6 +44,11 @@ if [[ "$pid" =~ ^[0-9]+$ ]] && is_ours "$pid"; then
     for _ in $(seq 1 50); do is_ours "$w" || break; sleep 0.1; done
     ! is_ours "$w" || kill -KILL "$w" 2>/dev/null || true
   done
+  # A dying process loses its cmdline before its sockets: wait for the port too.
+  port="$(cat "$STATE/keystone.port" 2>/dev/null || true)"
+  if [[ "$port" =~ ^[0-9]+$ ]]; then
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break; sleep 0.05; done
+  fi
   log "stopped keystone (pid $pid)"
 else
   log "keystone not running (no live pid in $PIDFILE)"
