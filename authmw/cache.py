@@ -80,6 +80,10 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+class _SharedRejection(InvalidToken):
+    """A rejection found in the shared cache (not to be written back to it)."""
+
+
 def _cache_key(token: str, allow_expired: bool) -> bytes:
     digest = _sha256(token.encode("utf-8", "surrogateescape")).digest()
     return digest + b"\x01" if allow_expired else digest
@@ -203,7 +207,7 @@ class CachedValidator:
         except InvalidToken as exc:
             flight.error = exc
             self._store_invalid(key)
-            if self.shared is not None:
+            if self.shared is not None and not isinstance(exc, _SharedRejection):
                 self.shared.put_invalid(key, self.negative_cache_time)
             raise
         except BaseException as exc:
@@ -222,7 +226,10 @@ class CachedValidator:
 
     def _fetch(self, key: bytes, token: str, allow_expired: bool) -> tuple[Identity, bool]:
         if self.shared is not None:
-            identity = self.shared.get(key)
+            try:
+                identity = self.shared.get(key)
+            except InvalidToken as exc:
+                raise _SharedRejection(*exc.args) from None
             if identity is not None and self._usable(identity, allow_expired):
                 self.stats.shared_hits += 1
                 return identity, True
@@ -262,7 +269,13 @@ class CachedValidator:
     async def _afetch(self, key: bytes, token: str, allow_expired: bool) -> Identity:
         shared = self.shared
         if shared is not None:
-            identity = await shared.aget(key)
+            try:
+                identity = await shared.aget(key)
+            except InvalidToken:
+                # Remembered by another process: remember it here too, but do
+                # not write it back (that would keep it alive for ever).
+                self._store_invalid(key)
+                raise
             if identity is not None and self._usable(identity, allow_expired):
                 self.stats.shared_hits += 1
                 self._store(key, identity, allow_expired)

@@ -677,6 +677,9 @@ class AuthCore:
         if isinstance(guarded, GuardedValidator):
             out.update({f"validations_{k}": v for k, v in guarded.stats.as_dict().items()})
             out["validations_in_flight"] = guarded.in_flight
+        shared_stats = getattr(self.cache.shared, "stats", None)
+        if shared_stats is not None and hasattr(shared_stats, "as_dict"):
+            out.update({f"shared_{k}": v for k, v in shared_stats.as_dict().items()})
         if self.breaker is not None:
             out["circuit_state"] = self.breaker.state
         return out

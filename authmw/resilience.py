@@ -121,6 +121,11 @@ class CircuitBreaker:
                 raise IdentityServiceUnavailable("identity service circuit half-open, probing")
             self._probing = True
 
+    def is_open(self) -> bool:
+        """True while calls are refused (open and still cooling down)."""
+        with self._lock:
+            return self._state == "open" and self._timer() - self._opened_at < self.cooldown
+
     def on_success(self) -> None:
         with self._lock:
             if self._state != "closed":
@@ -186,6 +191,11 @@ class GuardedValidator:
             self.breaker.on_abandon()
             self.stats.rejected_busy += 1
             raise IdentityServiceUnavailable("too many validations in flight")
+        if self.breaker.is_open():
+            # The circuit opened while we queued for a slot: do not join the pile.
+            self._slots.release()
+            self.stats.rejected_open += 1
+            raise IdentityServiceUnavailable("identity service circuit open")
         self.in_flight += 1
         started = self._clock()
         try:
@@ -244,6 +254,10 @@ class GuardedValidator:
         except BaseException:
             self.breaker.on_abandon()
             raise
+        if self.breaker.is_open():
+            semaphore.release()
+            self.stats.rejected_open += 1
+            raise IdentityServiceUnavailable("identity service circuit open")
         self.in_flight += 1
         started = self._clock()
         try:

@@ -424,3 +424,81 @@ async def test_blocking_validator_is_coalesced_under_asyncio() -> None:
     results = await asyncio.gather(*tasks)
     assert gate.calls == 1
     assert {r.user_id for r in results} == {"u1"}
+
+
+# -- second level (shared cache protocol) ---------------------------------------------
+
+
+class DictShared:
+    """A SharedCache in a dict, to check what the cache asks of the second level."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Identity] = {}
+        self.invalid: dict[bytes, float] = {}
+        self.put_invalid_calls = 0
+        self.gets = 0
+
+    def get(self, key: bytes) -> Identity | None:
+        self.gets += 1
+        if key in self.invalid:
+            raise InvalidToken("rejected by another process")
+        return self.entries.get(key)
+
+    def put(self, key: bytes, identity: Identity, ttl: float) -> None:
+        self.entries[key] = identity
+
+    def put_invalid(self, key: bytes, ttl: float) -> None:
+        self.put_invalid_calls += 1
+        self.invalid[key] = ttl
+
+    def revoke(self, audit_id: str | None) -> None:
+        self.entries.clear()
+
+    async def aget(self, key: bytes) -> Identity | None:
+        return self.get(key)
+
+    async def aput(self, key: bytes, identity: Identity, ttl: float) -> None:
+        self.put(key, identity, ttl)
+
+    async def aput_invalid(self, key: bytes, ttl: float) -> None:
+        self.put_invalid(key, ttl)
+
+
+def test_second_level_hit_skips_the_validator_and_is_not_written_back() -> None:
+    shared = DictShared()
+    first = CachedValidator(Counting({"t": identity()}), shared=shared, timer=Clock())
+    first.validate("t")
+    inner = Counting({"t": identity()})
+    second = CachedValidator(inner, shared=shared, timer=Clock())
+    assert second.validate("t").user_id == "u1"
+    assert inner.calls == 0
+    assert second.stats.shared_hits == 1
+
+
+def test_shared_rejection_is_remembered_locally_and_not_renewed() -> None:
+    shared = DictShared()
+    with pytest.raises(InvalidToken):
+        CachedValidator(Counting(), shared=shared, timer=Clock()).validate("bad")
+    assert shared.put_invalid_calls == 1
+    inner = Counting()
+    other = CachedValidator(inner, shared=shared, timer=Clock())
+    for _ in range(3):
+        with pytest.raises(InvalidToken):
+            other.validate("bad")
+    assert inner.calls == 0
+    assert shared.gets == 2  # the first "bad" above, then once here: later ones hit locally
+    assert shared.put_invalid_calls == 1  # a rejection read from Redis is not written back
+
+
+async def test_async_shared_rejection_is_remembered_locally_and_not_renewed() -> None:
+    shared = DictShared()
+    with pytest.raises(InvalidToken):
+        await CachedValidator(Counting(), shared=shared, timer=Clock()).avalidate("bad")
+    inner = Counting()
+    other = CachedValidator(inner, shared=shared, timer=Clock())
+    for _ in range(3):
+        with pytest.raises(InvalidToken):
+            await other.avalidate("bad")
+    assert inner.calls == 0
+    assert shared.gets == 2
+    assert shared.put_invalid_calls == 1

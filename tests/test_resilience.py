@@ -228,3 +228,38 @@ def test_middleware_answers_503_fast_while_open_and_keeps_serving_cached_tokens(
     stats = mw.stats()
     assert stats["circuit_state"] == "open"
     assert stats["validations_rejected_open"] == 1
+
+
+def test_caller_queued_for_a_slot_is_turned_away_if_the_circuit_opened_meanwhile() -> None:
+    release = threading.Event()
+    inside = threading.Event()
+    calls = {"n": 0}
+
+    class Stalled:
+        def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+            calls["n"] += 1
+            inside.set()
+            release.wait(10)
+            raise IdentityServiceUnavailable("timed out")
+
+    breaker = CircuitBreaker(1, 60.0)
+    guarded = GuardedValidator(Stalled(), breaker=breaker, max_concurrency=1, acquire_timeout=10)
+    outcomes: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            guarded.validate("t")
+        except IdentityServiceUnavailable as exc:
+            outcomes.append(exc)
+
+    holder = threading.Thread(target=call)
+    holder.start()
+    assert inside.wait(10)
+    queued = threading.Thread(target=call)
+    queued.start()
+    release.set()  # the holder fails, the breaker opens, the queued caller gets the slot
+    holder.join(10)
+    queued.join(10)
+    assert calls["n"] == 1
+    assert breaker.state == "open"
+    assert any("circuit open" in str(e) for e in outcomes)
