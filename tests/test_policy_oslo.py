@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import oslo_config.cfg as oslo_cfg  # test extra: the reference implementation
+import oslo_policy._parser as oslo_parser
+import oslo_policy.policy as oslo_policy
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from authmw.identity import Identity
 from authmw.policy import Policy, PolicyError, credentials
-
-oslo_policy = pytest.importorskip("oslo_policy.policy", reason="needs oslo.policy (test extra)")
-oslo_parser = pytest.importorskip("oslo_policy._parser")
-oslo_cfg = pytest.importorskip("oslo_config.cfg")
 
 # oslo.policy logs a traceback for each rule it cannot parse.
 logging.getLogger("oslo_policy").setLevel(logging.CRITICAL)
