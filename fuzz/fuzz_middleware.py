@@ -3,7 +3,12 @@
 Run it with atheris (libFuzzer), bounded in time::
 
     pip install atheris
-    python fuzz/fuzz_middleware.py -max_total_time=60 fuzz/corpus/middleware
+    mkdir -p .cache/fuzz-corpus
+    python fuzz/fuzz_middleware.py -max_total_time=60 .cache/fuzz-corpus fuzz/corpus/middleware
+
+(libFuzzer adds what it finds to the first directory; the committed seeds
+stay as they are. A failing input is written to ``crash-<sha1>``; add it to
+``fuzz/corpus/middleware`` once the bug is fixed, so the tests replay it.)
 
 Without atheris, ``python fuzz/fuzz_middleware.py --replay DIR_OR_FILE...`` runs
 inputs once (the tests replay the corpus and hypothesis-made bytes the same way).

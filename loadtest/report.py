@@ -121,6 +121,7 @@ def run_suite(long: bool, workdir: Path) -> dict[str, Any]:
         "pytest",
         "tests/hardening",
         "--ignore=tests/hardening/test_load_faults.py",
+        "--deselect=tests/hardening/test_fuzz_target.py::test_libfuzzer_run",  # step 2 does it
         "-p",
         "no:cacheprovider",
         "-q",

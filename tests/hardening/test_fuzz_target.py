@@ -37,13 +37,15 @@ def _load() -> ModuleType:
 target = _load()
 
 
-def test_seed_corpus_is_current_and_holds() -> None:
+def test_corpus_holds_the_seeds_and_every_input_passes() -> None:
     files = sorted(CORPUS.iterdir())
-    assert [f.read_bytes() for f in files] == target.seeds(), (
-        "regenerate: python fuzz/fuzz_middleware.py --write-seeds fuzz/corpus/middleware"
-    )
-    for file in files:
-        target.TestOneInput(file.read_bytes())
+    contents = [f.read_bytes() for f in files]
+    for seed in target.seeds():
+        assert seed in contents, (
+            "regenerate: python fuzz/fuzz_middleware.py --write-seeds fuzz/corpus/middleware"
+        )
+    for data in contents:
+        target.TestOneInput(data)
 
 
 def test_seeds_decode_to_the_attacks_they_stand_for() -> None:
