@@ -138,6 +138,54 @@ def parse_timestamp(value: str) -> datetime:
     return result.astimezone(timezone.utc)
 
 
+# -- option checks shared by the auth classes and validators ------------------------------
+
+
+def text_option(option: str, value: Any) -> str | None:
+    """``value`` stripped (``None`` if not given); anything but a non-empty string is an error."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(option, f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def http_url(value: Any, option: str, missing: str, *, query: bool = False) -> httpx.URL:
+    """``value`` as an absolute http(s) URL without a fragment (nor a query, unless ``query``).
+
+    ``missing`` is the message when ``value`` is not a non-empty string.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(option, missing)
+    try:
+        url = httpx.URL(value.strip())
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(option, f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(option, f"must be an http(s) URL, got {value!r}")
+    if query and url.fragment:
+        raise ConfigurationError(option, "must not have a fragment")
+    if not query and (url.query or url.fragment):
+        raise ConfigurationError(option, "must not have a query string or fragment")
+    return url
+
+
+def versioned_url(
+    value: Any, option: str, missing: str, version: str, *, other: str, other_hint: str
+) -> str:
+    """An identity API base URL ending in ``version`` (added if absent, no trailing slash).
+
+    A URL ending in the ``other`` version is an error saying ``other_hint``.
+    """
+    url = http_url(value, option, missing)
+    path = url.path.rstrip("/")
+    if path.endswith(other):
+        raise ConfigurationError(option, other_hint)
+    if not path.endswith(version):
+        path += version
+    return str(url.copy_with(path=path))
+
+
 @dataclass(frozen=True)
 class _Held:
     token: AcquiredToken

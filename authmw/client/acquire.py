@@ -21,7 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from ..errors import ConfigurationError
-from ._base import AcquiredToken, TokenAuth, parse_timestamp
+from ._base import AcquiredToken, TokenAuth, http_url, parse_timestamp
 
 __all__ = ["EpochUnit", "TokenAcquireAuth", "parse_epoch"]
 
@@ -172,14 +172,5 @@ class TokenAcquireAuth(TokenAuth):
 
 
 def _base_url(base_url: str) -> str:
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise ConfigurationError("base_url", "must be the API root URL")
-    try:
-        url = httpx.URL(base_url.strip())
-    except httpx.InvalidURL as exc:
-        raise ConfigurationError("base_url", f"not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError("base_url", f"must be an http(s) URL, got {base_url!r}")
-    if url.query or url.fragment:
-        raise ConfigurationError("base_url", "must not have a query string or fragment")
+    url = http_url(base_url, "base_url", "must be the API root URL")
     return str(url.copy_with(path=url.path.rstrip("/") or "/")).rstrip("/")

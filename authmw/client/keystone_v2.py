@@ -22,7 +22,14 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigurationError
-from ._base import AcquiredToken, AuthenticationFailed, TokenAuth, parse_timestamp
+from ._base import (
+    AcquiredToken,
+    AuthenticationFailed,
+    TokenAuth,
+    parse_timestamp,
+    text_option,
+    versioned_url,
+)
 
 __all__ = [
     "KeystoneV2Auth",
@@ -37,32 +44,14 @@ def keystone_v2_url(auth_url: str, option: str = "auth_url") -> str:
     Accepts ``https://identity.example.com``, ``…/v2.0`` and ``…/v2.0/``; a
     v3 URL is a :class:`ConfigurationError`.
     """
-    if not isinstance(auth_url, str) or not auth_url.strip():
-        raise ConfigurationError(
-            option, "must be the identity service URL, e.g. https://identity.example.com/v2.0"
-        )
-    try:
-        url = httpx.URL(auth_url.strip())
-    except httpx.InvalidURL as exc:
-        raise ConfigurationError(option, f"not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError(option, f"must be an http(s) URL, got {auth_url!r}")
-    if url.query or url.fragment:
-        raise ConfigurationError(option, "must not have a query string or fragment")
-    path = url.path.rstrip("/")
-    if path.endswith("/v3"):
-        raise ConfigurationError(option, "is a v3 URL; use the Keystone v3 classes for v3")
-    if not path.endswith("/v2.0"):
-        path += "/v2.0"
-    return str(url.copy_with(path=path))
-
-
-def _text(option: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(option, f"must be a non-empty string, got {value!r}")
-    return value.strip()
+    return versioned_url(
+        auth_url,
+        option,
+        "must be the identity service URL, e.g. https://identity.example.com/v2.0",
+        "/v2.0",
+        other="/v3",
+        other_hint="is a v3 URL; use the Keystone v3 classes for v3",
+    )
 
 
 def _secret(option: str, value: Any) -> str | None:
@@ -76,8 +65,8 @@ def _secret(option: str, value: Any) -> str | None:
 
 def v2_tenant(tenant_id: str | None, tenant_name: str | None) -> dict[str, str]:
     """The ``tenantId``/``tenantName`` members of a v2.0 ``auth`` object (both: an error)."""
-    tenant_id = _text("tenant_id", tenant_id)
-    tenant_name = _text("tenant_name", tenant_name)
+    tenant_id = text_option("tenant_id", tenant_id)
+    tenant_name = text_option("tenant_name", tenant_name)
     if tenant_id and tenant_name:
         raise ConfigurationError(
             "tenant_name", "give tenant_id or tenant_name, not both (v2.0 accepts one)"
@@ -194,7 +183,7 @@ class KeystoneV2Auth(TokenAuth):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.auth_url = keystone_v2_url(auth_url)
-        user = _text("username", username)
+        user = text_option("username", username)
         if user is None:
             raise ConfigurationError("username", "is required")
         self.username = user

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigurationError, IdentityServiceUnavailable
-from ._base import AcquiredToken, TokenAuth, parse_timestamp
+from ._base import AcquiredToken, TokenAuth, parse_timestamp, text_option, versioned_url
 
 __all__ = [
     "KeystoneV3ApplicationCredential",
@@ -38,30 +38,14 @@ def keystone_v3_url(auth_url: str, option: str = "auth_url") -> str:
     Accepts ``http://host:5000``, ``http://host:5000/``, ``http://host:5000/v3``
     and ``…/identity/v3``; a v2.0 URL is a :class:`ConfigurationError`.
     """
-    if not isinstance(auth_url, str) or not auth_url.strip():
-        raise ConfigurationError(option, "must be the Keystone URL, e.g. http://keystone:5000/v3")
-    try:
-        url = httpx.URL(auth_url.strip())
-    except httpx.InvalidURL as exc:
-        raise ConfigurationError(option, f"not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError(option, f"must be an http(s) URL, got {auth_url!r}")
-    if url.query or url.fragment:
-        raise ConfigurationError(option, "must not have a query string or fragment")
-    path = url.path.rstrip("/")
-    if path.endswith("/v2.0"):
-        raise ConfigurationError(option, "is a v2.0 URL; use KeystoneV2Validator for v2.0")
-    if not path.endswith("/v3"):
-        path += "/v3"
-    return str(url.copy_with(path=path))
-
-
-def _text(option: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(option, f"must be a non-empty string, got {value!r}")
-    return value.strip()
+    return versioned_url(
+        auth_url,
+        option,
+        "must be the Keystone URL, e.g. http://keystone:5000/v3",
+        "/v3",
+        other="/v2.0",
+        other_hint="is a v2.0 URL; use KeystoneV2Validator for v2.0",
+    )
 
 
 def _user(
@@ -70,10 +54,10 @@ def _user(
     user_domain_id: str | None,
     user_domain_name: str | None,
 ) -> dict[str, Any]:
-    username = _text("username", username)
-    user_id = _text("user_id", user_id)
-    user_domain_id = _text("user_domain_id", user_domain_id)
-    user_domain_name = _text("user_domain_name", user_domain_name)
+    username = text_option("username", username)
+    user_id = text_option("user_id", user_id)
+    user_domain_id = text_option("user_domain_id", user_domain_id)
+    user_domain_name = text_option("user_domain_name", user_domain_name)
     if user_id and username:
         raise ConfigurationError("user_id", "give user_id or username, not both")
     if user_id:
@@ -101,12 +85,12 @@ def _scope(
     system_scope: str | None,
     unscoped: bool,
 ) -> dict[str, Any] | str | None:
-    project_id = _text("project_id", project_id)
-    project_name = _text("project_name", project_name)
-    project_domain_id = _text("project_domain_id", project_domain_id)
-    project_domain_name = _text("project_domain_name", project_domain_name)
-    domain_id = _text("domain_id", domain_id)
-    domain_name = _text("domain_name", domain_name)
+    project_id = text_option("project_id", project_id)
+    project_name = text_option("project_name", project_name)
+    project_domain_id = text_option("project_domain_id", project_domain_id)
+    project_domain_name = text_option("project_domain_name", project_domain_name)
+    domain_id = text_option("domain_id", domain_id)
+    domain_name = text_option("domain_name", domain_name)
     if system_scope is not None and system_scope != "all":
         raise ConfigurationError("system_scope", f"must be 'all', got {system_scope!r}")
     kinds = [
@@ -250,7 +234,7 @@ class KeystoneV3Token(KeystoneV3Auth):
     """The token method: exchange ``token`` for a new one (typically with another scope)."""
 
     def __init__(self, auth_url: str, *, token: str, **kwargs: Any) -> None:
-        token_ = _text("token", token)
+        token_ = text_option("token", token)
         if token_ is None:
             raise ConfigurationError("token", "must be a non-empty string")
         self._token = token_
@@ -284,8 +268,8 @@ class KeystoneV3ApplicationCredential(KeystoneV3Auth):
     ) -> None:
         if not isinstance(application_credential_secret, str) or not application_credential_secret:
             raise ConfigurationError("application_credential_secret", "must be a non-empty string")
-        cred_id = _text("application_credential_id", application_credential_id)
-        cred_name = _text("application_credential_name", application_credential_name)
+        cred_id = text_option("application_credential_id", application_credential_id)
+        cred_name = text_option("application_credential_name", application_credential_name)
         if cred_id and cred_name:
             raise ConfigurationError(
                 "application_credential_id",
