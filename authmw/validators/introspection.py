@@ -38,13 +38,12 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from .._hashing import fingerprint
-from ..client._base import AuthenticationFailed, TokenAuth, parse_timestamp
+from ..client._base import TokenAuth, http_url, parse_timestamp
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._http import HTTPClients
 from ._keystone_v3 import ServiceTokenRejected, check_subject_token
+from ._remote import RemoteValidator, given_service_auth
 
 __all__ = [
     "HTTPIntrospectionValidator",
@@ -52,8 +51,6 @@ __all__ = [
     "IntrospectionStyle",
     "Paths",
 ]
-
-log = logging.getLogger("authmw.introspection")
 
 IntrospectionStyle = Literal["rfc7662", "header"]
 
@@ -330,7 +327,7 @@ def _basic(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-class HTTPIntrospectionValidator:
+class HTTPIntrospectionValidator(RemoteValidator):
     """Validates tokens by asking an HTTP endpoint; see the module docstring for the styles.
 
     ``mapping`` defaults to :meth:`IntrospectionMapping.rfc7662` for
@@ -348,6 +345,10 @@ class HTTPIntrospectionValidator:
 
     HTTP options and client life cycle as :class:`~authmw.KeystoneValidator`.
     """
+
+    service = "the introspection endpoint"
+    credentials_name = "authmw's credentials"
+    _log = logging.getLogger("authmw.introspection")
 
     def __init__(
         self,
@@ -399,11 +400,7 @@ class HTTPIntrospectionValidator:
             or not client_secret
         ):
             raise ConfigurationError("client_id", "client_id and client_secret must be non-empty")
-        if auth is not None and not isinstance(auth, TokenAuth):
-            raise ConfigurationError("auth", f"must be an authmw.client.TokenAuth, got {auth!r}")
-        if auth is not None and client_id is not None:
-            raise ConfigurationError("auth", "conflicts with client_id")
-        self.auth = auth
+        self.auth = given_service_auth(auth, {"client_id": client_id})
         self._client_header = (
             _basic(client_id, client_secret)
             if client_id is not None and client_secret is not None
@@ -447,18 +444,8 @@ class HTTPIntrospectionValidator:
             )
         self.invalid_statuses = frozenset(invalid_statuses)
 
-        if (
-            isinstance(expiry_leeway, bool)
-            or not isinstance(expiry_leeway, (int, float))
-            or not expiry_leeway >= 0
-        ):
-            raise ConfigurationError(
-                "expiry_leeway", f"must be a number >= 0, got {expiry_leeway!r}"
-            )
-        self.expiry_leeway = float(expiry_leeway)
-        self._clock = clock
-        self._http = HTTPClients(
-            service="introspection endpoint",
+        super().__init__(
+            expiry_leeway=expiry_leeway,
             timeout=timeout,
             http_connect_timeout=http_connect_timeout,
             http_request_max_retries=http_request_max_retries,
@@ -467,37 +454,13 @@ class HTTPIntrospectionValidator:
             keyfile=keyfile,
             insecure=insecure,
             max_connections=max_connections,
+            clock=clock,
             transport=transport,
             async_transport=async_transport,
         )
 
     def __repr__(self) -> str:
         return f"HTTPIntrospectionValidator({self.url!r}, style={self.style!r})"
-
-    @property
-    def timeout(self) -> httpx.Timeout:
-        """Timeouts of every call to the endpoint."""
-        return self._http.timeout
-
-    def close(self) -> None:
-        """Close the blocking client (a later call opens a new one)."""
-        self._http.close()
-
-    async def aclose(self) -> None:
-        """Close the running loop's async client, and the blocking one."""
-        await self._http.aclose()
-
-    def __enter__(self) -> HTTPIntrospectionValidator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> HTTPIntrospectionValidator:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- sans-I/O -------------------------------------------------------------------
     def build_request(self, token: str, credential: str | None = None) -> httpx.Request:
@@ -546,85 +509,14 @@ class HTTPIntrospectionValidator:
             raise ServiceTokenRejected(status_code)
         raise IdentityServiceUnavailable(f"the introspection endpoint answered {status_code}")
 
-    # -- validation ---------------------------------------------------------------------
-    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """The identity behind ``token``; see the class docstring for errors."""
-        check_subject_token(token)
-        client = self._http.sync()
-        for attempt in (1, 2):
-            credential = None
-            if self.auth is not None:
-                try:
-                    credential = self.auth.get_token(client)
-                except AuthenticationFailed as exc:
-                    raise _credentials_refused(exc) from None
-            response = self._http.send(client, self.build_request(token, credential))
-            try:
-                return self._interpret(response, token, allow_expired)
-            except ServiceTokenRejected as exc:
-                self._on_rejected(credential, exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _build_request(
+        self, token: str, credential: str | None, allow_expired: bool
+    ) -> httpx.Request:
+        return self.build_request(token, credential)
 
-    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """Async form of :meth:`validate`."""
-        check_subject_token(token)
-        client = self._http.for_running_loop()
-        for attempt in (1, 2):
-            credential = None
-            if self.auth is not None:
-                try:
-                    credential = await self.auth.aget_token(client)
-                except AuthenticationFailed as exc:
-                    raise _credentials_refused(exc) from None
-            response = await self._http.asend(client, self.build_request(token, credential))
-            try:
-                return self._interpret(response, token, allow_expired)
-            except ServiceTokenRejected as exc:
-                self._on_rejected(credential, exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _interpret(self, response: httpx.Response, token: str, allow_expired: bool) -> Identity:
-        try:
-            return self.interpret(
-                response.status_code, response.content, token, allow_expired=allow_expired
-            )
-        except InvalidToken as exc:
-            log.debug("token %s rejected: %s", fingerprint(token), exc)
-            raise
-        except IdentityServiceUnavailable as exc:
-            log.warning("cannot validate token %s: %s", fingerprint(token), exc)
-            raise
-
-    def _on_rejected(self, credential: str | None, exc: ServiceTokenRejected, attempt: int) -> None:
-        if self.auth is not None and credential is not None:
-            self.auth.invalidate(credential)
-            if attempt == 1:
-                log.warning(
-                    "the introspection endpoint refused our token %s (%d); renewing it",
-                    fingerprint(credential),
-                    exc.status_code,
-                )
-                return
-        log.error("the introspection endpoint refused our credentials (%d)", exc.status_code)
-        raise IdentityServiceUnavailable(
-            f"the introspection endpoint refused authmw's credentials ({exc.status_code})"
-        ) from None
-
-
-def _credentials_refused(exc: AuthenticationFailed) -> IdentityServiceUnavailable:
-    log.error("could not obtain credentials for the introspection endpoint: %s", exc)
-    return IdentityServiceUnavailable(f"introspection credentials refused: {exc}")
+    def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        return self.interpret(status, body, token, allow_expired=allow_expired)
 
 
 def _endpoint(url: str) -> str:
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError("url", "must be the endpoint URL")
-    try:
-        parsed = httpx.URL(url.strip())
-    except httpx.InvalidURL as exc:
-        raise ConfigurationError("url", f"not a URL: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigurationError("url", f"must be an http(s) URL, got {url!r}")
-    if parsed.fragment:
-        raise ConfigurationError("url", "must not have a fragment")
-    return str(parsed)
+    return str(http_url(url, "url", "must be the endpoint URL", query=True))

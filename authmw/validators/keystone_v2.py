@@ -21,13 +21,12 @@ from urllib.parse import quote
 
 import httpx
 
-from .._hashing import fingerprint
-from ..client._base import AuthenticationFailed, StaticToken, TokenAuth, parse_timestamp
+from ..client._base import TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._http import HTTPClients
 from ._keystone_v3 import ServiceTokenRejected, check_subject_token
+from ._remote import RemoteValidator, given_service_auth
 
 __all__ = [
     "KeystoneV2Validator",
@@ -36,9 +35,6 @@ __all__ = [
     "identity_from_access",
     "interpret_v2_validation_response",
 ]
-
-log = logging.getLogger("authmw.keystone_v2")
-
 
 # -- sans-I/O: the request and the meaning of the answer --------------------------------
 
@@ -230,7 +226,7 @@ def identity_from_access(access: Mapping[str, Any], *, include_catalog: bool = T
 # -- the validator ------------------------------------------------------------------------
 
 
-class KeystoneV2Validator:
+class KeystoneV2Validator(RemoteValidator):
     """Validates tokens with Keystone v2.0 / Rackspace Cloud Identity (``GET /v2.0/tokens/{id}``).
 
     Service identity, one of:
@@ -259,6 +255,10 @@ class KeystoneV2Validator:
     ``cafile``/``certfile``/``keyfile``/``insecure``, ``max_connections``;
     :meth:`close` / :meth:`aclose` at shutdown.
     """
+
+    auth: TokenAuth
+    refusal_hint = ": check that the service user may validate tokens (identity:admin / admin role)"
+    _log = logging.getLogger("authmw.keystone_v2")
 
     def __init__(
         self,
@@ -292,18 +292,8 @@ class KeystoneV2Validator:
         if belongs_to is not None and (not isinstance(belongs_to, str) or not belongs_to.strip()):
             raise ConfigurationError("belongs_to", f"must be a tenant id, got {belongs_to!r}")
         self.belongs_to = belongs_to.strip() if belongs_to else None
-        if (
-            isinstance(expiry_leeway, bool)
-            or not isinstance(expiry_leeway, (int, float))
-            or not expiry_leeway >= 0
-        ):
-            raise ConfigurationError(
-                "expiry_leeway", f"must be a number >= 0, got {expiry_leeway!r}"
-            )
-        self.expiry_leeway = float(expiry_leeway)
-        self._clock = clock
-        self._http = HTTPClients(
-            service="identity service",
+        super().__init__(
+            expiry_leeway=expiry_leeway,
             timeout=timeout,
             http_connect_timeout=http_connect_timeout,
             http_request_max_retries=http_request_max_retries,
@@ -312,6 +302,7 @@ class KeystoneV2Validator:
             keyfile=keyfile,
             insecure=insecure,
             max_connections=max_connections,
+            clock=clock,
             transport=transport,
             async_transport=async_transport,
         )
@@ -333,109 +324,26 @@ class KeystoneV2Validator:
     def __repr__(self) -> str:
         return f"KeystoneV2Validator({self.base_url!r}, auth={self.auth!r})"
 
-    @property
-    def timeout(self) -> httpx.Timeout:
-        """Timeouts of every call to the identity service."""
-        return self._http.timeout
-
-    def close(self) -> None:
-        """Close the blocking client (a later call opens a new one)."""
-        self._http.close()
-
-    async def aclose(self) -> None:
-        """Close the running loop's async client, and the blocking one."""
-        await self._http.aclose()
-
-    def __enter__(self) -> KeystoneV2Validator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> KeystoneV2Validator:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    # -- validation ----------------------------------------------------------------
-    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """The identity behind ``token``; see the class docstring for errors."""
+    def _check_token(self, token: str) -> None:
         check_v2_token(token)
-        client = self._http.sync()
-        for attempt in (1, 2):
-            try:
-                admin_token = self.auth.get_token(client)
-            except AuthenticationFailed as exc:
-                raise _service_refused(exc) from None
-            request = build_v2_validation_request(
-                self.base_url, admin_token, token, belongs_to=self.belongs_to
-            )
-            response = self._http.send(client, request)
-            try:
-                return self._interpret(response, token, allow_expired)
-            except ServiceTokenRejected as exc:
-                self._on_rejected(admin_token, exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """Async form of :meth:`validate`."""
-        check_v2_token(token)
-        client = self._http.for_running_loop()
-        for attempt in (1, 2):
-            try:
-                admin_token = await self.auth.aget_token(client)
-            except AuthenticationFailed as exc:
-                raise _service_refused(exc) from None
-            request = build_v2_validation_request(
-                self.base_url, admin_token, token, belongs_to=self.belongs_to
-            )
-            response = await self._http.asend(client, request)
-            try:
-                return self._interpret(response, token, allow_expired)
-            except ServiceTokenRejected as exc:
-                self._on_rejected(admin_token, exc, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _interpret(self, response: httpx.Response, token: str, allow_expired: bool) -> Identity:
-        try:
-            return interpret_v2_validation_response(
-                response.status_code,
-                response.content,
-                now=self._clock(),
-                leeway=self.expiry_leeway,
-                allow_expired=allow_expired,
-                include_catalog=self.include_service_catalog,
-            )
-        except InvalidToken as exc:
-            log.debug("token %s rejected: %s", fingerprint(token), exc)
-            raise
-        except IdentityServiceUnavailable as exc:
-            log.warning("cannot validate token %s: %s", fingerprint(token), exc)
-            raise
-
-    def _on_rejected(self, admin_token: str, exc: ServiceTokenRejected, attempt: int) -> None:
-        self.auth.invalidate(admin_token)
-        if attempt == 1:
-            log.warning(
-                "the identity service refused the service token %s (%d); authenticating again",
-                fingerprint(admin_token),
-                exc.status_code,
-            )
-            return
-        log.error(
-            "the identity service refused a fresh service token (%d): check that the "
-            "service user may validate tokens (identity:admin / admin role)",
-            exc.status_code,
+    def _build_request(
+        self, token: str, credential: str | None, allow_expired: bool
+    ) -> httpx.Request:
+        assert credential is not None  # there is always a service identity
+        return build_v2_validation_request(
+            self.base_url, credential, token, belongs_to=self.belongs_to
         )
-        raise IdentityServiceUnavailable(
-            f"the identity service refused the service identity ({exc.status_code})"
-        ) from None
 
-
-def _service_refused(exc: AuthenticationFailed) -> IdentityServiceUnavailable:
-    log.error("service identity refused by the identity service: %s", exc)
-    return IdentityServiceUnavailable(f"service identity refused: {exc}")
+    def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        return interpret_v2_validation_response(
+            status,
+            body,
+            now=self._clock(),
+            leeway=self.expiry_leeway,
+            allow_expired=allow_expired,
+            include_catalog=self.include_service_catalog,
+        )
 
 
 def _service_auth(
@@ -445,19 +353,10 @@ def _service_auth(
     renew_margin: float,
     clock: Callable[[], float],
 ) -> TokenAuth:
-    given = sorted(name for name, value in credentials.items() if value is not None)
-    if auth is not None:
-        if not isinstance(auth, TokenAuth):
-            raise ConfigurationError("auth", f"must be an authmw.client.TokenAuth, got {auth!r}")
-        if given:
-            raise ConfigurationError("auth", f"conflicts with {given[0]}")
-        return auth
-    static = credentials.pop("static_token")
-    if static is not None:
-        others = [name for name in given if name != "static_token"]
-        if others:
-            raise ConfigurationError("static_token", f"conflicts with {others[0]}")
-        return StaticToken(static)
+    given = given_service_auth(auth, credentials)
+    if given is not None:
+        return given
+    del credentials["static_token"]
     if credentials["username"] is None:
         raise ConfigurationError(
             "username",

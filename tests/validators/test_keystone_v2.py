@@ -719,11 +719,11 @@ async def test_async_client_is_per_event_loop_and_closed_by_aclose() -> None:
     service = AdminIdentity(Clock())
     validator = make(service)
     await validator.avalidate(RAX_TOKEN)
-    client = validator._http.for_running_loop()
+    client = validator._async_client()
     await validator.aclose()
     assert client.is_closed
     await validator.avalidate(RAX_TOKEN)  # a new client after aclose
-    assert validator._http.for_running_loop() is not client
+    assert validator._async_client() is not client
     await validator.aclose()
 
 

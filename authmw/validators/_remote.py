@@ -1,0 +1,432 @@
+"""What every validator that asks a remote service does the same way.
+
+:class:`RemoteValidator` owns the HTTP clients (one pooled blocking client,
+one async client per event loop), their options (timeouts, TLS, limits,
+retries), the service identity's token, error mapping and logging (token
+fingerprints only). It runs one sans-I/O validation flow, :meth:`~RemoteValidator._flow`,
+from the thin :meth:`~RemoteValidator.validate` and :meth:`~RemoteValidator.avalidate`
+drivers. A concrete validator supplies only its own sans-I/O parts: the token
+check, the request and the meaning of the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from .._hashing import fingerprint
+from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
+from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
+from ..identity import Identity
+from ._keystone_v3 import ServiceTokenRejected, check_subject_token
+
+__all__ = ["DEFAULT_TIMEOUT", "RemoteValidator", "given_service_auth", "number"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+"""3 s to connect, 5 s for each read, write and pool wait."""
+
+# Connections dropped after the request may have left: only an idempotent
+# request may be sent again.
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_IDEMPOTENT = frozenset({"GET", "HEAD"})
+
+_V = TypeVar("_V", bound="RemoteValidator")
+
+# A step of the validation flow: the service identity whose token is needed,
+# or a request to send.
+_Step = TokenAuth | httpx.Request
+
+
+# -- option checks ------------------------------------------------------------------------
+
+
+def number(option: str, value: Any, minimum: float = 0.0) -> float:
+    """``value`` as a float >= ``minimum``, else a :class:`ConfigurationError` naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise ConfigurationError(option, f"must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(option: str, value: Any, low: int, high: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ConfigurationError(option, f"must be an integer {bounds}, got {value!r}")
+    return value
+
+
+def _timeout(timeout: float | httpx.Timeout | None, connect_timeout: float | None) -> httpx.Timeout:
+    if timeout is None:
+        result = DEFAULT_TIMEOUT
+    elif isinstance(timeout, httpx.Timeout):
+        if None in (timeout.connect, timeout.read, timeout.write, timeout.pool):
+            raise ConfigurationError("timeout", "every part of the timeout must be finite")
+        result = timeout
+    else:
+        seconds = number("timeout", timeout)
+        if seconds <= 0:
+            raise ConfigurationError("timeout", f"must be > 0, got {timeout!r}")
+        result = httpx.Timeout(seconds, connect=min(seconds, DEFAULT_TIMEOUT.connect or seconds))
+    if connect_timeout is not None:
+        seconds = number("http_connect_timeout", connect_timeout)
+        if seconds <= 0:
+            raise ConfigurationError(
+                "http_connect_timeout", f"must be > 0, got {connect_timeout!r}"
+            )
+        result = httpx.Timeout(
+            connect=seconds, read=result.read, write=result.write, pool=result.pool
+        )
+    return result
+
+
+def _ssl_context(
+    cafile: str | None, certfile: str | None, keyfile: str | None, insecure: bool
+) -> ssl.SSLContext | bool:
+    if insecure:
+        if cafile:
+            raise ConfigurationError("insecure", "conflicts with cafile")
+        return False
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError("cafile", f"cannot load {cafile!r}: {exc}") from None
+    if certfile:
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError("certfile", f"cannot load {certfile!r}: {exc}") from None
+    elif keyfile:
+        raise ConfigurationError("keyfile", "needs certfile")
+    return context
+
+
+def given_service_auth(auth: TokenAuth | None, credentials: Mapping[str, Any]) -> TokenAuth | None:
+    """The service identity given whole, as ``auth`` or ``static_token``, else ``None``.
+
+    ``credentials`` are the validator's other identity options (``None`` when
+    not given); ``auth`` conflicts with any of them, ``static_token`` with the rest.
+    """
+    given = sorted(name for name, value in credentials.items() if value is not None)
+    if auth is not None:
+        if not isinstance(auth, TokenAuth):
+            raise ConfigurationError("auth", f"must be an authmw.client.TokenAuth, got {auth!r}")
+        if given:
+            raise ConfigurationError("auth", f"conflicts with {given[0]}")
+        return auth
+    static = credentials.get("static_token")
+    if static is None:
+        return None
+    others = [name for name in given if name != "static_token"]
+    if others:
+        raise ConfigurationError("static_token", f"conflicts with {others[0]}")
+    return StaticToken(static)
+
+
+# -- retries --------------------------------------------------------------------------------
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a failed connect was refused by the server (not DNS, TLS, unreachable...)."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        group = getattr(exc, "exceptions", None)  # anyio: one error per address tried
+        if isinstance(group, tuple) and any(_refused(e) for e in group):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _retryable(request: httpx.Request, exc: BaseException) -> bool:
+    """Whether another try may help: a refused connection, or a dropped idempotent request.
+
+    Never a timeout (another try would multiply the wait), nor a connect
+    failure that would fail the same way again (DNS, TLS).
+    """
+    if isinstance(exc, httpx.ConnectError):
+        return _refused(exc)
+    return isinstance(exc, _DROPPED) and request.method in _IDEMPOTENT
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based): 0, 0.05, 0.1, 0.2..."""
+    return 0.0 if attempt <= 1 else 0.05 * 2 ** (attempt - 2)
+
+
+# -- the validator --------------------------------------------------------------------------
+
+
+class RemoteValidator:
+    """Base of the validators that ask a remote service about each token.
+
+    Subclasses set :attr:`auth` (the service identity, or ``None``) and the
+    wording class attributes, and implement :meth:`_build_request` and
+    :meth:`_parse_answer` (and :meth:`_check_token` if their tokens have more
+    rules), all without I/O.
+
+    HTTP: one pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient`
+    made in each running event loop (a client cannot be used from another
+    loop). ``http_request_max_retries`` extra tries of a request whose
+    connection was refused, or dropped if the request is a GET; timeouts are
+    not retried, and the service login is tried once per call.
+    """
+
+    #: The service identity whose token goes with each request (``None``: none).
+    auth: TokenAuth | None
+    #: How messages name the remote side ("Keystone", "the identity service").
+    service: ClassVar[str] = "the identity service"
+    #: What the remote side refuses when it refuses our service token.
+    credentials_name: ClassVar[str] = "the service identity"
+    #: Appended to the error logged when a fresh service token is refused.
+    refusal_hint: ClassVar[str] = ""
+    _log: ClassVar[logging.Logger] = logging.getLogger("authmw.validators")
+
+    def __init__(
+        self,
+        *,
+        expiry_leeway: float,
+        timeout: float | httpx.Timeout | None,
+        http_connect_timeout: float | None,
+        http_request_max_retries: int,
+        cafile: str | None,
+        certfile: str | None,
+        keyfile: str | None,
+        insecure: bool,
+        max_connections: int,
+        clock: Callable[[], float],
+        transport: httpx.BaseTransport | None,
+        async_transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.expiry_leeway = number("expiry_leeway", expiry_leeway)
+        self.timeout = _timeout(timeout, http_connect_timeout)
+        self.max_retries = _integer("http_request_max_retries", http_request_max_retries, 0, 10)
+        connections = _integer("max_connections", max_connections, 1)
+        self._limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections
+        )
+        self._verify = _ssl_context(cafile, certfile, keyfile, bool(insecure))
+        self._clock = clock
+        self._transport = transport
+        if async_transport is None and isinstance(transport, httpx.AsyncBaseTransport):
+            async_transport = transport  # e.g. one httpx.MockTransport for both
+        self._async_transport = async_transport
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
+
+    # -- what a subclass supplies (no I/O) -------------------------------------------------
+    def _check_token(self, token: str) -> None:
+        """Reject, before any I/O, what cannot be a token."""
+        check_subject_token(token)
+
+    def _build_request(
+        self, token: str, credential: str | None, allow_expired: bool
+    ) -> httpx.Request:
+        """The request asking about ``token``; ``credential`` is the service token, if any."""
+        raise NotImplementedError
+
+    def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        """The identity for an answer, or :class:`InvalidToken`, :class:`ServiceTokenRejected`,
+        :class:`IdentityServiceUnavailable`."""
+        raise NotImplementedError
+
+    # -- clients ------------------------------------------------------------------------------
+    def _sync_client(self) -> httpx.Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                transport = self._transport or httpx.HTTPTransport(
+                    verify=self._verify, limits=self._limits
+                )
+                self._client = httpx.Client(
+                    transport=transport, timeout=self.timeout, follow_redirects=False
+                )
+            return self._client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                # Entries go away with their loop.
+                transport = self._async_transport or httpx.AsyncHTTPTransport(
+                    verify=self._verify, limits=self._limits
+                )
+                client = httpx.AsyncClient(
+                    transport=transport, timeout=self.timeout, follow_redirects=False
+                )
+                self._async_clients[loop] = client
+            return client
+
+    def close(self) -> None:
+        """Close the blocking client (a later call opens a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client, and the blocking one."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    def __enter__(self: _V) -> _V:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self: _V) -> _V:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        """The identity behind ``token``; see the class docstring for errors."""
+        flow = self._flow(token, allow_expired)
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                client = self._sync_client()
+                if isinstance(step, httpx.Request):
+                    reply = self._send(client, step)
+                else:
+                    reply = step.get_token(client)
+        except StopIteration as done:
+            identity: Identity = done.value
+            return identity
+        except AuthenticationFailed as exc:
+            raise self._login_refused(exc) from None
+
+    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        """Async form of :meth:`validate`."""
+        flow = self._flow(token, allow_expired)
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                client = self._async_client()
+                if isinstance(step, httpx.Request):
+                    reply = await self._asend(client, step)
+                else:
+                    reply = await step.aget_token(client)
+        except StopIteration as done:
+            identity: Identity = done.value
+            return identity
+        except AuthenticationFailed as exc:
+            raise self._login_refused(exc) from None
+
+    def _flow(self, token: str, allow_expired: bool) -> Generator[_Step, Any, Identity]:
+        """One validation without I/O.
+
+        Yields :attr:`auth` when its token is needed (send back the token) and
+        requests to send (send back ``(status, body)``). A refused service
+        token is dropped and a fresh one tried once.
+        """
+        self._check_token(token)
+        for attempt in (1, 2):
+            credential: str | None = None
+            if self.auth is not None:
+                credential = yield self.auth
+            status, body = yield self._build_request(token, credential, allow_expired)
+            try:
+                return self._interpret(status, body, token, allow_expired)
+            except ServiceTokenRejected as exc:
+                self._on_rejected(credential, exc, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _interpret(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        try:
+            return self._parse_answer(status, body, token, allow_expired)
+        except InvalidToken as exc:
+            self._log.debug("token %s rejected: %s", fingerprint(token), exc)
+            raise
+        except IdentityServiceUnavailable as exc:
+            self._log.warning("cannot validate token %s: %s", fingerprint(token), exc)
+            raise
+
+    def _on_rejected(self, credential: str | None, exc: ServiceTokenRejected, attempt: int) -> None:
+        if self.auth is not None and credential is not None:
+            self.auth.invalidate(credential)
+            if attempt == 1:
+                self._log.warning(
+                    "%s refused the service token %s (%d); authenticating again",
+                    self.service,
+                    fingerprint(credential),
+                    exc.status_code,
+                )
+                return
+        self._log.error(
+            "%s refused %s (%d)%s",
+            self.service,
+            self.credentials_name,
+            exc.status_code,
+            self.refusal_hint,
+        )
+        raise IdentityServiceUnavailable(
+            f"{self.service} refused {self.credentials_name} ({exc.status_code})"
+        ) from None
+
+    def _login_refused(self, exc: AuthenticationFailed) -> IdentityServiceUnavailable:
+        self._log.error("could not obtain a service token for %s: %s", self.service, exc)
+        return IdentityServiceUnavailable(f"service identity refused: {exc}")
+
+    # -- sending --------------------------------------------------------------------------------
+    def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
+        attempt = 0
+        while True:
+            try:
+                response = client.send(request, auth=None)
+            except (httpx.HTTPError, OSError) as exc:
+                attempt += 1
+                time.sleep(self._retry_delay(request, exc, attempt))
+                continue
+            return response.status_code, response.content
+
+    async def _asend(self, client: httpx.AsyncClient, request: httpx.Request) -> tuple[int, bytes]:
+        attempt = 0
+        while True:
+            try:
+                response = await client.send(request, auth=None)
+            except (httpx.HTTPError, OSError) as exc:
+                attempt += 1
+                await asyncio.sleep(self._retry_delay(request, exc, attempt))
+                continue
+            return response.status_code, response.content
+
+    def _retry_delay(self, request: httpx.Request, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt``, or the error to give up with."""
+        # Only the exception type is reported: its text may hold the URL, and a
+        # v2.0 URL holds the user's token.
+        name = type(exc).__name__
+        if attempt <= self.max_retries and _retryable(request, exc):
+            self._log.info("connection to %s failed (%s); retrying", self.service, name)
+            return _backoff(attempt)
+        self._log.warning("%s unreachable: %s", self.service, name)
+        raise IdentityServiceUnavailable(f"{self.service} unreachable ({name})") from None
