@@ -279,7 +279,7 @@ class AuthCore:
         cache_size: int = 10_000,
         shared_cache: SharedCache | None = None,
         service_token_roles: Iterable[str] = ("service",),
-        service_token_roles_required: bool = False,
+        service_token_roles_required: bool = True,
         fiware_service_scope: bool = False,
         retry_after: float = 5.0,
         failure_threshold: int = 5,

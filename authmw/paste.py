@@ -27,7 +27,19 @@ if TYPE_CHECKING:
 
 __all__ = ["AuthProtocol", "filter_factory"]
 
-_KNOWN = frozenset(_VALIDATOR) | frozenset(_MIDDLEWARE) | frozenset(_IGNORED)
+# Names keystone_options() reads besides the tables: the auth type and the
+# service-identity shortcuts keystonemiddleware also takes from [DEFAULT].
+_SPECIAL = frozenset(
+    (
+        "auth_type",
+        "auth_plugin",
+        "token",
+        "admin_token",
+        "default_domain_id",
+        "default_domain_name",
+    )
+)
+_KNOWN = frozenset(_VALIDATOR) | frozenset(_MIDDLEWARE) | frozenset(_IGNORED) | _SPECIAL
 
 
 class AuthProtocol(WSGIAuthMiddleware):

@@ -13,7 +13,7 @@ Run it (the docs at /docs have an "Authorize" button for X-Auth-Token)::
 Tokens come from the in-memory demo validator unless the environment says
 otherwise: ``AUTHMW_AUTH_URL`` (+ ``AUTHMW_USERNAME``, ``AUTHMW_PASSWORD``...)
 for Keystone, ``AUTHMW_DB=sqlite:///tokens.db`` for tokens issued with
-``authmw token create``. ``AUTHMW_POLICY_FILE`` may override the rules below.
+``authmw token issue``. ``AUTHMW_POLICY_FILE`` may override the rules below.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Run it::
 Tokens come from the in-memory demo validator unless the environment says
 otherwise: ``AUTHMW_AUTH_URL`` (+ ``AUTHMW_USERNAME``, ``AUTHMW_PASSWORD``...)
 for Keystone, ``AUTHMW_DB=sqlite:///tokens.db`` for tokens issued with
-``authmw token create``. ``AUTHMW_POLICY_FILE`` may override the rules below.
+``authmw token issue``. ``AUTHMW_POLICY_FILE`` may override the rules below.
 """
 
 from __future__ import annotations

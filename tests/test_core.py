@@ -417,3 +417,13 @@ def test_invalid_token_error_from_validator_keeps_401(decide: Any) -> None:
     validator.error = InvalidToken("expired")
     decision = decide(AuthCore(validator), GOOD)
     assert decision.rejection is not None and decision.rejection.status == 401
+
+
+def test_service_token_without_service_role_is_rejected_by_default() -> None:
+    validator = InMemoryValidator()
+    validator.add(GOOD, full_identity())
+    validator.add(OTHER, Identity("caller", roles=("member",)))
+    decision = AuthCore(validator).authenticate(GOOD, OTHER)
+    assert decision.rejection is not None and decision.rejection.status == 401
+    assert decision.service_status == "Invalid"
+    assert b"Service token is invalid" in decision.rejection.body

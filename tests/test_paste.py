@@ -134,6 +134,17 @@ def test_global_conf_supplies_known_options_only(keystone: Any, tmp_path: Path) 
     assert get(app, token).json["HTTP_X_USER_NAME"] == "demo-user"
 
 
+def test_global_conf_supplies_the_service_identity_shortcuts(keystone: Any) -> None:
+    # keystonemiddleware reads auth_type / admin_token from [DEFAULT] too.
+    make = filter_factory(
+        {"auth_type": "admin_token", "admin_token": keystone.service_token()},
+        auth_url=keystone.url,
+    )
+    app = make(echo)
+    token = keystone.issue_token(**DEMO, **DEMO_PROJECT)
+    assert get(app, token).json["HTTP_X_USER_NAME"] == "demo-user"
+
+
 def test_delayed_decision(keystone: Any, tmp_path: Path) -> None:
     uri = write_ini(
         tmp_path,

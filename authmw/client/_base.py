@@ -309,11 +309,13 @@ class TokenAuth(httpx.Auth):
         else:
             margin = min(self.renew_margin, max(0.0, (expires - now) / 2))
             renew_at = expires - margin
-        value = f"{self.header_scheme} {token.token}" if self.header_scheme else token.token
-        held = _Held(token, value, renew_at)
+        held = _Held(token, self._header_value(token), renew_at)
         self._held = held
         log.debug("token %s acquired, expires %s", token.fingerprint, token.expires_at)
         return held
+
+    def _header_value(self, token: AcquiredToken) -> str:
+        return f"{self.header_scheme} {token.token}" if self.header_scheme else token.token
 
     def _finish(self, flow: TokenFlow, response: httpx.Response) -> httpx.Request | _Held:
         """Feed ``response`` to ``flow``: the next request, or the stored token."""
@@ -491,7 +493,7 @@ def _unreachable(request: httpx.Request, exc: httpx.TransportError) -> IdentityS
 class StaticToken(TokenAuth):
     """A pre-issued token, used as is (no renewal: a refused token stays refused).
 
-    ``expires_at`` is informative only.
+    ``expires_at`` is informative: it is what ``auth.token.expires_at`` reports.
     """
 
     def __init__(
@@ -504,9 +506,18 @@ class StaticToken(TokenAuth):
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise ConfigurationError("token", "must be a non-empty string")
+        if expires_at is not None and (
+            not isinstance(expires_at, datetime) or expires_at.tzinfo is None
+        ):
+            raise ConfigurationError("expires_at", "must be a timezone-aware datetime")
         super().__init__(header_name=header_name, header_scheme=header_scheme, retry_on_401=False)
-        self._static = AcquiredToken(token.strip(), None)
-        self._expires_at = expires_at
+        self._static = AcquiredToken(token.strip(), expires_at)
+
+    def _store(self, token: AcquiredToken) -> _Held:
+        # Never "renew" a static token: keep it for good whatever its expiry says.
+        held = _Held(token, self._header_value(token), float("inf"))
+        self._held = held
+        return held
 
     def token_flow(self) -> TokenFlow:
         return self._static

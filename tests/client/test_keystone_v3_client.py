@@ -428,6 +428,19 @@ def test_static_token_and_header_scheme() -> None:
     assert response.history == []
 
 
+def test_static_token_reports_its_expiry_and_is_kept_past_it() -> None:
+    from datetime import datetime, timezone
+
+    expires = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    auth = StaticToken("abc123", expires_at=expires)
+    with httpx.Client(auth=auth, transport=httpx.WSGITransport(app=echo_app)) as client:
+        assert client.get("http://svc/").text == "abc123"
+        assert client.get("http://svc/").text == "abc123"
+    assert auth.token is not None and auth.token.expires_at == expires
+    with pytest.raises(ConfigurationError, match="expires_at"):
+        StaticToken("abc123", expires_at=datetime(2020, 1, 1))  # naive
+
+
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
