@@ -28,7 +28,7 @@ from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToke
 from ..identity import Identity
 from ._keystone_v3 import ServiceTokenRejected, check_subject_token
 
-__all__ = ["DEFAULT_TIMEOUT", "RemoteValidator", "given_service_auth", "number"]
+__all__ = ["DEFAULT_TIMEOUT", "RemoteValidator", "given_service_auth"]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 """3 s to connect, 5 s for each read, write and pool wait."""
@@ -48,8 +48,7 @@ _Step = TokenAuth | httpx.Request
 # -- option checks ------------------------------------------------------------------------
 
 
-def number(option: str, value: Any, minimum: float = 0.0) -> float:
-    """``value`` as a float >= ``minimum``, else a :class:`ConfigurationError` naming ``option``."""
+def _number(option: str, value: Any, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
         raise ConfigurationError(option, f"must be a number >= {minimum:g}, got {value!r}")
     return float(value)
@@ -75,12 +74,12 @@ def _timeout(timeout: float | httpx.Timeout | None, connect_timeout: float | Non
             raise ConfigurationError("timeout", "every part of the timeout must be finite")
         result = timeout
     else:
-        seconds = number("timeout", timeout)
+        seconds = _number("timeout", timeout)
         if seconds <= 0:
             raise ConfigurationError("timeout", f"must be > 0, got {timeout!r}")
         result = httpx.Timeout(seconds, connect=min(seconds, DEFAULT_TIMEOUT.connect or seconds))
     if connect_timeout is not None:
-        seconds = number("http_connect_timeout", connect_timeout)
+        seconds = _number("http_connect_timeout", connect_timeout)
         if seconds <= 0:
             raise ConfigurationError(
                 "http_connect_timeout", f"must be > 0, got {connect_timeout!r}"
@@ -179,7 +178,7 @@ class RemoteValidator:
     HTTP: one pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient`
     made in each running event loop (a client cannot be used from another
     loop). ``http_request_max_retries`` extra tries of a request whose
-    connection was refused, or dropped if the request is a GET; timeouts are
+    connection was refused, or dropped if the request is a GET/HEAD; timeouts are
     not retried, and the service login is tried once per call.
     """
 
@@ -209,7 +208,7 @@ class RemoteValidator:
         transport: httpx.BaseTransport | None,
         async_transport: httpx.AsyncBaseTransport | None,
     ) -> None:
-        self.expiry_leeway = number("expiry_leeway", expiry_leeway)
+        self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
         self.timeout = _timeout(timeout, http_connect_timeout)
         self.max_retries = _integer("http_request_max_retries", http_request_max_retries, 0, 10)
         connections = _integer("max_connections", max_connections, 1)
@@ -240,8 +239,11 @@ class RemoteValidator:
         raise NotImplementedError
 
     def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
-        """The identity for an answer, or :class:`InvalidToken`, :class:`ServiceTokenRejected`,
-        :class:`IdentityServiceUnavailable`."""
+        """The identity for an answer.
+
+        Raises :class:`InvalidToken`, :class:`ServiceTokenRejected` or
+        :class:`IdentityServiceUnavailable`.
+        """
         raise NotImplementedError
 
     # -- clients ------------------------------------------------------------------------------

@@ -33,7 +33,11 @@ from starlette.routing import Route
 from authmw import IdentityServiceUnavailable, InvalidToken
 from authmw.client.acquire import TokenAcquireAuth
 from authmw.errors import ConfigurationError
-from authmw.validators.introspection import HTTPIntrospectionValidator, IntrospectionMapping
+from authmw.validators.introspection import (
+    HTTPIntrospectionValidator,
+    IntrospectionMapping,
+    IntrospectionStyle,
+)
 
 # RFC 7662 section 2.2's example answer (times are its own).
 RFC_ANSWER: dict[str, Any] = {
@@ -339,6 +343,44 @@ def test_endpoint_down_is_unavailable() -> None:
     )
     with validator, pytest.raises(IdentityServiceUnavailable):
         validator.validate(USER_TOKEN)
+
+
+@pytest.fixture
+def hanging_up() -> Iterator[tuple[str, list[int]]]:
+    """A TCP server on 127.0.0.1 that closes every connection at once; counts them."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.1)
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn = sock.accept()[0]
+            except OSError:
+                continue
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/introspect", accepted
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+@pytest.mark.parametrize(("style", "tries"), [("rfc7662", 1), ("header", 3)])
+def test_dropped_connections_are_retried_for_gets_only(
+    hanging_up: tuple[str, list[int]], style: IntrospectionStyle, tries: int
+) -> None:
+    url, accepted = hanging_up
+    validator = HTTPIntrospectionValidator(url, style=style, http_request_max_retries=2)
+    with validator, pytest.raises(IdentityServiceUnavailable, match="unreachable"):
+        validator.validate(USER_TOKEN)  # rfc7662 POSTs the token: not sent twice
+    assert len(accepted) == tries
 
 
 async def test_avalidate_and_concurrent_tasks(server: Server) -> None:

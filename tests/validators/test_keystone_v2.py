@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
 from datetime import datetime, timezone
@@ -489,6 +491,44 @@ def test_network_failures_are_unavailable_and_do_not_carry_the_token(
     assert RAX_TOKEN not in str(info.value)
     # dropped connections on a GET are retried (bounded); others are not
     assert len(calls) == (2 if error is httpx.RemoteProtocolError else 1)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("cause", "tries"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), 3),  # nothing listening yet
+        (socket.gaierror(-2, "Name or service not known"), 1),  # would fail the same way
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), 1),
+    ],
+)
+def test_only_refused_connections_are_retried_among_connect_failures(
+    cause: OSError, tries: int, mode: str
+) -> None:
+    service = AdminIdentity(Clock())
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            calls.append(request.url.path)
+            # as httpx raises it: the socket error is in the cause chain
+            raise httpx.ConnectError("connect failed", request=request) from cause
+        return service.handler(request)
+
+    validator = KeystoneV2Validator(
+        AUTH_URL,
+        username="identity-admin",
+        api_key="adminkey-0123",
+        transport=httpx.MockTransport(handler),
+        http_request_max_retries=2,
+    )
+    with pytest.raises(IdentityServiceUnavailable, match="unreachable"):
+        if mode == "sync":
+            validator.validate(RAX_TOKEN)
+        else:
+            asyncio.run(validator.avalidate(RAX_TOKEN))
+    assert len(calls) == tries
+    assert len(service.service_auths) == 1
 
 
 def test_belongs_to_is_sent_and_enforced_by_the_service() -> None:
