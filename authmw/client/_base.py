@@ -50,6 +50,7 @@ from .._hashing import fingerprint
 from ..errors import AuthError, ConfigurationError, IdentityServiceUnavailable
 
 __all__ = [
+    "MALFORMED_ANSWER",
     "AcquiredToken",
     "AuthenticationFailed",
     "StaticToken",
@@ -62,6 +63,18 @@ __all__ = [
 log = logging.getLogger("authmw.client")
 
 TokenFlow = Generator[httpx.Request, httpx.Response, "AcquiredToken"]
+
+MALFORMED_ANSWER: tuple[type[BaseException], ...] = (
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,  # json.loads of deeply nested data
+    OverflowError,  # dates and epochs out of range
+    OSError,  # datetime.fromtimestamp of a huge epoch
+)
+"""What reading a hostile or broken answer can raise: each means "malformed", never a 500."""
 """A sans-I/O token acquisition: yields requests, receives responses, returns the token."""
 
 
@@ -325,7 +338,7 @@ class TokenAuth(httpx.Auth):
             return self._store(stop.value)
         except AuthError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except MALFORMED_ANSWER as exc:
             raise IdentityServiceUnavailable(
                 f"malformed answer from the identity service ({type(exc).__name__})"
             ) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ..client._base import parse_timestamp
+from ..client._base import MALFORMED_ANSWER, parse_timestamp
 from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 
@@ -90,7 +90,7 @@ def interpret_validation_response(
             data = json.loads(body)
             token = data["token"]
             identity = identity_from_token(token, include_catalog=include_catalog)
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        except MALFORMED_ANSWER as exc:
             raise IdentityServiceUnavailable(
                 f"malformed token body from Keystone ({type(exc).__name__})"
             ) from None
@@ -152,7 +152,7 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
     if not all(roles):
         raise KeyError("token.roles[].name")
 
-    expires = token.get("expires_at")
+    expires = token["expires_at"]  # Keystone always sends it: without it, fail closed
     issued = token.get("issued_at")
     is_admin_project = token.get("is_admin_project", True)
     if not isinstance(is_admin_project, bool):
@@ -181,7 +181,7 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
         domain_name=domain_name,
         system_scope=system_scope,
         roles=roles,
-        expires_at=parse_timestamp(expires) if expires is not None else None,
+        expires_at=parse_timestamp(expires),
         issued_at=parse_timestamp(issued) if issued is not None else None,
         audit_ids=_strings(token.get("audit_ids")),
         methods=_strings(token.get("methods")),

@@ -164,6 +164,39 @@ def _backoff(attempt: int) -> float:
     return 0.0 if attempt <= 1 else 0.05 * 2 ** (attempt - 2)
 
 
+class _AnswerBudget:
+    """Limits on one answer: its size (decoded) and the time to receive it.
+
+    httpx's read timeout bounds each read, not the whole body: a server that
+    trickles a byte at a time, or never stops sending, would hold a worker
+    for ever. Either limit exceeded -> :class:`IdentityServiceUnavailable`.
+    """
+
+    __slots__ = ("chunks", "deadline", "limit", "size")
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self.limit = limit
+        self.deadline = time.monotonic() + seconds
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def check_length(self, response: httpx.Response) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            raise IdentityServiceUnavailable(f"answer of {declared} bytes is too large")
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise IdentityServiceUnavailable(f"answer larger than {self.limit} bytes")
+        if time.monotonic() > self.deadline:
+            raise IdentityServiceUnavailable("answer took too long to arrive")
+        self.chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
 # -- the validator --------------------------------------------------------------------------
 
 
@@ -191,6 +224,8 @@ class RemoteValidator:
     #: Appended to the error logged when a fresh service token is refused.
     refusal_hint: ClassVar[str] = ""
     _log: ClassVar[logging.Logger] = logging.getLogger("authmw.validators")
+    #: Largest answer read (decoded bytes); Keystone's biggest, with a catalog, are far smaller.
+    max_answer_bytes: ClassVar[int] = 4 * 1024 * 1024
 
     def __init__(
         self,
@@ -210,6 +245,8 @@ class RemoteValidator:
     ) -> None:
         self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
         self.timeout = _timeout(timeout, http_connect_timeout)
+        # The whole answer must arrive within connect + read timeout.
+        self._answer_seconds = (self.timeout.connect or 0.0) + (self.timeout.read or 0.0) or 30.0
         self.max_retries = _integer("http_request_max_retries", http_request_max_retries, 0, 10)
         connections = _integer("max_connections", max_connections, 1)
         self._limits = httpx.Limits(
@@ -403,24 +440,38 @@ class RemoteValidator:
     def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
         attempt = 0
         while True:
+            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
             try:
-                response = client.send(request, auth=None)
+                response = client.send(request, auth=None, stream=True)
+                try:
+                    budget.check_length(response)
+                    for chunk in response.iter_bytes():
+                        budget.add(chunk)
+                finally:
+                    response.close()
             except (httpx.HTTPError, OSError) as exc:
                 attempt += 1
                 time.sleep(self._retry_delay(request, exc, attempt))
                 continue
-            return response.status_code, response.content
+            return response.status_code, budget.body()
 
     async def _asend(self, client: httpx.AsyncClient, request: httpx.Request) -> tuple[int, bytes]:
         attempt = 0
         while True:
+            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
             try:
-                response = await client.send(request, auth=None)
+                response = await client.send(request, auth=None, stream=True)
+                try:
+                    budget.check_length(response)
+                    async for chunk in response.aiter_bytes():
+                        budget.add(chunk)
+                finally:
+                    await response.aclose()
             except (httpx.HTTPError, OSError) as exc:
                 attempt += 1
                 await asyncio.sleep(self._retry_delay(request, exc, attempt))
                 continue
-            return response.status_code, response.content
+            return response.status_code, budget.body()
 
     def _retry_delay(self, request: httpx.Request, exc: BaseException, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt``, or the error to give up with."""

@@ -38,7 +38,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from ..client._base import TokenAuth, http_url, parse_timestamp
+from ..client._base import MALFORMED_ANSWER, TokenAuth, http_url, parse_timestamp
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
@@ -499,7 +499,7 @@ class HTTPIntrospectionValidator(RemoteValidator):
                 )
             except InvalidToken:
                 raise
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            except MALFORMED_ANSWER as exc:
                 raise IdentityServiceUnavailable(
                     f"malformed answer from the introspection endpoint ({type(exc).__name__})"
                 ) from None

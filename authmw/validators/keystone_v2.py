@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..client._base import TokenAuth, parse_timestamp
+from ..client._base import MALFORMED_ANSWER, TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
@@ -80,7 +80,7 @@ def interpret_v2_validation_response(
         try:
             data = json.loads(body)
             identity = identity_from_access(data["access"], include_catalog=include_catalog)
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        except MALFORMED_ANSWER as exc:
             raise IdentityServiceUnavailable(
                 f"malformed token body from the identity service ({type(exc).__name__})"
             ) from None
