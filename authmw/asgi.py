@@ -13,7 +13,6 @@ from typing import Any
 
 from . import headers as _headers
 from .core import AuthCore, Decision, Rejection
-from .errors import ConfigurationError
 from .validators.base import Validator
 
 __all__ = ["IDENTITY_KEY", "SERVICE_IDENTITY_KEY", "ASGIAuthMiddleware"]
@@ -59,12 +58,7 @@ class ASGIAuthMiddleware:
         core: AuthCore | None = None,
         **options: Any,
     ) -> None:
-        if core is None:
-            if validator is None:
-                raise ConfigurationError("validator", "a validator (or core=) is required")
-            core = AuthCore.from_options(validator, **options)
-        elif validator is not None or options:
-            raise ConfigurationError("core", "pass either core= or a validator and options")
+        core = AuthCore.for_middleware(validator, core, options)
         self.app = app
         self.core = core
         self._token_name = core.token_header.lower().encode()

@@ -19,13 +19,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from cachetools import LRUCache
 
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
-from .validators.base import Validator, validate_async
+from .validators.base import Validator, ValidatorWrapper, validate_async
 
 __all__ = ["CacheStats", "CachedValidator", "SharedCache"]
 
@@ -89,7 +89,7 @@ def _cache_key(token: str, allow_expired: bool) -> bytes:
     return digest + b"\x01" if allow_expired else digest
 
 
-class CachedValidator:
+class CachedValidator(ValidatorWrapper):
     """Wraps a validator with an LRU cache, a negative cache and single-flight.
 
     ``cache_time=0`` turns positive caching off (every request reaches the
@@ -338,22 +338,3 @@ class CachedValidator:
 
     def __len__(self) -> int:
         return len(self._positive)
-
-    # -- lifecycle ---------------------------------------------------------
-    def close(self) -> None:
-        """Close the wrapped validator if it has a ``close``."""
-        close: Any = getattr(self.validator, "close", None)
-        if close is not None:
-            close()
-
-    async def aclose(self) -> None:
-        """Close the wrapped validator's async resources if it has ``aclose``."""
-        aclose: Any = getattr(self.validator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    def add_revocation_listener(self, listener: Callable[[str | None], None]) -> None:
-        """Pass revocation listeners through to the wrapped validator."""
-        listen = getattr(self.validator, "add_revocation_listener", None)
-        if listen is not None:
-            listen(listener)

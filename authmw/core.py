@@ -380,6 +380,19 @@ class AuthCore:
         self._delayed_invalid = Decision(None, None, status="Invalid")
 
     @classmethod
+    def for_middleware(
+        cls, validator: Validator | None, core: AuthCore | None, options: dict[str, Any]
+    ) -> AuthCore:
+        """The core a middleware uses: ``core`` as given, or one built from the options."""
+        if core is None:
+            if validator is None:
+                raise ConfigurationError("validator", "a validator (or core=) is required")
+            return cls.from_options(validator, **options)
+        if validator is not None or options:
+            raise ConfigurationError("core", "pass either core= or a validator and options")
+        return core
+
+    @classmethod
     def from_options(cls, validator: Validator, **options: Any) -> AuthCore:
         """Build a core from keyword options, refusing unknown names by name."""
         known = _option_names()

@@ -15,11 +15,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
-from .validators.base import Validator, validate_async
+from .validators.base import Validator, ValidatorWrapper, validate_async
 
 __all__ = ["CircuitBreaker", "GuardedValidator", "ValidationStats"]
 
@@ -156,7 +156,7 @@ class CircuitBreaker:
             self._probing = False
 
 
-class GuardedValidator:
+class GuardedValidator(ValidatorWrapper):
     """Wraps a validator with a :class:`CircuitBreaker` and a concurrency bound."""
 
     def __init__(
@@ -271,18 +271,3 @@ class GuardedValidator:
         finally:
             self.in_flight -= 1
             semaphore.release()
-
-    def close(self) -> None:
-        close: Any = getattr(self.validator, "close", None)
-        if close is not None:
-            close()
-
-    async def aclose(self) -> None:
-        aclose: Any = getattr(self.validator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    def add_revocation_listener(self, listener: Callable[[str | None], None]) -> None:
-        listen = getattr(self.validator, "add_revocation_listener", None)
-        if listen is not None:
-            listen(listener)

@@ -41,16 +41,7 @@ class WSGIAuthMiddleware:
         core: AuthCore | None = None,
         **options: Any,
     ) -> None:
-        if core is None:
-            if validator is None:
-                from .errors import ConfigurationError
-
-                raise ConfigurationError("validator", "a validator (or core=) is required")
-            core = AuthCore.from_options(validator, **options)
-        elif validator is not None or options:
-            from .errors import ConfigurationError
-
-            raise ConfigurationError("core", "pass either core= or a validator and options")
+        core = AuthCore.for_middleware(validator, core, options)
         self.app = app
         self.core = core
         self._token_key = _headers.environ_key(core.token_header)

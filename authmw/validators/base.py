@@ -8,7 +8,7 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..identity import Identity
 
@@ -16,6 +16,7 @@ __all__ = [
     "AsyncValidator",
     "RevocationListener",
     "Validator",
+    "ValidatorWrapper",
     "run_blocking",
     "validate_async",
 ]
@@ -79,3 +80,27 @@ async def validate_async(
     return await run_blocking(
         functools.partial(validator.validate, token, allow_expired=allow_expired)
     )
+
+
+class ValidatorWrapper:
+    """Base of validators that wrap another one (cache, guard): lifecycle pass-through."""
+
+    validator: Validator
+
+    def close(self) -> None:
+        """Close the wrapped validator if it has a ``close``."""
+        close: Any = getattr(self.validator, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """Close the wrapped validator's async resources if it has ``aclose``."""
+        aclose: Any = getattr(self.validator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def add_revocation_listener(self, listener: RevocationListener) -> None:
+        """Pass revocation listeners through to the wrapped validator."""
+        listen = getattr(self.validator, "add_revocation_listener", None)
+        if listen is not None:
+            listen(listener)
