@@ -221,14 +221,24 @@ def rendered(identity: Identity, service: bool = False) -> tuple[tuple[str, str]
     return tuple(pairs)
 
 
+_ENVIRON_KEYS: dict[str, str] = {name: environ_key(name) for name in INJECTED_HEADERS}
+_ASGI_NAMES: dict[str, bytes] = {name: name.lower().encode("latin-1") for name in INJECTED_HEADERS}
+
+
+def _latin1(value: str) -> str:
+    return value.encode("utf-8").decode("latin-1")
+
+
 def wsgi_items(identity: Identity, service: bool = False) -> tuple[tuple[str, str], ...]:
     """Environ (key, value) pairs for ``identity``, rendered once per identity."""
     memo_key = "wsgi-service" if service else "wsgi"
     items: tuple[tuple[str, str], ...] | None = identity._memo.get(memo_key)
     if items is None:
         items = tuple(
-            # PEP 3333: environ values are latin-1 "bytes as str".
-            (environ_key(name), value.encode("utf-8").decode("latin-1"))
+            # PEP 3333: environ values are latin-1 "bytes as str". Shared key
+            # strings and ASCII values reused as they are keep each cached
+            # identity small.
+            (_ENVIRON_KEYS[name], value if value.isascii() else _latin1(value))
             for name, value in rendered(identity, service)
         )
         identity._memo[memo_key] = items
@@ -241,7 +251,7 @@ def asgi_items(identity: Identity, service: bool = False) -> tuple[tuple[bytes, 
     items: tuple[tuple[bytes, bytes], ...] | None = identity._memo.get(memo_key)
     if items is None:
         items = tuple(
-            (name.lower().encode("latin-1"), value.encode("utf-8"))
+            (_ASGI_NAMES[name], value.encode("utf-8"))
             for name, value in rendered(identity, service)
         )
         identity._memo[memo_key] = items
