@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
-from typing import Any, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 from ..identity import Identity
 
@@ -237,8 +237,13 @@ class Not(Check):
         return f"not {self.check}"
 
 
-class And(Check):
+class _Junction(Check):
+    """``and`` / ``or`` of several checks, in three-valued logic (None: undecided)."""
+
     __slots__ = ("checks",)
+    #: The verdict that decides the whole at once (False for and, True for or).
+    decisive: ClassVar[bool]
+    word: ClassVar[str]
 
     def __init__(self, checks: tuple[Check, ...]) -> None:
         self.checks = checks
@@ -247,42 +252,30 @@ class And(Check):
         undecided = False
         for check in self.checks:
             result = check(identity, target, rules)
-            if result is False:
-                return False
+            if result is self.decisive:
+                return result
             if result is None:
                 undecided = True
-        return None if undecided else True
+        return None if undecided else not self.decisive
 
     def references(self) -> Iterator[str]:
         for check in self.checks:
             yield from check.references()
 
     def __str__(self) -> str:
-        return "(" + " and ".join(str(c) for c in self.checks) + ")"
+        return "(" + f" {self.word} ".join(str(c) for c in self.checks) + ")"
 
 
-class Or(Check):
-    __slots__ = ("checks",)
+class And(_Junction):
+    __slots__ = ()
+    decisive = False
+    word = "and"
 
-    def __init__(self, checks: tuple[Check, ...]) -> None:
-        self.checks = checks
 
-    def __call__(self, identity: Identity, target: Mapping[str, Any], rules: Rules) -> Verdict:
-        undecided = False
-        for check in self.checks:
-            result = check(identity, target, rules)
-            if result is True:
-                return True
-            if result is None:
-                undecided = True
-        return None if undecided else False
-
-    def references(self) -> Iterator[str]:
-        for check in self.checks:
-            yield from check.references()
-
-    def __str__(self) -> str:
-        return "(" + " or ".join(str(c) for c in self.checks) + ")"
+class Or(_Junction):
+    __slots__ = ()
+    decisive = True
+    word = "or"
 
 
 class RuleRef(Check):
