@@ -78,6 +78,7 @@ class Settings:
     server_threads: int = 8
     cache_time: float = 3600.0
     validator_timeout: float = 5.0
+    steady_phases: int = 0  # after the cycles: phases with no token the servers have not seen
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +99,7 @@ LONG = Settings(
     revoked_tokens=20,
     invalid_per_phase=60,
     cycles=6,
+    steady_phases=5,
 )
 
 
@@ -169,7 +171,7 @@ class Harness:
         self._pool: list[tuple[str, str]] = []  # fresh valid tokens: (token, user_id)
         self._warm: list[Token] = []
         self._revoked: list[Token] = []
-        self._invalid_seen: list[Token] = []
+        self._last_invalid: list[Token] = []
 
     # -- set-up ------------------------------------------------------------------------
     def __enter__(self) -> Harness:
@@ -334,10 +336,16 @@ class Harness:
         fault: Any = None,
         heal: Any = None,
         invalid: int | None = None,
+        steady: bool = False,
     ) -> list[PhaseResult]:
         s = self.settings
-        fresh = self._fresh(s.fresh_per_phase)
-        invalid_tokens = self._invalid(s.invalid_per_phase if invalid is None else invalid)
+        if steady:
+            # Only tokens seen before: nothing new to cache, so memory must not grow.
+            fresh, invalid_tokens = [], self._last_invalid
+        else:
+            fresh = self._fresh(s.fresh_per_phase)
+            invalid_tokens = self._invalid(s.invalid_per_phase if invalid is None else invalid)
+            self._last_invalid = invalid_tokens
         before = self._samples()
         sent_before = {n: p.validations for n, p in self.proxies.items()}
         started = time.monotonic()
@@ -472,6 +480,11 @@ class Harness:
                 calls = self._count_calls("redis-down", calls)
             self._phase("normal-after", cycle)
             calls = self._count_calls("normal-after", calls)
+        for _ in range(s.steady_phases):
+            # Tokens seen before only: the caches keep the same keys (a rejection that
+            # expired from the negative cache is asked again and stored under its old key).
+            self._phase("steady", s.cycles, steady=True)
+            calls = self._count_calls("steady", calls)
         return {
             "settings": s.as_dict(),
             "redis": self.redis is not None,

@@ -8,8 +8,9 @@ Steps (each reported with its counts):
    hypothesis' statistics, outcomes from a JUnit XML report;
 2. the coverage-guided fuzz target under libFuzzer (atheris) for a bounded
    time (skipped, and said so, when atheris is not installed);
-3. the load and fault harness (:mod:`loadtest.harness`) against a private
-   copy of the test suite's Keystone and a private redis-server.
+3. the load and fault test (``tests/hardening/test_load_faults.py``: the
+   :mod:`loadtest.harness` against a private copy of the test suite's Keystone
+   and a private redis-server), its figures and its assertions.
 
 ``--long``: hypothesis' long profile, a 10-minute libFuzzer run and the soak
 (several cycles). ``--out PATH`` (default ``docs/reliability.md``),
@@ -32,12 +33,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from .harness import LONG, SHORT, Harness
 from .servers import REPO
 
 __all__ = ["main"]
 
-# What the failing tests found, keyed by a substring of the test ids that show it.
+# What the hardening tests found, keyed by a substring of the ids of the tests that show it;
+# the status column says whether those tests fail or pass in the run being reported.
 FINDINGS: list[tuple[str, str, list[str]]] = [
     (
         'A lone surrogate in an identity value (JSON allows `"\\ud800"`) made header '
@@ -47,24 +48,24 @@ FINDINGS: list[tuple[str, str, list[str]]] = [
         ["test_identity_values.py::"],
     ),
     (
-        "Keystone v3: a token body without `expires_at` (or with `null`) is accepted as an "
+        "Keystone v3: a token body without `expires_at` (or with `null`) was accepted as an "
         "identity that never expires, cached for `cache_time`; expected "
         "`IdentityServiceUnavailable` (malformed answer).",
         "`authmw/validators/_keystone_v3.py` (`identity_from_token`)",
         ["v3: expires_at missing", "v3: expires_at null"],
     ),
     (
-        "Deeply nested JSON (`[` x 100000) makes `json.loads` raise `RecursionError`, which "
-        "escapes the validators (the middleware turns it into a 503 and an ERROR log, and the "
+        "Deeply nested JSON (`[` x 100000) made `json.loads` raise `RecursionError`, which "
+        "escaped the validators (the middleware turns it into a 503 and an ERROR log, and the "
         "circuit breaker counts it as a failure); expected `IdentityServiceUnavailable`.",
-        "`authmw/validators/_keystone_v3.py`, `keystone_v2.py`, `introspection.py` "
-        "(the `interpret` functions)",
+        "the answer parsers in `authmw/validators/_keystone_v3.py`, `keystone_v2.py`, "
+        "`introspection.py`",
         ["deeply nested"],
     ),
     (
-        "A timestamp whose UTC value is past year 9999 (`9999-12-31T23:59:59-01:00`) makes "
+        "A timestamp whose UTC value is past year 9999 (`9999-12-31T23:59:59-01:00`) made "
         "`parse_timestamp` raise `OverflowError`; an epoch integer too large for a float "
-        "(`exp: 10**400`) makes `parse_epoch` raise `OverflowError`. Both escape the "
+        "(`exp: 10**400`) made `parse_epoch` raise `OverflowError`. Both escaped the "
         "validators instead of `IdentityServiceUnavailable`.",
         "`authmw/client/_base.py` (`parse_timestamp`), `authmw/client/acquire.py` "
         "(`parse_epoch`), and the validators that call them",
@@ -72,18 +73,17 @@ FINDINGS: list[tuple[str, str, list[str]]] = [
     ),
     (
         "No overall deadline on a validation: httpx timeouts are per read, so an identity "
-        "service that trickles its answer (24 bytes every 0.3 s) holds the call, a worker "
-        "thread and a concurrency slot for as long as it likes (the test's answer takes 5 s "
+        "service that trickled its answer (24 bytes every 0.3 s) held the call, a worker "
+        "thread and a concurrency slot for as long as it liked (the test's answer took 5 s "
         "with a 0.5 s timeout; a hostile one can take hours).",
-        "`authmw/validators/keystone.py` (`_send`/`_asend`), `authmw/validators/_http.py` "
-        "(`send`/`asend`)",
+        "the remote validators' HTTP calls (now `authmw/validators/_remote.py`)",
         ["test_trickling_body"],
     ),
     (
-        "No bound on the answer's size: an endless (chunked) answer is read into memory "
-        "until the server stops (32 MB, the test server's cap, read twice with the retry); "
+        "No bound on the answer's size: an endless (chunked) answer was read into memory "
+        "until the server stopped (32 MB, the test server's cap, read twice with the retry); "
         "unbounded otherwise.",
-        "`authmw/validators/keystone.py`, `authmw/validators/_http.py`",
+        "the remote validators' HTTP calls (now `authmw/validators/_remote.py`)",
         ["test_endless_body"],
     ),
 ]
@@ -112,25 +112,44 @@ NOTES = [
 # -- 1. the test suite -------------------------------------------------------------------
 
 
+def _pytest(args: list[str], long: bool, junit: Path, env: dict[str, str] | None = None) -> Any:
+    environ = {**os.environ, "AUTHMW_LONG_TESTS": "1" if long else "0", **(env or {})}
+    cmd = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-q"]
+    return subprocess.run(  # noqa: S603 (our interpreter, fixed arguments)
+        [*cmd, f"--junitxml={junit}"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _cases(junit: Path) -> list[dict[str, str]]:
+    cases = []
+    for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314
+        outcome = "passed"
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        cases.append({"id": f"{module}.py::{case.get('name')}", "outcome": outcome})
+    return cases
+
+
 def run_suite(long: bool, workdir: Path) -> dict[str, Any]:
     junit = workdir / "junit.xml"
-    env = {**os.environ, "AUTHMW_LONG_TESTS": "1" if long else "0"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "tests/hardening",
-        "--ignore=tests/hardening/test_load_faults.py",
-        "--deselect=tests/hardening/test_fuzz_target.py::test_libfuzzer_run",  # step 2 does it
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--hypothesis-show-statistics",
-        f"--junitxml={junit}",
-    ]
     started = datetime.datetime.now()
-    proc = subprocess.run(  # noqa: S603 (our interpreter, fixed arguments)
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False
+    proc = _pytest(
+        [
+            "tests/hardening",
+            "--ignore=tests/hardening/test_load_faults.py",
+            "--deselect=tests/hardening/test_fuzz_target.py::test_libfuzzer_run",  # step 2
+            "--hypothesis-show-statistics",
+        ],
+        long,
+        junit,
     )
     seconds = (datetime.datetime.now() - started).total_seconds()
     examples: dict[str, int] = {}
@@ -141,16 +160,7 @@ def run_suite(long: bool, workdir: Path) -> dict[str, Any]:
         match = re.search(r"- (\d+) passing, (\d+) failing", line)
         if match and current:
             examples[current] = examples.get(current, 0) + int(match[1]) + int(match[2])
-    cases = []
-    for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314
-        outcome = "passed"
-        if case.find("failure") is not None or case.find("error") is not None:
-            outcome = "failed"
-        elif case.find("skipped") is not None:
-            outcome = "skipped"
-        module = case.get("classname", "").rsplit(".", 1)[-1]
-        cases.append({"id": f"{module}.py::{case.get('name')}", "outcome": outcome})
-    return {"cases": cases, "examples": examples, "seconds": round(seconds, 1)}
+    return {"cases": _cases(junit), "examples": examples, "seconds": round(seconds, 1)}
 
 
 # -- 2. libFuzzer --------------------------------------------------------------------------
@@ -197,22 +207,20 @@ def run_fuzzer(seconds: int, workdir: Path) -> dict[str, Any]:
 
 
 def run_load(long: bool, workdir: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from _services import DisposableKeystone, RedisServer, SharedKeystone
-
-    shared = SharedKeystone()
-    shared.start()
-    disposable = DisposableKeystone(shared)
-    redis = RedisServer()
-    try:
-        disposable.start()
-        redis.start()
-        with Harness(disposable, LONG if long else SHORT, redis=redis, workdir=workdir) as h:
-            return h.run()
-    finally:
-        redis.destroy()
-        disposable.destroy()
-        shared.release()
+    """tests/hardening/test_load_faults.py: one harness run, its figures and its assertions."""
+    figures_path = workdir / "load.json"
+    junit = workdir / "load-junit.xml"
+    proc = _pytest(
+        ["tests/hardening/test_load_faults.py"],
+        long,
+        junit,
+        {"AUTHMW_RELIABILITY_JSON": str(figures_path)},
+    )
+    if not figures_path.exists():
+        raise RuntimeError(f"the load test produced no figures:\n{proc.stdout[-5000:]}")
+    figures: dict[str, Any] = json.loads(figures_path.read_text())
+    figures["assertions"] = _cases(junit)
+    return figures
 
 
 # -- the document ------------------------------------------------------------------------------
@@ -345,6 +353,14 @@ def render(
             "the timeout; *recovery* counted from the delay's removal); **redis-down** (the "
             "shared cache stopped, then started); **normal-after**.\n"
         )
+        checks = load.get("assertions", [])
+        failing = [c["id"] for c in checks if c["outcome"] != "passed"]
+        add(
+            f"Assertions of `tests/hardening/test_load_faults.py` on this run: "
+            f"{len(checks) - len(failing)} of {len(checks)} pass"
+            + (": **failing** " + ", ".join(f"`{f}`" for f in failing) if failing else "")
+            + ".\n"
+        )
         add(
             f"**Totals: {summary['requests']} requests, {summary['wrongly_accepted']} wrongly "
             f"accepted, {summary['wrongly_rejected_cached']} valid cached tokens rejected, "
@@ -432,6 +448,35 @@ def render(
             + ".\n"
         )
         stats = load["middleware_stats"]
+        cycles = s["cycles"]
+        if cycles >= 2:
+            lines = []
+            for server in load["rss_kb"]:
+                mine = [p for p in load["phases"] if p["server"] == server]
+                cycled = [p for p in mine if p["phase"] != "steady"]
+                first_end = [p for p in cycled if p["cycle"] == 1][-1]["after"]["rss_kb"]
+                last_end = cycled[-1]["after"]["rss_kb"]
+                steady = [p["after"]["rss_kb"] for p in mine if p["phase"] == "steady"]
+                line = (
+                    f"{server}: {first_end / 1024:.1f} MB after cycle 1, "
+                    f"{last_end / 1024:.1f} MB after cycle {cycles} "
+                    f"({(last_end - first_end) / 1024 / (cycles - 1):+.2f} MB per cycle), "
+                    f"{stats[server]['cached_tokens']} identities cached at the end"
+                )
+                if steady:
+                    line += (
+                        f"; then {len(steady)} phases with only tokens already seen: "
+                        f"{min(steady) / 1024:.1f} to {max(steady) / 1024:.1f} MB"
+                    )
+                lines.append(line)
+            add(
+                "Soak: "
+                + "; ".join(lines)
+                + ". Each cycle caches new tokens (fresh valid ones, and invalid ones in the "
+                "negative cache), bounded by the LRU caches (`cache_size`, 10,000 entries "
+                "each by default); the steady phases add no new token, so any growth there "
+                "would be a leak.\n"
+            )
         add(
             "Middleware counters at the end: "
             + "; ".join(
