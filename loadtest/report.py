@@ -208,6 +208,7 @@ def run_fuzzer(seconds: int, workdir: Path) -> dict[str, Any]:
 
 def run_load(long: bool, workdir: Path) -> dict[str, Any]:
     """tests/hardening/test_load_faults.py: one harness run, its figures and its assertions."""
+    workdir.mkdir(parents=True, exist_ok=True)
     figures_path = workdir / "load.json"
     junit = workdir / "load-junit.xml"
     proc = _pytest(
