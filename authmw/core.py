@@ -497,12 +497,12 @@ class AuthCore:
     def _fast_path(self, token_value: str | None) -> Decision | None:
         """A decision without leaving the thread: cache hits and local rejections."""
         token = self._extract(token_value)
-        if token.__class__ is Rejection:
+        if isinstance(token, Rejection):
             return None  # the flow logs and applies delayed mode
         try:
-            identity = self.cache.lookup(token, count_miss=False)  # type: ignore[arg-type]
+            identity = self.cache.lookup(token, count_miss=False)
         except InvalidToken:
-            log.debug("rejected token %s (cached rejection)", fingerprint(token))  # type: ignore[arg-type]
+            log.debug("rejected token %s (cached rejection)", fingerprint(token))
             return self._delayed_invalid if self.delay_auth_decision else self._decision_invalid
         if identity is None:
             return None
@@ -607,8 +607,9 @@ class AuthCore:
 
         token = self._extract(token_value)
         if isinstance(token, Rejection):
-            log.debug("rejected request: %s", token.reason)
-            return self._invalid(token, delayed, service_identity, service_status)
+            rejection = token
+            log.debug("rejected request: %s", rejection.reason)
+            return self._invalid(rejection, delayed, service_identity, service_status)
         try:
             # A confirmed service token lets an expired user token through,
             # as Keystone's composite authentication does (allow_expired).
