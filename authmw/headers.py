@@ -15,17 +15,37 @@ from typing import Any
 from .identity import Identity
 
 __all__ = [
+    "ACCESS_CONTROL_REQUEST_METHOD",
+    "FIWARE_SERVICE",
+    "FIWARE_SERVICE_PATH",
+    "IDENTITY_KEY",
     "IDENTITY_STATUS",
     "INJECTED_HEADERS",
+    "ORIGIN",
+    "RESPONSES_KEY",
+    "SERVICE_IDENTITY_KEY",
     "SERVICE_IDENTITY_STATUS",
     "STRIPPED_HEADERS",
     "asgi_items",
     "environ_key",
     "is_stripped",
-    "strip_asgi_headers",
     "strip_environ",
     "wsgi_items",
 ]
+
+IDENTITY_KEY = "authmw.identity"
+"""Where the identity (an :class:`~authmw.Identity`, or None) is put in environ/scope."""
+SERVICE_IDENTITY_KEY = "authmw.service_identity"
+"""Where a service token's identity is put in environ/scope."""
+RESPONSES_KEY = "authmw.responses"
+"""Where the pipeline leaves its :class:`~authmw.responses.Responses` in environ/scope,
+so a check deep in a view answers with the same challenge and ``Retry-After``."""
+
+# Headers authmw reads besides the configured credential headers.
+FIWARE_SERVICE = "Fiware-Service"
+FIWARE_SERVICE_PATH = "Fiware-ServicePath"
+ORIGIN = "Origin"
+ACCESS_CONTROL_REQUEST_METHOD = "Access-Control-Request-Method"
 
 IDENTITY_STATUS = "X-Identity-Status"
 SERVICE_IDENTITY_STATUS = "X-Service-Identity-Status"
@@ -163,35 +183,6 @@ def strip_environ(environ: MutableMapping[str, Any]) -> None:
     pop = environ.pop
     for key in STRIPPED_ENVIRON_KEYS:
         pop(key, None)
-
-
-# Raw header name -> stripped?  Header names repeat from request to request,
-# so folding each one once saves work on the hot path. Bounded: names an
-# attacker invents are folded every time once the memo is full.
-_asgi_name_memo: dict[bytes, bool] = {}
-_ASGI_NAME_MEMO_MAX = 4096
-
-
-def _asgi_name_stripped(name: bytes) -> bool:
-    stripped = _asgi_name_memo.get(name)
-    if stripped is None:
-        stripped = name.lower().replace(b"_", b"-") in _STRIPPED_FOLDED_BYTES
-        if len(_asgi_name_memo) < _ASGI_NAME_MEMO_MAX:
-            _asgi_name_memo[name] = stripped
-    return stripped
-
-
-def strip_asgi_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """New ASGI header list without forgeable identity headers."""
-    memo_get = _asgi_name_memo.get
-    kept = []
-    for item in headers:
-        stripped = memo_get(item[0])
-        if stripped is None:
-            stripped = _asgi_name_stripped(item[0])
-        if not stripped:
-            kept.append(item)
-    return kept
 
 
 def _clean(value: str) -> str:

@@ -1,12 +1,13 @@
-"""WSGI adapter: environ in, :class:`~authmw.core.AuthCore` decides, environ or response out."""
+"""WSGI adapter: the environ goes through the :class:`~authmw.pipeline.Pipeline`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import headers as _headers
-from .core import AuthCore, Decision
+from .core import AuthCore
+from .headers import IDENTITY_KEY, SERVICE_IDENTITY_KEY
+from .pipeline import Pipeline
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -14,14 +15,6 @@ if TYPE_CHECKING:
     from .validators.base import Validator
 
 __all__ = ["IDENTITY_KEY", "SERVICE_IDENTITY_KEY", "WSGIAuthMiddleware"]
-
-IDENTITY_KEY = "authmw.identity"
-SERVICE_IDENTITY_KEY = "authmw.service_identity"
-
-_STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)
-_SERVICE_STATUS_KEY = _headers.environ_key(_headers.SERVICE_IDENTITY_STATUS)
-_FIWARE_SERVICE_KEY = _headers.environ_key("Fiware-Service")
-_FIWARE_PATH_KEY = _headers.environ_key("Fiware-ServicePath")
 
 
 class WSGIAuthMiddleware:
@@ -41,75 +34,19 @@ class WSGIAuthMiddleware:
         core: AuthCore | None = None,
         **options: Any,
     ) -> None:
-        core = AuthCore.for_middleware(validator, core, options)
         self.app = app
-        self.core = core
-        self._token_key = _headers.environ_key(core.token_header)
-        self._service_token_key = _headers.environ_key(core.service_token_header)
+        self.pipeline = Pipeline.build(validator, core, options)
+        self.core = self.pipeline.core
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        _headers.strip_environ(environ)
-        core = self.core
-        if core.public_routes.enabled and core.public_routes.match(
-            environ.get("REQUEST_METHOD", ""),
-            environ.get("PATH_INFO", ""),
-            environ.get("RAW_URI") or environ.get("REQUEST_URI"),
-        ):
-            environ[IDENTITY_KEY] = None
-            return self.app(environ, start_response)
-
-        if core.fiware_service_scope:
-            decision = core.authenticate(
-                environ.get(self._token_key),
-                environ.get(self._service_token_key),
-                environ.get(_FIWARE_SERVICE_KEY),
-                environ.get(_FIWARE_PATH_KEY),
-            )
-        else:
-            decision = core.authenticate(
-                environ.get(self._token_key), environ.get(self._service_token_key)
-            )
-
+        decision = self.pipeline.run_environ(environ)
         rejection = decision.rejection
         if rejection is not None:
             start_response(rejection.status_line, list(rejection.headers))
             return [rejection.body]
-
-        identity = decision.identity
-        environ[IDENTITY_KEY] = identity
-        if identity is not None:
-            for key, value in _headers.wsgi_items(identity):
-                environ[key] = value
-            environ[_STATUS_KEY] = "Confirmed"
-        else:
-            environ[_STATUS_KEY] = "Invalid"
-        if decision.service_status is not None:
-            self._apply_service(environ, decision)
-        if identity is None:
-            return self.app(environ, self._challenging(start_response))
+        if decision.challenged:
+            start_response = self.pipeline.challenging_start_response(start_response)
         return self.app(environ, start_response)
-
-    @staticmethod
-    def _apply_service(environ: WSGIEnvironment, decision: Decision) -> None:
-        environ[_SERVICE_STATUS_KEY] = decision.service_status
-        service = decision.service_identity
-        environ[SERVICE_IDENTITY_KEY] = service
-        if service is not None and decision.service_status == "Confirmed":
-            for key, value in _headers.wsgi_items(service, service=True):
-                environ[key] = value
-
-    def _challenging(self, start_response: StartResponse) -> StartResponse:
-        """start_response that adds WWW-Authenticate to the app's own 401 (delayed mode)."""
-        challenge = ("WWW-Authenticate", self.core.www_authenticate)
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            if status[:3] == "401" and not any(
-                name.lower() == "www-authenticate" for name, _ in headers
-            ):
-                headers = [*headers, challenge]
-            return start_response(status, headers, exc_info)
-
-        return start
 
     def stats(self) -> dict[str, Any]:
         """Cache and circuit counters (see :meth:`AuthCore.stats`)."""

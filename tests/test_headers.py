@@ -87,7 +87,12 @@ def test_strip_environ_removes_only_identity_headers() -> None:
     assert env == {"HTTP_X_AUTH_TOKEN": "t", "HTTP_X_OTHER": "o", "PATH_INFO": "/"}
 
 
-def test_strip_asgi_headers_any_case_any_separator_and_duplicates() -> None:
+def test_pipeline_strips_asgi_headers_any_case_any_separator_and_duplicates() -> None:
+    from helpers import counting
+
+    from authmw import AuthCore
+    from authmw.pipeline import Pipeline
+
     headers = [
         (b"x-roles", b"admin"),
         (b"X-Roles", b"admin"),
@@ -98,7 +103,9 @@ def test_strip_asgi_headers_any_case_any_separator_and_duplicates() -> None:
         (b"X-Other", b"o"),
         (b"x-roles", b"admin"),
     ]
-    assert h.strip_asgi_headers(headers) == [(b"x-auth-token", b"t"), (b"X-Other", b"o")]
+    kept, credentials = Pipeline(AuthCore(counting())).scan_headers(headers, "GET")
+    assert kept == [(b"x-auth-token", b"t"), (b"X-Other", b"o")]
+    assert credentials.token == "t"
 
 
 def test_rendered_headers_of_a_project_token() -> None:

@@ -34,6 +34,9 @@ PUBLIC = [
     ("OPTIONS", "*"),
 ]
 
+# What makes an OPTIONS request a CORS preflight: "OPTIONS *" lets only those through.
+PREFLIGHT = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "DELETE")]
+
 PRIVATE = [
     ("POST", "/healthz"),
     ("DELETE", "/healthz"),
@@ -46,6 +49,7 @@ PRIVATE = [
     ("GET", "/admin"),
     ("get", "/healthz"),
     ("GET", ""),
+    ("OPTIONS", "/admin"),  # not a preflight: no Origin / Access-Control-Request-Method
 ]
 
 # Paths that look public before normalisation and are not after it.
@@ -83,7 +87,8 @@ def asgi(**options: Any) -> tuple[ASGIAuthMiddleware, ASGIRecorder]:
 @pytest.mark.parametrize(("method", "path"), PUBLIC)
 def test_public_routes_skip_authentication_wsgi(method: str, path: str) -> None:
     mw, app = wsgi()
-    result = call_wsgi(mw, environ(path, method=method))
+    headers = PREFLIGHT if method == "OPTIONS" else []
+    result = call_wsgi(mw, environ(path, method=method, headers=headers))
     assert result.code == 200
     assert app.last["authmw.identity"] is None
 
@@ -91,9 +96,30 @@ def test_public_routes_skip_authentication_wsgi(method: str, path: str) -> None:
 @pytest.mark.parametrize(("method", "path"), PUBLIC)
 async def test_public_routes_skip_authentication_asgi(method: str, path: str) -> None:
     mw, app = asgi()
-    result = await call_asgi(mw, http_scope(path, method=method))
+    headers = [(n.lower().encode(), v.encode()) for n, v in PREFLIGHT] if method == "OPTIONS" else []
+    result = await call_asgi(mw, http_scope(path, method=method, headers=headers))
     assert result.status == 200
     assert app.last["authmw.identity"] is None
+
+
+@pytest.mark.parametrize("missing", [name for name, _ in PREFLIGHT])
+def test_options_rule_lets_only_cors_preflights_through(missing: str) -> None:
+    # A Django function view or a Flask view listing OPTIONS runs its body
+    # for any OPTIONS request: only a real preflight may skip authentication.
+    mw, app = wsgi()
+    headers = [(n, v) for n, v in PREFLIGHT if n != missing]
+    assert call_wsgi(mw, environ("/items", method="OPTIONS", headers=headers)).code == 401
+    assert call_wsgi(mw, environ("/items", method="OPTIONS", headers=PREFLIGHT)).code == 200
+    assert app.last["authmw.identity"] is None
+    assert len(app.environs) == 1
+
+
+async def test_any_options_rule_lets_every_options_request_through() -> None:
+    app = ASGIRecorder()
+    mw = ASGIAuthMiddleware(app, validator=counting(), public_routes=["ANY-OPTIONS *"])
+    assert (await call_asgi(mw, http_scope("/items", method="OPTIONS"))).status == 200
+    assert (await call_asgi(mw, http_scope("/items", method="GET"))).status == 401
+    assert len(app.scopes) == 1
 
 
 @pytest.mark.parametrize(("method", "path"), PRIVATE)
@@ -272,10 +298,14 @@ def server() -> Iterator[tuple[int, WSGIRecorder]]:
     thread.join()
 
 
-def request(port: int, method: str, target: str) -> int:
+def request(
+    port: int, method: str, target: str, headers: list[tuple[str, str]] | None = None
+) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.putrequest(method, target, skip_host=False, skip_accept_encoding=True)
+        for name, value in headers or ():
+            conn.putheader(name, value)
         conn.endheaders()
         response = conn.getresponse()
         response.read()
@@ -304,5 +334,6 @@ def test_public_route_under_a_real_server(server: tuple[int, WSGIRecorder]) -> N
     port, _ = server
     assert request(port, "GET", "/healthz") == 200
     assert request(port, "GET", "/healthz?x=1") == 200
-    assert request(port, "OPTIONS", "*") == 200
+    assert request(port, "OPTIONS", "*", PREFLIGHT) == 200
+    assert request(port, "OPTIONS", "/items") == 401
     assert request(port, "POST", "/healthz") == 401

@@ -16,34 +16,36 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
-from ..core import error_body
-from ..errors import ConfigurationError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
+from ..errors import AuthError, ConfigurationError, Forbidden, NotAuthenticated
+from ..headers import IDENTITY_KEY, RESPONSES_KEY
 from ..identity import Identity
 from ..policy import Policy, PolicyError, Requirement, RuleText, compile_rule
+from ..responses import (
+    DEFAULT_CHALLENGE,
+    DEFAULT_RESPONSES,
+    NOT_AUTHENTICATED,
+    Rejection,
+    Responses,
+)
 from ..validators.base import Validator
 
 __all__ = [
     "DEFAULT_CHALLENGE",
     "IDENTITY_KEY",
-    "Denial",
+    "RESPONSES_KEY",
     "PolicySpec",
     "RequirementSpec",
     "SpecResolver",
     "as_policy",
-    "denial_for",
+    "rejection_for",
     "resolver_for",
+    "responses_in",
     "validator_from_env",
 ]
 
 log = logging.getLogger("authmw.contrib")
 
-IDENTITY_KEY: Final = "authmw.identity"
-"""Where the WSGI/ASGI middleware leaves the Identity (or None) in environ/scope."""
-
-DEFAULT_CHALLENGE: Final = 'Keystone realm="authmw"'
-"""``WWW-Authenticate`` value when no AuthCore is at hand (AuthCore's default)."""
-
-NOT_AUTHENTICATED_MESSAGE: Final = "The request you have made requires authentication."
+NOT_AUTHENTICATED_MESSAGE: Final = NOT_AUTHENTICATED
 
 PolicySpec: TypeAlias = "Policy | Mapping[str, RuleText] | str | os.PathLike[str] | None"
 """A Policy, a mapping of rules, or the path of a YAML/JSON policy file."""
@@ -52,45 +54,15 @@ RequirementSpec: TypeAlias = "str | Requirement"
 """A policy rule name, a policy-language expression, or a Requirement."""
 
 
-class Denial:
-    """An access failure as an HTTP response: status, headers, JSON body."""
-
-    __slots__ = ("body", "headers", "message", "status")
-
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...]) -> None:
-        self.status = status
-        self.message = message
-        self.body = error_body(status, message)
-        self.headers = (("Content-Type", "application/json"), *headers)
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        """The body as a dict (for frameworks that serialise JSON themselves)."""
-        title = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
-        return {
-            "error": {
-                "code": self.status,
-                "title": title.get(self.status, "Error"),
-                "message": self.message,
-            }
-        }
-
-    def __repr__(self) -> str:
-        return f"Denial({self.status}, {self.message!r})"
+def responses_in(request_state: Mapping[str, Any]) -> Responses:
+    """The answers of the pipeline that handled this environ/scope (defaults without one)."""
+    responses = request_state.get(RESPONSES_KEY)
+    return responses if isinstance(responses, Responses) else DEFAULT_RESPONSES
 
 
-def denial_for(exc: Exception, challenge: str | None = None) -> Denial:
-    """401 (with ``WWW-Authenticate``), 403 or 503 for an authmw access error."""
-    if isinstance(exc, NotAuthenticated):
-        message = str(exc) or NOT_AUTHENTICATED_MESSAGE
-        return Denial(401, message, (("WWW-Authenticate", challenge or DEFAULT_CHALLENGE),))
-    if isinstance(exc, Forbidden):
-        return Denial(403, str(exc) or "Forbidden.", ())
-    if isinstance(exc, IdentityServiceUnavailable):
-        return Denial(
-            503, "The identity service is unavailable; try again later.", (("Retry-After", "5"),)
-        )
-    raise TypeError(f"not an authmw access error: {exc!r}")
+def rejection_for(exc: AuthError, request_state: Mapping[str, Any]) -> Rejection:
+    """401 (with ``WWW-Authenticate``), 403 or 503 for an access error, as the pipeline answers."""
+    return responses_in(request_state).for_error(exc)
 
 
 def as_policy(policy: PolicySpec) -> Policy | None:
@@ -158,7 +130,7 @@ class SpecResolver:
         """Resolve and authorize; raises NotAuthenticated or Forbidden."""
         requirement = self.resolve(policy)
         if identity is None:
-            raise NotAuthenticated(NOT_AUTHENTICATED_MESSAGE)
+            raise NotAuthenticated(NOT_AUTHENTICATED)
         if requirement is None:
             raise Forbidden(f"not allowed: rule {self.spec!r} is not usable")
         return requirement.authorize(identity, target)

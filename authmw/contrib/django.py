@@ -35,7 +35,6 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from .. import headers as _headers
 from ..core import AuthCore, Decision
 from ..errors import (
     AuthError,
@@ -45,15 +44,17 @@ from ..errors import (
     NotAuthenticated,
 )
 from ..identity import Identity
+from ..pipeline import Pipeline
 from ..policy import Policy
+from ..responses import DEFAULT_RESPONSES, Rejection, Responses
 from . import (
-    DEFAULT_CHALLENGE,
     IDENTITY_KEY,
+    RESPONSES_KEY,
     RequirementSpec,
     SpecResolver,
     as_policy,
-    denial_for,
     resolver_for,
+    responses_in,
 )
 
 __all__ = [
@@ -73,7 +74,6 @@ TargetFactory = Callable[..., "Mapping[str, Any] | None"]
 
 _ATTR = "_authmw_identity"
 _UNSET = object()
-_STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)
 _KNOWN_KEYS = frozenset({"VALIDATOR", "VALIDATOR_OPTIONS", "OPTIONS", "POLICY"})
 
 
@@ -83,12 +83,15 @@ class Config:
     def __init__(self, core: AuthCore | None, policy: Policy | None) -> None:
         self.core = core
         self.policy = policy
-        self.token_key = _headers.environ_key(core.token_header) if core else None
-        self.service_token_key = _headers.environ_key(core.service_token_header) if core else None
+        #: The middleware's pipeline (a request without a token is refused) and
+        #: DRF's (anonymous: permissions decide); None without a validator.
+        self.pipeline = Pipeline(core) if core is not None else None
+        self.anonymous_pipeline = Pipeline(core, anonymous=True) if core is not None else None
 
     @property
-    def challenge(self) -> str:
-        return self.core.www_authenticate if self.core is not None else DEFAULT_CHALLENGE
+    def responses(self) -> Responses:
+        """The answers of this configuration."""
+        return self.core.responses if self.core is not None else DEFAULT_RESPONSES
 
     @classmethod
     def from_settings(cls, value: Any) -> Config:
@@ -212,6 +215,16 @@ def _from_outer_middleware(request: HttpRequest) -> Any:
     return _UNSET
 
 
+def found_identity(request: HttpRequest) -> tuple[bool, Identity | None]:
+    """(whether an authmw middleware handled this request, the identity it found)."""
+    identity = getattr(request, _ATTR, _UNSET)
+    if identity is _UNSET:
+        identity = _from_outer_middleware(request)
+    if identity is _UNSET:
+        return False, None
+    return True, cast("Identity | None", identity)
+
+
 def get_identity(request: HttpRequest) -> Identity | None:
     """The request's identity (from this middleware or the WSGI/ASGI one), or None."""
     identity = getattr(request, _ATTR, _UNSET)
@@ -229,23 +242,46 @@ def get_identity(request: HttpRequest) -> Identity | None:
     return cast("Identity | None", identity)
 
 
-def _set_identity(request: HttpRequest, identity: Identity | None) -> None:
+def set_identity(request: HttpRequest, identity: Identity | None) -> None:
     setattr(request, _ATTR, identity)
     request.identity = identity
 
 
-def denial_response(exc: AuthError, config: Config | None = None) -> HttpResponse:
-    """The JSON 401/403/503 response for an access error."""
-    config = config or get_config()
-    denial = denial_for(exc, config.challenge)
-    response = HttpResponse(denial.body, status=denial.status, content_type="application/json")
-    for name, value in denial.headers[1:]:
+def rejection_response(rejection: Rejection) -> HttpResponse:
+    """A Django response sending ``rejection`` as it is."""
+    response = HttpResponse(rejection.body, status=rejection.status)
+    for name, value in rejection.headers:
         response[name] = value
     return response
 
 
+def denial_response(exc: AuthError, request: HttpRequest | None = None) -> HttpResponse:
+    """The JSON 401/403/503 response for an access error, as the request's pipeline answers."""
+    meta = request.META if request is not None else {}
+    responses = responses_in(meta) if RESPONSES_KEY in meta else get_config().responses
+    return rejection_response(responses.for_error(exc))
+
+
+def refresh_headers(request: HttpRequest) -> None:
+    # request.headers is a snapshot of META built on first access (by an
+    # earlier middleware, perhaps): drop it so views see the cleaned META.
+    request.__dict__.pop("headers", None)
+
+
+def request_raw_path(request: HttpRequest) -> str | None:
+    scope = getattr(request, "scope", None)
+    if scope is not None and scope.get("raw_path"):
+        return str(scope["raw_path"].decode("latin-1"))
+    return None
+
+
 class AuthMWMiddleware:
-    """Sets ``request.identity``; authenticates itself when ``settings.AUTHMW`` has a validator."""
+    """Sets ``request.identity``; authenticates itself when ``settings.AUTHMW`` has a validator.
+
+    Put it early in ``MIDDLEWARE``: it cleans ``request.META`` and
+    ``request.headers`` whatever ran before it, but a middleware placed
+    before it acts on the request as the client sent it.
+    """
 
     sync_capable = True
     async_capable = True
@@ -260,74 +296,57 @@ class AuthMWMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self._acall(request)
-        config = get_config()
-        outer = _from_outer_middleware(request)
-        if outer is not _UNSET or config.core is None:
-            _set_identity(request, None if outer is _UNSET else outer)
+        pipeline = self._pipeline(request)
+        if pipeline is None:
             return self.get_response(request)
-        core = config.core
-        _headers.strip_environ(request.META)
-        if self._public(core, request):
-            _set_identity(request, None)
-            return self.get_response(request)
-        decision = core.authenticate(*self._credentials(config, request))
-        response = self._apply(request, decision)
-        if response is not None:
-            return response
-        return self.get_response(request)
+        decision = pipeline.run_environ(request.META, request_raw_path(request))
+        rejection = self._apply(request, decision)
+        if rejection is not None:
+            return rejection
+        return self._challenged(pipeline, decision, self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> Any:
-        config = get_config()
-        outer = _from_outer_middleware(request)
         get_response = cast(Callable[[HttpRequest], Awaitable[Any]], self.get_response)
-        if outer is not _UNSET or config.core is None:
-            _set_identity(request, None if outer is _UNSET else outer)
+        pipeline = self._pipeline(request)
+        if pipeline is None:
             return await get_response(request)
-        core = config.core
-        _headers.strip_environ(request.META)
-        if self._public(core, request):
-            _set_identity(request, None)
-            return await get_response(request)
-        decision = await core.authenticate_async(*self._credentials(config, request))
-        response = self._apply(request, decision)
-        if response is not None:
-            return response
-        return await get_response(request)
+        decision = await pipeline.arun_environ(request.META, request_raw_path(request))
+        rejection = self._apply(request, decision)
+        if rejection is not None:
+            return rejection
+        return self._challenged(pipeline, decision, await get_response(request))
 
     @staticmethod
-    def _public(core: AuthCore, request: HttpRequest) -> bool:
-        meta = request.META
-        raw = meta.get("RAW_URI") or meta.get("REQUEST_URI")
-        scope = getattr(request, "scope", None)
-        if raw is None and scope is not None and scope.get("raw_path"):
-            raw = scope["raw_path"].decode("latin-1")
-        return core.is_public(request.method or "GET", request.path_info, raw)
-
-    @staticmethod
-    def _credentials(config: Config, request: HttpRequest) -> tuple[str | None, str | None]:
-        meta = request.META
-        return meta.get(config.token_key or ""), meta.get(config.service_token_key or "")
+    def _pipeline(request: HttpRequest) -> Pipeline | None:
+        """This middleware's pipeline, or None when another authmw middleware ran already."""
+        outer = _from_outer_middleware(request)
+        config = get_config()
+        if outer is not _UNSET or config.pipeline is None:
+            set_identity(request, None if outer is _UNSET else outer)
+            return None
+        return config.pipeline
 
     @staticmethod
     def _apply(request: HttpRequest, decision: Decision) -> HttpResponse | None:
-        rejection = decision.rejection
-        if rejection is not None:
-            response = HttpResponse(rejection.body, status=rejection.status)
-            for name, value in rejection.headers:
-                response[name] = value
-            return response
-        identity = decision.identity
-        _set_identity(request, identity)
-        meta = request.META
-        if identity is not None:
-            for key, value in _headers.wsgi_items(identity):
-                meta[key] = value
-        meta[_STATUS_KEY] = decision.status
+        refresh_headers(request)
+        if decision.rejection is not None:
+            return rejection_response(decision.rejection)
+        set_identity(request, decision.identity)
         return None
+
+    @staticmethod
+    def _challenged(pipeline: Pipeline, decision: Decision, response: Any) -> Any:
+        responses = pipeline.responses
+        if decision.challenged and responses.needs_challenge(
+            response.status_code, response.headers.keys()
+        ):
+            name, value = responses.challenge_header
+            response[name] = value
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, (NotAuthenticated, Forbidden, IdentityServiceUnavailable)):
-            return denial_response(exception)
+            return denial_response(exception, request)
         return None
 
 
@@ -349,7 +368,7 @@ def _check(
             target(request, *args, **kwargs) if target is not None else None,
         )
     except (NotAuthenticated, Forbidden) as exc:
-        return denial_response(exc, config)
+        return denial_response(exc, request)
     return None
 
 

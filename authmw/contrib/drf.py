@@ -30,24 +30,32 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from ..errors import Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
+from ..responses import Rejection, Responses
 from . import (
-    NOT_AUTHENTICATED_MESSAGE,
-    Denial,
+    RESPONSES_KEY,
     RequirementSpec,
     SpecResolver,
-    denial_for,
     resolver_for,
+    responses_in,
 )
-from .django import IdentityUser, get_config, get_identity
+from .django import (
+    IdentityUser,
+    found_identity,
+    get_config,
+    refresh_headers,
+    rejection_response,
+    request_raw_path,
+    set_identity,
+)
 
 __all__ = [
     "IdentityAuthentication",
     "IdentityServiceUnavailableError",
     "PolicyPermission",
+    "RejectedCredentials",
     "exception_handler",
     "require",
 ]
@@ -63,43 +71,58 @@ class IdentityServiceUnavailableError(exceptions.APIException):  # type: ignore[
     default_code = "identity_service_unavailable"
 
 
+class RejectedCredentials(exceptions.APIException):  # type: ignore[misc]
+    """The pipeline refused the request's credentials (401, or 503); carries its answer."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.reason or None)
+        self.status_code = rejection.status
+        self.rejection = rejection
+        # For DRF's own exception handler, if ours is not configured.
+        self.auth_header = rejection.header("WWW-Authenticate")
+        retry = rejection.header("Retry-After")
+        self.wait = float(retry) if retry else None
+
+
 class IdentityAuthentication(BaseAuthentication):  # type: ignore[misc]
     """``request.user`` = :class:`IdentityUser`, ``request.auth`` = :class:`~authmw.Identity`.
 
     Uses the identity found by the WSGI/ASGI middleware or
-    :class:`~authmw.contrib.django.AuthMWMiddleware`; failing those, checks
-    the token itself with the validator of ``settings.AUTHMW`` (a bad token
-    is a 401, an identity service that cannot answer a 503).
+    :class:`~authmw.contrib.django.AuthMWMiddleware`; failing those, runs
+    authmw's pipeline itself with the validator of ``settings.AUTHMW``
+    (forged identity headers stripped from ``request.META`` and
+    ``request.headers``; no token: anonymous; a bad token: 401; an
+    identity service that cannot answer: 503).
     """
 
     def authenticate(self, request: Request) -> tuple[IdentityUser, Identity] | None:
         django_request = request._request
-        identity = get_identity(django_request) or self._validate(django_request)
+        handled, identity = found_identity(django_request)
+        if not handled:
+            identity = self._run_pipeline(django_request)
         if identity is None:
             return None
         return IdentityUser(identity), identity
 
     @staticmethod
-    def _validate(django_request: Any) -> Identity | None:
-        config = get_config()
-        core = config.core
-        if core is None:
+    def _run_pipeline(django_request: Any) -> Identity | None:
+        pipeline = get_config().anonymous_pipeline
+        if pipeline is None:
             return None
-        meta = django_request.META
-        token = meta.get(config.token_key)
-        if token is None:
-            return None
-        decision = core.authenticate(token, meta.get(config.service_token_key))
-        rejection = decision.rejection
-        if rejection is not None and rejection.status == 503:
-            raise IdentityServiceUnavailableError()
-        if decision.identity is None:
-            reason = rejection.reason if rejection is not None else ""
-            raise exceptions.AuthenticationFailed(reason or NOT_AUTHENTICATED_MESSAGE)
+        decision = pipeline.run_environ(django_request.META, request_raw_path(django_request))
+        refresh_headers(django_request)
+        if decision.rejection is not None:
+            raise RejectedCredentials(decision.rejection)
+        set_identity(django_request, decision.identity)
         return decision.identity
 
     def authenticate_header(self, request: Request) -> str:
-        return get_config().challenge
+        return _responses(request).challenge
+
+
+def _responses(request: Request) -> Responses:
+    meta = request._request.META
+    return responses_in(meta) if RESPONSES_KEY in meta else get_config().responses
 
 
 def _check(
@@ -133,13 +156,33 @@ def _check(
     return False
 
 
+def _names_an_object(view: Any) -> bool:
+    """True where an object-level check will follow: a ViewSet's detail action,
+    a generic view whose URL names its object (DRF's ``get_object()`` runs
+    the check), or a view that says so with ``policy_checks_objects = True``
+    (it calls ``check_object_permissions`` itself). Never on list or create."""
+    if getattr(view, "policy_checks_objects", False) is True:
+        return True
+    if getattr(view, "detail", None) is not None:
+        return view.detail is True
+    lookup = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", None)
+    return bool(lookup) and lookup in (getattr(view, "kwargs", None) or {})
+
+
+def _request_target(view: Any, request: Request) -> Mapping[str, Any] | None:
+    get_target = getattr(view, "get_request_policy_target", None)
+    return get_target(request) if get_target is not None else None
+
+
 class _RequirementPermission(BasePermission):  # type: ignore[misc]
     resolver: SpecResolver
     object_target: ObjectTarget | None = None
     message = "Forbidden."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return _check(self.resolver, self, request, None, defer=self.object_target is not None)
+        defer = self.object_target is not None and _names_an_object(view)
+        target = _request_target(view, request)
+        return _check(self.resolver, self, request, target, defer=defer)
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         if self.object_target is None:
@@ -154,9 +197,11 @@ def require(
 
     With ``object_target(obj) -> target`` a rule that needs the target
     (``project_id:%(project_id)s``) is decided per object, in
-    ``has_object_permission``; DRF calls that only from ``get_object()``, so
-    list views are checked without a target. A rule that denies whatever
-    the target (a missing role) denies at once.
+    ``has_object_permission``, on detail routes (DRF runs that check from
+    ``get_object()``). Where no object will be checked (list, create) a
+    rule that cannot be decided without a target denies, unless the view
+    gives one with ``get_request_policy_target(request)``. A rule that
+    denies whatever the target (a missing role) denies at once.
     """
     attrs: dict[str, Any] = {"resolver": SpecResolver(spec)}
     if object_target is not None:
@@ -170,7 +215,10 @@ class PolicyPermission(BasePermission):  # type: ignore[misc]
     Keys are ViewSet actions (``"list"``, ``"destroy"``) or HTTP methods
     (``"GET"``); a request with no matching entry is denied. If the view
     has ``get_policy_target(obj)``, rules that need a target are decided
-    per object with its result.
+    per object with its result on detail routes. On list and create, a rule
+    that needs a target is decided with ``get_request_policy_target(request)``
+    if the view has it, and denied if not: a rule that cannot be decided
+    never allows.
     """
 
     message = "Forbidden."
@@ -187,8 +235,9 @@ class PolicyPermission(BasePermission):  # type: ignore[misc]
         return resolver_for(spec)
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        defer = hasattr(view, "get_policy_target")
-        return _check(self._resolver(request, view), self, request, None, defer=defer)
+        defer = hasattr(view, "get_policy_target") and _names_an_object(view)
+        target = _request_target(view, request)
+        return _check(self._resolver(request, view), self, request, target, defer=defer)
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         get_target = getattr(view, "get_policy_target", None)
@@ -197,13 +246,8 @@ class PolicyPermission(BasePermission):  # type: ignore[misc]
         return _check(self._resolver(request, view), self, request, get_target(obj), defer=False)
 
 
-def _render(denial: Denial, response: Response) -> Response:
-    response.data = denial.payload
-    return response
-
-
-def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
-    """DRF's handler, with authmw's JSON error body for 401, 403 and 503.
+def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Any:
+    """DRF's handler, answering 401, 403 and 503 as the pipeline does.
 
     Also turns ``authmw.NotAuthenticated``/``Forbidden``/``IdentityServiceUnavailable``
     raised in a view into those responses.
@@ -212,23 +256,20 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
     # rest_framework.views itself is loading.
     from rest_framework.views import exception_handler as drf_exception_handler
 
-    if isinstance(exc, NotAuthenticated):
-        exc = exceptions.NotAuthenticated(str(exc) or None)
-    elif isinstance(exc, Forbidden):
-        exc = exceptions.PermissionDenied(str(exc) or None)
-    elif isinstance(exc, IdentityServiceUnavailable):
-        exc = IdentityServiceUnavailableError()
+    request = context.get("request")
+    responses = _responses(request) if request is not None else get_config().responses
+    if isinstance(exc, RejectedCredentials):
+        return rejection_response(exc.rejection)
+    if isinstance(exc, (NotAuthenticated, Forbidden, IdentityServiceUnavailable)):
+        return rejection_response(responses.for_error(exc))
     response = drf_exception_handler(exc, dict(context))
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     message = str(exc.detail)
     if response.status_code == 401:
-        denial = denial_for(NotAuthenticated(message), get_config().challenge)
-        response["WWW-Authenticate"] = response.get("WWW-Authenticate") or get_config().challenge
-        return _render(denial, response)
+        return rejection_response(responses.unauthorized(message))
     if response.status_code == 403 and isinstance(exc, exceptions.PermissionDenied):
-        return _render(denial_for(Forbidden(message)), response)
+        return rejection_response(responses.forbidden(message))
     if response.status_code == 503 and isinstance(exc, IdentityServiceUnavailableError):
-        response["Retry-After"] = "5"
-        return _render(denial_for(IdentityServiceUnavailable(message)), response)
+        return rejection_response(responses.unavailable(message))
     return response

@@ -41,19 +41,19 @@ from ..asgi import ASGIAuthMiddleware
 from ..core import AuthCore
 from ..errors import Forbidden, NotAuthenticated
 from ..identity import Identity
+from ..pipeline import Pipeline, Receive, Scope, Send
 from ..policy import Policy
 from ..policy import require_any_role as _require_any_role
 from ..policy import require_roles as _require_roles
+from ..responses import Rejection
 from ..validators.base import Validator
 from . import (
-    DEFAULT_CHALLENGE,
     IDENTITY_KEY,
-    Denial,
     PolicySpec,
     RequirementSpec,
     SpecResolver,
     as_policy,
-    denial_for,
+    rejection_for,
     resolver_for,
 )
 from .starlette import IdentityCredentials, deny_websocket
@@ -76,39 +76,49 @@ log = logging.getLogger("authmw.contrib.fastapi")
 
 TargetFactory = Callable[[HTTPConnection], Any]
 
+_DEFAULT_HEADER = "X-Auth-Token"
+
 token_header = APIKeyHeader(
-    name="X-Auth-Token",
-    scheme_name="X-Auth-Token",
+    name=_DEFAULT_HEADER,
+    scheme_name=_DEFAULT_HEADER,
     description="A Keystone (or authmw) token.",
     auto_error=False,
 )
-"""The ``X-Auth-Token`` API-key scheme every authmw dependency declares."""
+"""The API-key scheme every authmw dependency declares in the OpenAPI document.
+
+It only documents: the credential is read by authmw's pipeline, and
+:func:`setup` renames the scheme to the configured ``token_header``."""
 
 
 class AuthHTTPException(HTTPException):
-    """A 401/403/503 with authmw's JSON body (used by the exception handler)."""
+    """A 401/403/503 carrying the pipeline's :class:`~authmw.responses.Rejection`."""
 
-    def __init__(
-        self, status: int, body: bytes, headers: tuple[tuple[str, str], ...], message: str
-    ):
-        super().__init__(status, message, headers={k: v for k, v in headers if k != "Content-Type"})
-        self.body = body
-
-    @classmethod
-    def from_denial(cls, denial: Denial) -> AuthHTTPException:
-        return cls(denial.status, denial.body, denial.headers, denial.message)
+    def __init__(self, rejection: Rejection) -> None:
+        headers = {k: v for k, v in rejection.headers if k.lower() != "content-type"}
+        super().__init__(rejection.status, rejection.reason, headers=headers)
+        self.rejection = rejection
 
 
 class AuthMWState:
     """What :func:`setup` keeps on ``app.state.authmw``."""
 
-    def __init__(self, core: AuthCore | None, policy: Policy | None) -> None:
-        self.core = core
+    def __init__(self, pipeline: Pipeline | None, policy: Policy | None) -> None:
+        self.pipeline = pipeline
+        self.core = pipeline.core if pipeline is not None else None
         self.policy = policy
 
-    @property
-    def challenge(self) -> str:
-        return self.core.www_authenticate if self.core is not None else DEFAULT_CHALLENGE
+
+class _DeferredAuthentication:
+    """Strips forged identity headers from every request; dependencies decide later."""
+
+    def __init__(self, app: Any, pipeline: Pipeline) -> None:
+        self.app = app
+        self.pipeline = pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and IDENTITY_KEY not in scope:
+            scope = self.pipeline.defer_scope(scope)
+        await self.app(scope, receive, send)
 
 
 def setup(
@@ -120,39 +130,67 @@ def setup(
     middleware: bool = False,
     **options: Any,
 ) -> AuthMWState:
-    """Install exception handlers; keep the validator's AuthCore and the policy.
+    """Install authmw on ``app``: header stripping, exception handlers, the policy.
 
-    By default the dependencies validate tokens (cached; nothing happens on
-    routes that use none). ``middleware=True`` instead wraps the whole app
-    in :class:`~authmw.asgi.ASGIAuthMiddleware` (every route authenticated
-    unless in ``public_routes``; remember ``/docs`` and ``/openapi.json``).
+    By default the dependencies validate tokens (cached; nothing is
+    validated on routes that use none, but forged identity headers are
+    stripped from every request). ``middleware=True`` instead wraps the
+    whole app in :class:`~authmw.asgi.ASGIAuthMiddleware` (every route
+    authenticated unless in ``public_routes``; remember ``/docs`` and
+    ``/openapi.json``).
     """
-    if core is None and validator is not None:
-        core = AuthCore(validator, **options)
+    pipeline: Pipeline | None = None
+    if validator is not None or core is not None:
+        pipeline = Pipeline.build(validator, core, options, anonymous=True)
     elif options:
         raise TypeError("options need a validator (or pass core=)")
-    state = AuthMWState(core, as_policy(policy))
+    state = AuthMWState(pipeline, as_policy(policy))
     app.state.authmw = state
     app.state.authmw_policy = state.policy
     app.add_exception_handler(AuthHTTPException, _handle)  # type: ignore[arg-type]
     for exc_class, handler in _starlette_handlers.items():
         app.add_exception_handler(exc_class, handler)
-    if middleware:
-        if core is None:
+    if pipeline is None:
+        if middleware:
             raise TypeError("middleware=True needs a validator (or core=)")
-        app.add_middleware(ASGIAuthMiddleware, core=core)
+        return state
+    if middleware:
+        app.add_middleware(ASGIAuthMiddleware, core=pipeline.core)
+    else:
+        app.add_middleware(_DeferredAuthentication, pipeline=pipeline)
+    _document_credentials(app, pipeline.core.token_header)
     return state
+
+
+def _document_credentials(app: FastAPI, header: str) -> None:
+    """Make the OpenAPI document name the configured token header."""
+    if header == _DEFAULT_HEADER:
+        return
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schemes = schema.get("components", {}).get("securitySchemes", {})
+        scheme = schemes.pop(_DEFAULT_HEADER, None)
+        if scheme is not None:
+            schemes[header] = {**scheme, "name": header}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for requirement in operation.get("security", ()):
+                        if _DEFAULT_HEADER in requirement:
+                            requirement[header] = requirement.pop(_DEFAULT_HEADER)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _handle(conn: HTTPConnection, exc: Exception) -> Response | None:
     assert isinstance(exc, AuthHTTPException)
-    headers = dict(exc.headers or {})
-    headers["Content-Type"] = "application/json"
-    response = Response(exc.body, exc.status_code, headers=headers)
+    rejection = exc.rejection
     if isinstance(conn, WebSocket):
-        await deny_websocket(conn, response)
+        await deny_websocket(conn, rejection)
         return None
-    return response
+    return Response(rejection.body, rejection.status, headers=dict(rejection.headers))
 
 
 def _state(conn: HTTPConnection) -> AuthMWState | None:
@@ -165,21 +203,22 @@ _warned = False
 
 
 async def get_identity(
-    conn: HTTPConnection, token: Annotated[str | None, Depends(token_header)]
+    conn: HTTPConnection, _scheme: Annotated[str | None, Depends(token_header)]
 ) -> Identity | None:
     """The caller's identity or None (no token; in delayed mode also a bad one).
 
     A bad token raises the 401 (503 if the identity service cannot answer).
     """
     scope = conn.scope
-    if IDENTITY_KEY in scope:
-        identity: Identity | None = scope[IDENTITY_KEY]
-        return identity
     auth = scope.get("auth")
     if isinstance(auth, IdentityCredentials):
         return auth.identity
     state = _state(conn)
-    if state is None or state.core is None:
+    pipeline = state.pipeline if state is not None else None
+    if pipeline is None:
+        if IDENTITY_KEY in scope:
+            identity: Identity | None = scope[IDENTITY_KEY]
+            return identity
         global _warned
         if not _warned:
             _warned = True
@@ -188,22 +227,10 @@ async def get_identity(
                 "or add the ASGI middleware; every request counts as unauthenticated"
             )
         return None
-    if token is None:
-        return None
-    core = state.core
-    decision = await core.authenticate_async(token, conn.headers.get(core.service_token_header))
-    rejection = decision.rejection
-    if rejection is not None:
-        raise AuthHTTPException(
-            rejection.status, rejection.body, rejection.headers, rejection.reason or "rejected"
-        )
-    scope[IDENTITY_KEY] = decision.identity
+    decision = await pipeline.resolve_scope(scope)
+    if decision.rejection is not None:
+        raise AuthHTTPException(decision.rejection)
     return decision.identity
-
-
-def _challenge(conn: HTTPConnection) -> str:
-    state = _state(conn)
-    return state.challenge if state is not None else DEFAULT_CHALLENGE
 
 
 def _policy(conn: HTTPConnection) -> Policy | None:
@@ -212,7 +239,7 @@ def _policy(conn: HTTPConnection) -> Policy | None:
 
 
 def _deny(exc: NotAuthenticated | Forbidden, conn: HTTPConnection) -> AuthHTTPException:
-    return AuthHTTPException.from_denial(denial_for(exc, _challenge(conn)))
+    return AuthHTTPException(rejection_for(exc, conn.scope))
 
 
 async def current_identity(

@@ -31,13 +31,12 @@ from ..identity import Identity
 from ..validators.base import Validator
 from ..wsgi import WSGIAuthMiddleware
 from . import (
-    DEFAULT_CHALLENGE,
     IDENTITY_KEY,
     PolicySpec,
     RequirementSpec,
     SpecResolver,
     as_policy,
-    denial_for,
+    rejection_for,
     resolver_for,
 )
 
@@ -112,10 +111,6 @@ class AuthMW:
         for exc in (NotAuthenticated, Forbidden, IdentityServiceUnavailable):
             app.register_error_handler(exc, _handle_error)
 
-    @property
-    def challenge(self) -> str:
-        return self.core.www_authenticate if self.core is not None else DEFAULT_CHALLENGE
-
 
 def _extension() -> AuthMW | None:
     ext: AuthMW | None = current_app.extensions.get(_EXTENSION)
@@ -123,9 +118,8 @@ def _extension() -> AuthMW | None:
 
 
 def _response(exc: AuthError) -> Response:
-    ext = _extension()
-    denial = denial_for(exc, ext.challenge if ext is not None else None)
-    return Response(denial.body, status=denial.status, headers=list(denial.headers))
+    rejection = rejection_for(exc, request.environ)
+    return Response(rejection.body, status=rejection.status, headers=list(rejection.headers))
 
 
 def _handle_error(exc: Exception) -> Response:

@@ -40,20 +40,20 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ..core import AuthCore, Rejection
+from ..core import AuthCore
 from ..errors import AuthError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
+from ..pipeline import Pipeline
 from ..policy import Policy
+from ..responses import Rejection, websocket_close_code
 from ..validators.base import Validator
 from . import (
-    DEFAULT_CHALLENGE,
     IDENTITY_KEY,
-    Denial,
     PolicySpec,
     RequirementSpec,
     SpecResolver,
     as_policy,
-    denial_for,
+    rejection_for,
     resolver_for,
 )
 
@@ -78,9 +78,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 TargetFactory = Callable[[HTTPConnection], "Mapping[str, Any] | None"]
 
 POLICY_KEY = "authmw.policy"
-CHALLENGE_KEY = "authmw.challenge"
-_WS_POLICY_VIOLATION = 1008
-_WS_TRY_AGAIN_LATER = 1013
 
 
 class IdentityUser(BaseUser):
@@ -128,70 +125,58 @@ class RejectedCredentials(AuthenticationError):
 
 
 class AuthMWBackend(AuthenticationBackend):
-    """Authenticates from the ``X-Auth-Token`` header (or takes the identity
+    """Authenticates through authmw's pipeline (or takes the identity
     :class:`~authmw.asgi.ASGIAuthMiddleware` already found).
 
     With neither ``validator`` nor ``core`` it only reads that middleware's
     result. A request without a token is anonymous (routes decide); a bad
     token raises :class:`RejectedCredentials` (401, or 503 when the
-    identity service cannot answer).
+    identity service cannot answer). Inside Starlette's own
+    ``AuthenticationMiddleware`` the request's scope is cleaned in place;
+    :func:`authentication_middleware` gives the app a cleaned copy instead.
     """
 
     def __init__(
         self, validator: Validator | None = None, *, core: AuthCore | None = None, **options: Any
     ) -> None:
-        if core is None and validator is not None:
-            core = AuthCore(validator, **options)
+        self.pipeline: Pipeline | None = None
+        if validator is not None or core is not None:
+            self.pipeline = Pipeline.build(validator, core, options, anonymous=True)
         elif options:
             raise TypeError("options need a validator (or pass core=)")
-        self.core = core
-
-    @property
-    def challenge(self) -> str:
-        return self.core.www_authenticate if self.core is not None else DEFAULT_CHALLENGE
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         scope = conn.scope
-        if IDENTITY_KEY in scope:
-            identity: Identity | None = scope[IDENTITY_KEY]
-        elif self.core is not None:
-            core = self.core
-            token = conn.headers.get(core.token_header)
-            if token is None:
-                return None
-            decision = await core.authenticate_async(
-                token, conn.headers.get(core.service_token_header)
-            )
+        if IDENTITY_KEY not in scope and self.pipeline is not None:
+            _, decision = await self.pipeline.run_scope(scope, copy=False)
             if decision.rejection is not None:
                 raise RejectedCredentials(decision.rejection)
-            identity = decision.identity
-            if identity is None:  # delayed mode: anonymous, routes answer 401
-                return None
-            scope[IDENTITY_KEY] = identity
-        else:
-            return None
-        if identity is None:
-            return None
-        return IdentityCredentials(identity), IdentityUser(identity)
+        return _auth(scope.get(IDENTITY_KEY))
+
+
+def _auth(identity: Identity | None) -> tuple[AuthCredentials, BaseUser] | None:
+    if identity is None:
+        return None
+    return IdentityCredentials(identity), IdentityUser(identity)
 
 
 def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    """``AuthenticationMiddleware`` error handler: the middleware's 401/503, never 400."""
+    """``AuthenticationMiddleware`` error handler: the pipeline's 401/503, never 400."""
     if isinstance(exc, RejectedCredentials):
-        rejection = exc.rejection
-        return Response(rejection.body, rejection.status, headers=dict(rejection.headers))
-    return _response(denial_for(NotAuthenticated(str(exc) or ""), _challenge(conn)))
+        return _response(exc.rejection)
+    return _response(rejection_for(NotAuthenticated(str(exc) or ""), conn.scope))
 
 
 _on_error = on_error
 
 
 class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
-    """Starlette's middleware, plus: the policy in scope, and real 401s for websockets.
+    """Starlette's middleware on authmw's pipeline, plus the policy in scope.
 
-    A rejected websocket gets the HTTP response when the server offers the
-    denial-response extension, else a close with code 1008 (1013 for 503),
-    instead of Starlette's normal-closure 1000.
+    With an :class:`AuthMWBackend` the app gets a copy of the scope without
+    forged identity headers and with the identity's; a rejected websocket
+    gets the HTTP response when the server offers the denial-response
+    extension, else a close with code 1008 (1013 for 503).
     """
 
     def __init__(
@@ -203,29 +188,43 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
     ) -> None:
         super().__init__(app, backend, on_error or _on_error)
         self.policy = as_policy(policy)
-        self.challenge = getattr(backend, "challenge", DEFAULT_CHALLENGE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self.policy is not None:
-            scope[POLICY_KEY] = self.policy
-        scope[CHALLENGE_KEY] = self.challenge
+        pipeline = getattr(self.backend, "pipeline", None)
+        if not isinstance(pipeline, Pipeline) or IDENTITY_KEY in scope:
+            await self._with_backend(scope, receive, send)
+            return
+        scope, decision = await pipeline.run_scope(scope)
+        if decision.rejection is not None:
+            await pipeline.send_rejection(scope, receive, send, decision.rejection)
+            return
+        if decision.challenged:
+            send = pipeline.challenging_send(send)
+        self._set_user(scope, _auth(decision.identity))
+        await self.app(scope, receive, send)
+
+    async def _with_backend(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette's own flow, for other backends or an identity found further out."""
         conn = HTTPConnection(scope)
         try:
             auth_result = await self.backend.authenticate(conn)
         except AuthenticationError as exc:
             response = self.on_error(conn, exc)
             if scope["type"] == "websocket":
-                await deny_websocket(WebSocket(scope, receive, send), response)
+                await _deny_websocket_response(WebSocket(scope, receive, send), response)
             else:
                 await response(scope, receive, send)
             return
-        if auth_result is None:
-            auth_result = AuthCredentials(), UnauthenticatedUser()
-        scope["auth"], scope["user"] = auth_result
+        self._set_user(scope, auth_result)
         await self.app(scope, receive, send)
+
+    def _set_user(self, scope: Scope, auth: tuple[AuthCredentials, BaseUser] | None) -> None:
+        if self.policy is not None:
+            scope[POLICY_KEY] = self.policy
+        scope["auth"], scope["user"] = auth or (AuthCredentials(), UnauthenticatedUser())
 
 
 def authentication_middleware(
@@ -257,21 +256,20 @@ def get_policy(conn: HTTPConnection) -> Policy | None:
     return policy
 
 
-def _challenge(conn: HTTPConnection) -> str:
-    return str(conn.scope.get(CHALLENGE_KEY) or DEFAULT_CHALLENGE)
+def _response(rejection: Rejection) -> Response:
+    return Response(rejection.body, rejection.status, headers=dict(rejection.headers))
 
 
-def _response(denial: Denial) -> Response:
-    return Response(denial.body, denial.status, headers=dict(denial.headers))
-
-
-async def deny_websocket(websocket: WebSocket, response: Response) -> None:
+async def deny_websocket(websocket: WebSocket, rejection: Rejection) -> None:
     """Refuse a websocket before ``accept``: the HTTP response if the server can send one."""
+    await _deny_websocket_response(websocket, _response(rejection))
+
+
+async def _deny_websocket_response(websocket: WebSocket, response: Response) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(response)
     else:
-        code = _WS_TRY_AGAIN_LATER if response.status_code == 503 else _WS_POLICY_VIOLATION
-        await websocket.close(code=code)
+        await websocket.close(code=websocket_close_code(response.status_code))
 
 
 def authorize(
@@ -287,14 +285,14 @@ def authorize(
 
 def _denial(
     resolver: SpecResolver, target: TargetFactory | None, conn: HTTPConnection
-) -> Denial | None:
+) -> Rejection | None:
     identity = get_identity(conn)
     try:
         if identity is None:
             raise NotAuthenticated()
         resolver.authorize(get_policy(conn), identity, target(conn) if target else None)
     except (NotAuthenticated, Forbidden) as exc:
-        return denial_for(exc, _challenge(conn))
+        return rejection_for(exc, conn.scope)
     return None
 
 
@@ -324,7 +322,7 @@ def require(spec: RequirementSpec, *, target: TargetFactory | None = None) -> Ca
                 if denial is None:
                     return await endpoint(*args, **kwargs)
                 if isinstance(conn, WebSocket):
-                    await deny_websocket(conn, _response(denial))
+                    await deny_websocket(conn, denial)
                     return None
                 return _response(denial)
 
@@ -347,11 +345,11 @@ def require(spec: RequirementSpec, *, target: TargetFactory | None = None) -> Ca
 
 async def handle_auth_error(conn: HTTPConnection, exc: Exception) -> Response | None:
     """Exception handler: authmw errors raised in endpoints become 401/403/503."""
-    response = _response(denial_for(cast(AuthError, exc), _challenge(conn)))
+    rejection = rejection_for(cast(AuthError, exc), conn.scope)
     if isinstance(conn, WebSocket):
-        await deny_websocket(conn, response)
+        await deny_websocket(conn, rejection)
         return None
-    return response
+    return _response(rejection)
 
 
 exception_handlers: dict[Any, Callable[..., Any]] = {

@@ -252,7 +252,7 @@ def test_validator_from_dotted_path() -> None:
     ):
         config = get_config()
         assert config.core is not None
-        assert isinstance(config.core.inner_validator, InMemoryValidator)
+        assert isinstance(config.core.validator, InMemoryValidator)
         assert config.policy is None
 
 

@@ -74,6 +74,22 @@ class ItemViewSet(viewsets.GenericViewSet):  # type: ignore[misc]
         return Response(self.get_object())  # no rule for "retrieve": denied
 
 
+OWN_PROJECT = "role:admin or project_id:%(project_id)s"
+
+
+class ProjectItemViewSet(ItemViewSet):
+    """Rules that need a target on list and create, where no object is checked."""
+
+    policy_rules = {"list": OWN_PROJECT, "create": OWN_PROJECT, "destroy": OWN_PROJECT}
+
+
+class TargetedProjectItemViewSet(ProjectItemViewSet):
+    """The same rules, with the target of list and create named by the request."""
+
+    def get_request_policy_target(self, request: Request) -> dict[str, Any]:
+        return {"project_id": request.query_params.get("project")}
+
+
 class AdminView(APIView):  # type: ignore[misc]
     authentication_classes = AUTH
     permission_classes = [IsAuthenticated, require("role:admin")]
@@ -84,6 +100,7 @@ class AdminView(APIView):  # type: ignore[misc]
 
 class ItemAdminView(APIView):  # type: ignore[misc]
     authentication_classes = AUTH
+    policy_checks_objects = True  # delete() calls check_object_permissions itself
     permission_classes = [
         require("items:delete", object_target=lambda obj: {"project_id": obj["project_id"]})
     ]
@@ -103,6 +120,8 @@ class RaisingView(APIView):  # type: ignore[misc]
 
 router = SimpleRouter(trailing_slash=False)
 router.register("items", ItemViewSet, basename="item")
+router.register("project-items", ProjectItemViewSet, basename="project-item")
+router.register("targeted-items", TargetedProjectItemViewSet, basename="targeted-item")
 urlpatterns = [
     path("", include(router.urls)),
     path("admin-only", AdminView.as_view()),
@@ -167,6 +186,31 @@ def test_object_level_rule(client: APIClient) -> None:
     assert as_user(client, OTHER_ADMIN_TOKEN).delete("/items/i2").status_code == 204
     # not an admin at all: denied before any object is looked at
     assert as_user(client, MEMBER_TOKEN).delete("/items/i1").status_code == 403
+
+
+def test_a_rule_that_needs_a_target_denies_list_and_create_without_one(
+    client: APIClient,
+) -> None:
+    # READER is in p1 and no admin: "role:admin or project_id:%(project_id)s"
+    # cannot be decided without a target, and list/create never check an object.
+    for method in ("get", "post"):
+        response = getattr(as_user(client, READER_TOKEN), method)("/project-items")
+        assert response.status_code == 403, method
+        error_of(response.content, 403)
+    # an admin passes whatever the target
+    assert as_user(client, ADMIN_TOKEN).get("/project-items").status_code == 200
+    # detail routes still decide per object
+    assert as_user(client, READER_TOKEN).delete("/project-items/i1").status_code == 204
+    assert as_user(client, READER_TOKEN).delete("/project-items/i2").status_code == 403
+
+
+def test_a_view_can_name_the_target_of_list_and_create(client: APIClient) -> None:
+    reader = as_user(client, READER_TOKEN)
+    assert reader.get("/targeted-items?project=p1").status_code == 200
+    assert reader.post("/targeted-items?project=p1").status_code == 201
+    assert reader.get("/targeted-items?project=p2").status_code == 403
+    assert reader.post("/targeted-items?project=p2").status_code == 403
+    assert reader.get("/targeted-items").status_code == 403
 
 
 def test_action_without_a_rule_is_denied(client: APIClient) -> None:
