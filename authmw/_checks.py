@@ -28,6 +28,7 @@ __all__ = [
     "keyword_names",
     "names",
     "number",
+    "passing_keywords_to",
     "positive",
     "text",
     "unknown_option",
@@ -35,6 +36,7 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def number(option: str, value: Any, minimum: float = 0.0, *, maximum: float | None = None) -> float:
@@ -110,7 +112,7 @@ def header_text(option: str, value: Any) -> str:
     return value
 
 
-def function(option: str, value: Any) -> Any:
+def function(option: str, value: T) -> T:
     """Something callable."""
     if not callable(value):
         raise ConfigurationError(option, f"must be callable, got {value!r}")
@@ -151,8 +153,21 @@ def checked_keywords(func: Callable[P, R]) -> Callable[P, R]:
     Without it a misspelled option is a bare ``TypeError`` from Python;
     with it every public constructor answers a typo the same way.
     """
-    known = frozenset(keyword_names(func))
+    return _checked(func, frozenset(keyword_names(func)))
 
+
+def passing_keywords_to(
+    target: Callable[..., Any],
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Like :func:`checked_keywords` for a function whose ``**options`` go to ``target``."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        return _checked(func, frozenset(keyword_names(func)) | frozenset(keyword_names(target)))
+
+    return decorate
+
+
+def _checked(func: Callable[P, R], known: frozenset[str]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         for name in kwargs:

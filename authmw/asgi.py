@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _checks
 from .core import AuthCore
 from .headers import IDENTITY_KEY, SERVICE_IDENTITY_KEY
 from .pipeline import Pipeline, Receive, Scope, Send
@@ -27,6 +28,7 @@ class ASGIAuthMiddleware:
     The validator's async resources are closed on lifespan shutdown.
     """
 
+    @_checks.passing_keywords_to(AuthCore.__init__)
     def __init__(
         self,
         app: Any,

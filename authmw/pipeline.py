@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from . import headers as _headers
 from .core import AuthCore, Decision
+from .errors import ConfigurationError
 from .responses import Rejection, websocket_close_code
 from .validators.base import Validator
 
@@ -106,6 +107,25 @@ class Pipeline:
     ) -> Pipeline:
         """A pipeline on ``core``, or on a core built from ``validator`` and ``options``."""
         return cls(AuthCore.for_middleware(validator, core, options), anonymous=anonymous)
+
+    @classmethod
+    def build_if_configured(
+        cls,
+        validator: Validator | None,
+        core: AuthCore | None,
+        options: dict[str, Any],
+        *,
+        anonymous: bool = False,
+    ) -> Pipeline | None:
+        """Like :meth:`build`, but None without a validator or core (an integration that
+        only reads what a middleware further out found)."""
+        if validator is None and core is None:
+            if options:
+                raise ConfigurationError(
+                    next(iter(options)), "middleware options need a validator (or core=)"
+                )
+            return None
+        return cls.build(validator, core, options, anonymous=anonymous)
 
     # -- 1, 2: strip, find the credentials ----------------------------------------------
     def scan_environ(self, environ: Environ) -> Credentials:

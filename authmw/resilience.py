@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from . import _checks
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
 from .validators.base import Validator, ValidatorWrapper, validate_async
@@ -71,6 +72,7 @@ class ValidationStats:
 class CircuitBreaker:
     """Counts consecutive failures and decides whether a call may go out."""
 
+    @_checks.checked_keywords
     def __init__(
         self,
         failure_threshold: int = 5,
@@ -78,15 +80,9 @@ class CircuitBreaker:
         *,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not isinstance(failure_threshold, int) or failure_threshold < 1:
-            raise ConfigurationError(
-                "failure_threshold", f"must be an integer >= 1, got {failure_threshold!r}"
-            )
-        if not isinstance(cooldown, (int, float)) or cooldown < 0:
-            raise ConfigurationError("cooldown", f"must be a number >= 0, got {cooldown!r}")
-        self.failure_threshold = failure_threshold
-        self.cooldown = float(cooldown)
-        self._timer = timer
+        self.failure_threshold = _checks.integer("failure_threshold", failure_threshold, 1)
+        self.cooldown = _checks.number("circuit_cooldown", cooldown)
+        self._timer = _checks.function("timer", timer)
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at = 0.0
@@ -159,6 +155,7 @@ class CircuitBreaker:
 class GuardedValidator(ValidatorWrapper):
     """Wraps a validator with a :class:`CircuitBreaker` and a concurrency bound."""
 
+    @_checks.checked_keywords
     def __init__(
         self,
         validator: Validator,
@@ -167,18 +164,12 @@ class GuardedValidator(ValidatorWrapper):
         max_concurrency: int = 32,
         acquire_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigurationError(
-                "max_concurrency", f"must be an integer >= 1, got {max_concurrency!r}"
-            )
-        if not isinstance(acquire_timeout, (int, float)) or acquire_timeout < 0:
-            raise ConfigurationError(
-                "acquire_timeout", f"must be a number >= 0, got {acquire_timeout!r}"
-            )
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise ConfigurationError("breaker", f"must be a CircuitBreaker, got {breaker!r}")
         self.validator = validator
         self.breaker = breaker or CircuitBreaker()
-        self.max_concurrency = max_concurrency
-        self.acquire_timeout = float(acquire_timeout)
+        self.max_concurrency = _checks.integer("max_concurrency", max_concurrency, 1)
+        self.acquire_timeout = _checks.number("acquire_timeout", acquire_timeout)
         self.stats = ValidationStats()
         self._clock = time.perf_counter
         self._slots = threading.BoundedSemaphore(max_concurrency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import _checks
 from .core import AuthCore
 from .headers import IDENTITY_KEY, SERVICE_IDENTITY_KEY
 from .pipeline import Pipeline
@@ -26,6 +27,7 @@ class WSGIAuthMiddleware:
     are those of :class:`~authmw.core.AuthCore`; pass ``core=`` to share one.
     """
 
+    @_checks.passing_keywords_to(AuthCore.__init__)
     def __init__(
         self,
         app: WSGIApplication,

@@ -377,7 +377,7 @@ def test_good_options_are_accepted() -> None:
 
 
 def test_unknown_option_is_refused_with_a_hint() -> None:
-    with pytest.raises(ConfigurationError, match="delay_auth_desicion.*'delay_auth_decision'"):
+    with pytest.raises(ConfigurationError, match=r"delay_auth_desicion.*'delay_auth_decision'"):
         AuthCore(counting(), delay_auth_desicion=True)  # type: ignore[call-arg]
 
 

@@ -96,7 +96,8 @@ def test_public_routes_skip_authentication_wsgi(method: str, path: str) -> None:
 @pytest.mark.parametrize(("method", "path"), PUBLIC)
 async def test_public_routes_skip_authentication_asgi(method: str, path: str) -> None:
     mw, app = asgi()
-    headers = [(n.lower().encode(), v.encode()) for n, v in PREFLIGHT] if method == "OPTIONS" else []
+    preflight = [(n.lower().encode(), v.encode()) for n, v in PREFLIGHT]
+    headers = preflight if method == "OPTIONS" else []
     result = await call_asgi(mw, http_scope(path, method=method, headers=headers))
     assert result.status == 200
     assert app.last["authmw.identity"] is None

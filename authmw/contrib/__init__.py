@@ -73,7 +73,9 @@ def as_policy(policy: PolicySpec) -> Policy | None:
         return Policy(policy)
     if isinstance(policy, (str, os.PathLike)):
         return Policy.from_file(policy)
-    raise TypeError(f"policy must be a Policy, a rules mapping or a file path, got {policy!r}")
+    raise ConfigurationError(
+        "policy", f"must be a Policy, a rules mapping or a file path, got {policy!r}"
+    )
 
 
 def _could_be_rule_name(spec: str) -> bool:

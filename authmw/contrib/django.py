@@ -117,8 +117,9 @@ class Config:
         core = AuthCore(validator, **options) if validator is not None else None
         try:
             policy = as_policy(value.get("POLICY"))
-        except TypeError as exc:
-            raise ConfigurationError("settings.AUTHMW['POLICY']", str(exc)) from None
+        except ConfigurationError as exc:
+            message = str(exc).removeprefix(f"{exc.option}: ")
+            raise ConfigurationError("settings.AUTHMW['POLICY']", message) from None
         return cls(core, policy)
 
 

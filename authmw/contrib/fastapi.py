@@ -37,9 +37,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from .. import _checks
 from ..asgi import ASGIAuthMiddleware
 from ..core import AuthCore
-from ..errors import Forbidden, NotAuthenticated
+from ..errors import ConfigurationError, Forbidden, NotAuthenticated
 from ..identity import Identity
 from ..pipeline import Pipeline, Receive, Scope, Send
 from ..policy import Policy
@@ -121,6 +122,7 @@ class _DeferredAuthentication:
         await self.app(scope, receive, send)
 
 
+@_checks.passing_keywords_to(AuthCore.__init__)
 def setup(
     app: FastAPI,
     validator: Validator | None = None,
@@ -139,11 +141,7 @@ def setup(
     authenticated unless in ``public_routes``; remember ``/docs`` and
     ``/openapi.json``).
     """
-    pipeline: Pipeline | None = None
-    if validator is not None or core is not None:
-        pipeline = Pipeline.build(validator, core, options, anonymous=True)
-    elif options:
-        raise TypeError("options need a validator (or pass core=)")
+    pipeline = Pipeline.build_if_configured(validator, core, options, anonymous=True)
     state = AuthMWState(pipeline, as_policy(policy))
     app.state.authmw = state
     app.state.authmw_policy = state.policy
@@ -152,7 +150,7 @@ def setup(
         app.add_exception_handler(exc_class, handler)
     if pipeline is None:
         if middleware:
-            raise TypeError("middleware=True needs a validator (or core=)")
+            raise ConfigurationError("middleware", "middleware=True needs a validator (or core=)")
         return state
     if middleware:
         app.add_middleware(ASGIAuthMiddleware, core=pipeline.core)

@@ -25,9 +25,11 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from werkzeug.local import LocalProxy
 
+from .. import _checks
 from ..core import AuthCore
 from ..errors import AuthError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
+from ..pipeline import Pipeline
 from ..validators.base import Validator
 from ..wsgi import WSGIAuthMiddleware
 from . import (
@@ -85,6 +87,7 @@ class AuthMW:
     the extension then only provides the policy and the error handlers.
     """
 
+    @_checks.passing_keywords_to(AuthCore.__init__)
     def __init__(
         self,
         app: Flask | None = None,
@@ -94,11 +97,8 @@ class AuthMW:
         core: AuthCore | None = None,
         **options: Any,
     ) -> None:
-        if core is None and validator is not None:
-            core = AuthCore(validator, **options)
-        elif options:
-            raise TypeError("middleware options need a validator (or pass core=)")
-        self.core = core
+        pipeline = Pipeline.build_if_configured(validator, core, options)
+        self.core = pipeline.core if pipeline is not None else None
         self.policy = as_policy(policy)
         if app is not None:
             self.init_app(app)

@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .. import _checks
 from ..core import AuthCore
 from ..errors import AuthError, Forbidden, IdentityServiceUnavailable, NotAuthenticated
 from ..identity import Identity
@@ -136,14 +137,11 @@ class AuthMWBackend(AuthenticationBackend):
     :func:`authentication_middleware` gives the app a cleaned copy instead.
     """
 
+    @_checks.passing_keywords_to(AuthCore.__init__)
     def __init__(
         self, validator: Validator | None = None, *, core: AuthCore | None = None, **options: Any
     ) -> None:
-        self.pipeline: Pipeline | None = None
-        if validator is not None or core is not None:
-            self.pipeline = Pipeline.build(validator, core, options, anonymous=True)
-        elif options:
-            raise TypeError("options need a validator (or pass core=)")
+        self.pipeline = Pipeline.build_if_configured(validator, core, options, anonymous=True)
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         scope = conn.scope
@@ -227,6 +225,7 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
         scope["auth"], scope["user"] = auth or (AuthCredentials(), UnauthenticatedUser())
 
 
+@_checks.passing_keywords_to(AuthCore.__init__)
 def authentication_middleware(
     validator: Validator | None = None,
     *,

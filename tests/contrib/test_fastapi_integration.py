@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import HTTPConnection
 from starlette.testclient import WebSocketDenialResponse
 
-from authmw import Forbidden, Identity, InMemoryValidator
+from authmw import ConfigurationError, Forbidden, Identity, InMemoryValidator
 from authmw.contrib.fastapi import (
     authorize,
     current_identity,
@@ -263,7 +263,7 @@ def test_without_setup_status_codes_are_still_right(validator: InMemoryValidator
 
 
 def test_setup_options_need_a_validator() -> None:
-    with pytest.raises(TypeError, match="need a validator"):
+    with pytest.raises(ConfigurationError, match="need a validator"):
         setup(FastAPI(), delay_auth_decision=True)
-    with pytest.raises(TypeError, match="middleware=True needs a validator"):
+    with pytest.raises(ConfigurationError, match="middleware=True needs a validator"):
         setup(FastAPI(), middleware=True)

@@ -7,7 +7,7 @@ import pytest
 from flask import Blueprint, Flask, jsonify
 
 import authmw.contrib.flask as flask_contrib
-from authmw import Forbidden, InMemoryValidator, WSGIAuthMiddleware
+from authmw import ConfigurationError, Forbidden, InMemoryValidator, WSGIAuthMiddleware
 from authmw.contrib.flask import AuthMW, authorize, current_identity, get_identity, protect, require
 from authmw.policy import PolicyError, require_any_role
 
@@ -272,5 +272,5 @@ def test_unusable_rule_denies_and_is_logged(
 
 
 def test_options_without_validator_are_rejected() -> None:
-    with pytest.raises(TypeError, match="need a validator"):
+    with pytest.raises(ConfigurationError, match="need a validator"):
         AuthMW(Flask(__name__), delay_auth_decision=True)

@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
-from authmw import ASGIAuthMiddleware, Forbidden, InMemoryValidator
+from authmw import ASGIAuthMiddleware, ConfigurationError, Forbidden, InMemoryValidator
 from authmw.contrib.starlette import (
     authentication_middleware,
     authorize,
@@ -277,5 +277,5 @@ def test_behind_the_asgi_middleware(validator: InMemoryValidator) -> None:
 
 
 def test_backend_options_need_a_validator() -> None:
-    with pytest.raises(TypeError, match="need a validator"):
+    with pytest.raises(ConfigurationError, match="need a validator"):
         authentication_middleware(delay_auth_decision=True)
