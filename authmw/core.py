@@ -23,8 +23,9 @@ from ._stack import build_stack
 from .cache import SharedCache
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken, ScopeMismatch
 from .identity import Identity
-from .responses import Rejection, Responses, error_body
+from .responses import NOT_AUTHENTICATED, Rejection, Responses, error_body
 from .routes import PublicRoutes
+from .sources import Source, parse_sources
 from .validators.base import Validator, validate_async
 
 __all__ = ["AuthCore", "Decision", "Rejection", "error_body"]
@@ -122,6 +123,8 @@ class AuthCore:
         validator: Validator,
         *,
         token_header: str = "X-Auth-Token",  # noqa: S107
+        token_sources: Iterable[str] | None = None,
+        hide_credentials: bool = False,
         service_token_header: str = "X-Service-Token",  # noqa: S107
         delay_auth_decision: bool = False,
         www_authenticate_uri: str | None = None,
@@ -147,6 +150,13 @@ class AuthCore:
                 "validator", f"must have a validate(token) method, got {validator!r}"
             )
         self.token_header = self._credential_header("token_header", token_header)
+        if token_sources is None:
+            self.sources: tuple[Source, ...] = (Source("header", self.token_header),)
+        elif token_header != "X-Auth-Token":  # noqa: S105
+            raise ConfigurationError("token_header", "conflicts with token_sources: list it there")
+        else:
+            self.sources = parse_sources(token_sources)
+        self.hide_credentials = _checks.flag("hide_credentials", hide_credentials)
         self.service_token_header = self._credential_header(
             "service_token_header", service_token_header
         )
@@ -183,13 +193,23 @@ class AuthCore:
             timer,
         )
         self.breaker = self.guard.breaker
+        uri = None
         if www_authenticate_uri is not None:
             uri = _checks.header_text("www_authenticate_uri", www_authenticate_uri)
-            challenge = f'Keystone uri="{uri}"'
-        else:
-            challenge = f'Keystone realm="{_checks.header_text("realm", realm)}"'
-        self.responses = Responses(challenge, self._retry_seconds)
-        self._prepare_answers()
+        realm = _checks.header_text("realm", realm)
+        challenges = dict.fromkeys(source.challenge(realm, uri) for source in self.sources)
+        self.responses = Responses(", ".join(challenges), self._retry_seconds)
+        self._missing = self.responses.unauthorized("Authentication required: no token in request.")
+        self._decision_missing = Decision(None, self._missing)
+        self._delayed_invalid = Decision(None, None, status="Invalid")
+        self._answers = tuple(
+            _Answers(self.responses, source.challenge(realm, uri, "invalid_token"))
+            for source in self.sources
+        )
+        keystone = Source("header", self.service_token_header).challenge(realm, uri)
+        self._reject_service = self.responses.unauthorized(
+            "Service token is invalid.", challenge=keystone
+        )
 
     @staticmethod
     def _credential_header(option: str, name: Any) -> str:
@@ -197,18 +217,6 @@ class AuthCore:
         if _headers.is_stripped(name):
             raise ConfigurationError(option, f"{name} is an identity header authmw strips")
         return str(name)
-
-    def _prepare_answers(self) -> None:
-        unauthorized = self.responses.unauthorized
-        self._reject_missing = unauthorized("Authentication required: no token in request.")
-        self._reject_invalid = unauthorized()
-        self._reject_too_large = unauthorized("Token is too large.")
-        self._reject_multiple = unauthorized("More than one token in the request.")
-        self._reject_malformed = unauthorized("Token is malformed.")
-        self._reject_service = unauthorized("Service token is invalid.")
-        self._decision_missing = Decision(None, self._reject_missing)
-        self._decision_invalid = Decision(None, self._reject_invalid)
-        self._delayed_invalid = Decision(None, None, status="Invalid")
 
     def _retry_seconds(self) -> float:
         return max(self.retry_after, self.breaker.retry_after())
@@ -251,13 +259,20 @@ class AuthCore:
         service_token_value: str | None = None,
         fiware_service: str | None = None,
         fiware_service_path: str | None = None,
+        source: int = 0,
     ) -> Decision:
-        """Decide for one request's raw header values, blocking on the validator when needed."""
+        """Decide for one request's raw header values, blocking on the validator when needed.
+
+        ``source`` is the index in :attr:`sources` the token came from (its
+        challenge goes with a 401).
+        """
         if service_token_value is None and not self.fiware_service_scope:
-            fast = self._fast_path(token_value)
+            fast = self._fast_path(token_value, source)
             if fast is not None:
                 return fast
-        flow = self._flow(token_value, service_token_value, fiware_service, fiware_service_path)
+        flow = self._flow(
+            token_value, service_token_value, fiware_service, fiware_service_path, source
+        )
         try:
             request = next(flow)
             while True:
@@ -279,13 +294,20 @@ class AuthCore:
         service_token_value: str | None = None,
         fiware_service: str | None = None,
         fiware_service_path: str | None = None,
+        source: int = 0,
     ) -> Decision:
-        """Decide for one request's raw header values, awaiting the validator when needed."""
+        """Decide for one request's raw header values, awaiting the validator when needed.
+
+        ``source`` is the index in :attr:`sources` the token came from (its
+        challenge goes with a 401).
+        """
         if service_token_value is None and not self.fiware_service_scope:
-            fast = self._fast_path(token_value)
+            fast = self._fast_path(token_value, source)
             if fast is not None:
                 return fast
-        flow = self._flow(token_value, service_token_value, fiware_service, fiware_service_path)
+        flow = self._flow(
+            token_value, service_token_value, fiware_service, fiware_service_path, source
+        )
         try:
             request = next(flow)
             while True:
@@ -301,16 +323,17 @@ class AuthCore:
             result: Decision = stop.value
             return result
 
-    def _fast_path(self, token_value: str | None) -> Decision | None:
+    def _fast_path(self, token_value: str | None, source: int) -> Decision | None:
         """A decision without leaving the thread: cache hits and cached rejections."""
-        token = self._extract(token_value)
+        answers = self._answers[source]
+        token = self._extract(token_value, answers)
         if isinstance(token, Rejection):
             return None  # the flow logs and applies delayed mode
         try:
             identity = self.cache.lookup(token, count_miss=False)
         except InvalidToken:
             log.debug("rejected token %s (cached rejection)", fingerprint(token))
-            return self._delayed_invalid if self.delay_auth_decision else self._decision_invalid
+            return self._delayed_invalid if self.delay_auth_decision else answers.decision_invalid
         if identity is None:
             return None
         decision: Decision | None = identity._memo.get("decision")
@@ -331,25 +354,33 @@ class AuthCore:
         return IdentityServiceUnavailable("validator error")
 
     # -- the decision --------------------------------------------------------
-    def _extract(self, value: str | None) -> str | Rejection:
+    def refuse(self, problem: str, source: int = 0) -> Decision:
+        """The decision for a request whose credentials the pipeline found unusable:
+        ``"multiple"`` (two different tokens) or ``"malformed"``."""
+        answers = self._answers[source]
+        rejection = answers.multiple if problem == "multiple" else answers.malformed
+        log.debug("rejected request: %s", rejection.reason)
+        return self._invalid(rejection, None, None)
+
+    def _extract(self, value: str | None, answers: _Answers) -> str | Rejection:
         """The token from a raw header value, or the reason there is none."""
         if value is None:
-            return self._reject_missing
+            return self._missing
         if len(value) > self.max_token_size + 64:
-            return self._reject_too_large
+            return answers.too_large
         token = value.strip()
         if not token:
-            return self._reject_missing
+            return self._missing
         if "," in token:
             # Servers join repeated headers with commas; no real token has one.
             tokens = {part.strip() for part in token.split(",")} - {""}
             if len(tokens) != 1:
-                return self._reject_multiple if tokens else self._reject_missing
+                return answers.multiple if tokens else self._missing
             token = tokens.pop()
         if len(token) > self.max_token_size:
-            return self._reject_too_large
+            return answers.too_large
         if not (token.isascii() and token.isprintable()) or " " in token or "\t" in token:
-            return self._reject_malformed
+            return answers.malformed
         return token
 
     def _flow(
@@ -358,6 +389,7 @@ class AuthCore:
         service_token_value: str | None,
         fiware_service: str | None,
         fiware_service_path: str | None,
+        source: int,
     ) -> _Flow:
         service_identity: Identity | None = None
         service_status: str | None = None
@@ -369,7 +401,12 @@ class AuthCore:
                 return refused
         return (
             yield from self._user_step(
-                token_value, service_identity, service_status, fiware_service, fiware_service_path
+                token_value,
+                self._answers[source],
+                service_identity,
+                service_status,
+                fiware_service,
+                fiware_service_path,
             )
         )
 
@@ -378,7 +415,7 @@ class AuthCore:
         delayed = self.delay_auth_decision
         refusal = Decision(None, self._reject_service, service_status="Invalid")
         invalid = (None, "Invalid", None if delayed else refusal)
-        token = self._extract(value)
+        token = self._extract(value, self._answers[0])
         if isinstance(token, Rejection):
             log.info("rejected request: bad service token header")
             return invalid
@@ -416,23 +453,24 @@ class AuthCore:
     def _user_step(
         self,
         value: str | None,
+        answers: _Answers,
         service_identity: Identity | None,
         service_status: str | None,
         fiware_service: str | None,
         fiware_service_path: str | None,
     ) -> _Flow:
         delayed = self.delay_auth_decision
-        token = self._extract(value)
+        token = self._extract(value, answers)
         if isinstance(token, Rejection):
             log.debug("rejected request: %s", token.reason)
-            return self._invalid(token, service_identity, service_status)
+            return self._invalid(token, service_identity, service_status, answers)
         try:
             # A confirmed service token lets an expired user token through,
             # as Keystone's composite authentication does (allow_expired).
             identity = yield ValidationRequest(token, service_identity is not None)
         except InvalidToken as exc:
             log.info("rejected token %s: %s", fingerprint(token), _scrubbed(exc, token))
-            return self._invalid(self._reject_invalid, service_identity, service_status)
+            return self._invalid(answers.invalid, service_identity, service_status, answers)
         except IdentityServiceUnavailable as exc:
             log.warning(
                 "could not validate token %s: %s", fingerprint(token), _scrubbed(exc, token)
@@ -451,7 +489,11 @@ class AuthCore:
             except ScopeMismatch as exc:
                 log.info("rejected token %s: %s", fingerprint(token), exc)
                 return self._invalid(
-                    self.responses.unauthorized(str(exc)), service_identity, service_status
+                    self.responses.unauthorized(
+                        str(exc), challenge=answers.invalid.header("WWW-Authenticate")
+                    ),
+                    service_identity,
+                    service_status,
                 )
         return Decision(identity, service_identity=service_identity, service_status=service_status)
 
@@ -460,6 +502,7 @@ class AuthCore:
         rejection: Rejection,
         service_identity: Identity | None,
         service_status: str | None,
+        answers: _Answers | None = None,
     ) -> Decision:
         if self.delay_auth_decision:
             if service_status is None:
@@ -471,10 +514,10 @@ class AuthCore:
                 service_status=service_status,
             )
         if service_status is None:
-            if rejection is self._reject_missing:
+            if rejection is self._missing:
                 return self._decision_missing
-            if rejection is self._reject_invalid:
-                return self._decision_invalid
+            if answers is not None and rejection is answers.invalid:
+                return answers.decision_invalid
         return Decision(None, rejection, service_status=service_status)
 
     # -- lifecycle and observability --------------------------------------------
@@ -513,3 +556,19 @@ def check_fiware(identity: Identity, service: str | None, service_path: str | No
             raise ScopeMismatch("Fiware-ServicePath '/' needs a domain-scoped token")
     elif identity.scope != "project" or path != identity.project_name:
         raise ScopeMismatch("Fiware-ServicePath does not match the token's project")
+
+
+class _Answers:
+    """The 401s for a token from one source, prebuilt with that source's challenge."""
+
+    __slots__ = ("decision_invalid", "invalid", "malformed", "multiple", "too_large")
+
+    def __init__(self, responses: Responses, challenge: str) -> None:
+        def unauthorized(message: str) -> Rejection:
+            return responses.unauthorized(message, challenge=challenge)
+
+        self.invalid = unauthorized(NOT_AUTHENTICATED)
+        self.too_large = unauthorized("Token is too large.")
+        self.multiple = unauthorized("More than one token in the request.")
+        self.malformed = unauthorized("Token is malformed.")
+        self.decision_invalid = Decision(None, self.invalid)

@@ -108,9 +108,11 @@ class Responses:
         self.challenge = challenge
         self._retry_after = retry_after
 
-    def unauthorized(self, message: str = NOT_AUTHENTICATED) -> Rejection:
-        """401 with the challenge."""
-        return _response(401, message, ("WWW-Authenticate", self.challenge))
+    def unauthorized(
+        self, message: str = NOT_AUTHENTICATED, *, challenge: str | None = None
+    ) -> Rejection:
+        """401 with the challenge (every configured one, unless ``challenge`` is given)."""
+        return _response(401, message, ("WWW-Authenticate", challenge or self.challenge))
 
     def forbidden(self, message: str = "Forbidden.") -> Rejection:
         """403: authenticated, not allowed."""
