@@ -7,10 +7,12 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import MutableMapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from helpers import (
     OTHER,
     ASGIRecorder,
     Counting,
+    PausedAfterRead,
     WSGIRecorder,
     call_wsgi,
     environ,
@@ -33,6 +36,7 @@ from authmw import AuthCore, ConfigurationError, Identity, InMemoryValidator, In
 from authmw._hashing import token_digest
 from authmw.asgi import ASGIAuthMiddleware
 from authmw.redis import RedisCache
+from authmw.store import LocalTokenStore
 from authmw.wsgi import WSGIAuthMiddleware
 
 pytestmark = pytest.mark.redis
@@ -69,6 +73,12 @@ def request(app: WSGIAuthMiddleware, token: str) -> int:
 def entry_keys(client: redis.Redis, namespace: str) -> list[bytes]:
     keys: list[bytes] = client.keys(f"{namespace}:t:*")  # type: ignore[assignment]
     return sorted(keys)
+
+
+def positive_entries(url: str, namespace: str) -> list[bytes]:
+    """Keys of the identities (not rejections) stored in the namespace."""
+    client = redis.Redis.from_url(url)
+    return [k for k in entry_keys(client, namespace) if (client.get(k) or b"")[1:2] == b"P"]
 
 
 # -- sharing between processes -------------------------------------------------
@@ -406,6 +416,47 @@ def test_revoke_everything_retires_every_entry(redis_url: str, namespace: str) -
     third_validator = Counting()
     assert request(wsgi(third_validator, shared(redis_url, namespace)), GOOD) == 200
     assert third_validator.calls == []
+
+
+def test_validation_racing_a_revocation_is_not_shared(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """A result read before the token was revoked is not written to Redis."""
+    with LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db") as store:
+        issued = store.issue(user_name="alice", ttl=3600)
+        paused = PausedAfterRead(store)
+        cache = shared(redis_url, namespace)
+        app = wsgi(paused, cache)
+        codes: list[int] = []
+        worker = threading.Thread(target=lambda: codes.append(request(app, issued.token)))
+        worker.start()
+        assert paused.read.wait(10)
+        assert store.revoke(issued.id)  # the middleware's cache listens to this store
+        paused.release.set()
+        worker.join(10)
+
+        assert codes == [401]
+        assert positive_entries(redis_url, namespace) == []
+        other = Counting()  # would accept nothing; must not be asked either way
+        assert request(wsgi(other, shared(redis_url, namespace)), issued.token) == 401
+
+
+async def test_async_validation_racing_a_revocation_is_not_shared(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    with LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db") as store:
+        issued = store.issue(user_name="alice", ttl=3600)
+        paused = PausedAfterRead(store)
+        cache = shared(redis_url, namespace)
+        app = ASGIAuthMiddleware(ASGIRecorder(), validator=paused, shared_cache=cache)
+        pending = asyncio.create_task(asgi_request(app, issued.token))
+        assert await asyncio.to_thread(paused.read.wait, 10)
+        assert await asyncio.to_thread(store.revoke, issued.id)
+        paused.release.set()
+
+        assert await pending == 401
+        assert positive_entries(redis_url, namespace) == []
+        await cache.aclose()
 
 
 def test_namespaces_are_separate(redis_url: str, namespace: str) -> None:
