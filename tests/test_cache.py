@@ -18,6 +18,7 @@ from authmw import (
 )
 from authmw._hashing import token_digest
 from authmw.store import LocalTokenStore
+from authmw.validators.base import RevocationListener
 
 
 class Clock:
@@ -627,3 +628,37 @@ async def test_token_revoked_during_a_native_async_validation_is_not_accepted(
         await task
     assert paused.calls == 2
     assert len(cache) == 0  # no identity cached for it
+
+
+class RevokesEverythingEachTime(PausedAfterRead):
+    """Every validation is overtaken by a revoke-everything (None) of its validator."""
+
+    def __init__(self, validator: LocalTokenStore) -> None:
+        super().__init__(validator)
+        self.release.set()
+        self.listeners: list[RevocationListener] = []
+
+    def add_revocation_listener(self, listener: RevocationListener) -> None:
+        self.listeners.append(listener)
+
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        identity = super().validate(token, allow_expired=allow_expired)
+        for listener in self.listeners:
+            listener(None)
+        return identity
+
+
+async def test_validations_overtaken_again_and_again_end_in_unavailable(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    validator = RevokesEverythingEachTime(local_store)
+    cache = CachedValidator(validator, cache_time=300)
+    with pytest.raises(IdentityServiceUnavailable):
+        cache.validate(issued.token)
+    assert validator.calls == 3
+    with pytest.raises(IdentityServiceUnavailable):
+        await cache.avalidate(issued.token)
+    assert validator.calls == 6
+    assert len(cache) == 0
+    assert cache.stats.revalidated == 6
