@@ -8,6 +8,15 @@ the same uncached token share one validation: threads wait on the first
 caller, asyncio tasks await one shielded task, so a cancelled or failing
 first caller neither strands nor poisons the others.
 
+A revocation reported while a validation is in flight (``invalidate``, the
+validator's revocation listener) voids that validation's positive answer if
+the revocation may concern the token (same audit id, or ``None``): the answer
+was possibly read before the revocation, so it is neither cached (here or in
+the shared cache) nor returned; the token is validated again, and the
+callers waiting for it get that second answer. Each check-and-store happens
+under the lock, so a revocation either sees the entry (and drops it) or
+voids it.
+
 The lock guards the dictionaries only; no I/O ever runs under it.
 """
 
@@ -18,6 +27,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,6 +42,12 @@ __all__ = ["CacheStats", "CachedValidator", "SharedCache"]
 log = logging.getLogger("authmw.cache")
 
 _sha256 = hashlib.sha256
+
+# Revocations remembered for validations in flight; one older than this many
+# revocations ago counts as concerning every token.
+_REVOCATION_LOG = 1024
+# Validations of one token voided in a row by revocations before giving up (503).
+_ATTEMPTS = 3
 
 
 class SharedCache(Protocol):
@@ -54,7 +70,16 @@ class SharedCache(Protocol):
 class CacheStats:
     """Counters of one cache; read them with :meth:`as_dict`."""
 
-    __slots__ = ("coalesced", "hits", "invalid", "misses", "negative_hits", "shared_hits", "stored")
+    __slots__ = (
+        "coalesced",
+        "hits",
+        "invalid",
+        "misses",
+        "negative_hits",
+        "revalidated",
+        "shared_hits",
+        "stored",
+    )
 
     def __init__(self) -> None:
         self.hits = 0
@@ -64,6 +89,7 @@ class CacheStats:
         self.coalesced = 0
         self.stored = 0
         self.invalid = 0
+        self.revalidated = 0  # answers voided by a revocation during their validation
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -78,10 +104,6 @@ class _Flight:
         self.done = threading.Event()
         self.identity: Identity | None = None
         self.error: BaseException | None = None
-
-
-class _SharedRejection(InvalidToken):
-    """A rejection found in the shared cache (not to be written back to it)."""
 
 
 def _cache_key(token: str, allow_expired: bool) -> bytes:
@@ -133,6 +155,9 @@ class CachedValidator(ValidatorWrapper):
         # key -> valid_until
         self._negative: LRUCache[bytes, float] = LRUCache(negative_maxsize)
         self._flights: dict[bytes, _Flight] = {}
+        # Revocations so far, and the audit ids of the latest (None: every token).
+        self._epoch = 0
+        self._revocations: deque[str | None] = deque(maxlen=_REVOCATION_LOG)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[Identity]] = {}
         listen = getattr(validator, "add_revocation_listener", None)
         if listen is not None:
@@ -203,37 +228,52 @@ class CachedValidator(ValidatorWrapper):
 
     def _lead(self, flight: _Flight, key: bytes, token: str, allow_expired: bool) -> Identity:
         try:
-            identity, from_shared = self._fetch(key, token, allow_expired)
-        except InvalidToken as exc:
-            flight.error = exc
-            self._store_invalid(key)
-            if self.shared is not None and not isinstance(exc, _SharedRejection):
-                self.shared.put_invalid(key, self.negative_cache_time)
-            raise
+            identity = self._settle(key, token, allow_expired)
         except BaseException as exc:
             flight.error = exc
             raise
         else:
             flight.identity = identity
-            ttl = self._store(key, identity, allow_expired)
-            if self.shared is not None and ttl > 0 and not from_shared:
-                self.shared.put(key, identity, ttl)
             return identity
         finally:
             with self._lock:
                 self._flights.pop(key, None)
             flight.done.set()
 
+    def _settle(self, key: bytes, token: str, allow_expired: bool) -> Identity:
+        """An answer not older than any revocation that may concern it, cached."""
+        for _attempt in range(_ATTEMPTS):
+            since = self._revocation_epoch()
+            identity, from_shared = self._fetch(key, token, allow_expired)
+            ttl = self._store(key, identity, allow_expired, since)
+            if ttl is None:
+                continue  # a revocation came in meanwhile: ask again
+            if self.shared is not None and ttl > 0 and not from_shared:
+                self.shared.put(key, identity, ttl)
+            return identity
+        raise IdentityServiceUnavailable("revocations kept overtaking the token's validation")
+
     def _fetch(self, key: bytes, token: str, allow_expired: bool) -> tuple[Identity, bool]:
-        if self.shared is not None:
+        """(identity, found in the shared cache); remembers a rejection and raises it."""
+        shared = self.shared
+        if shared is not None:
             try:
-                identity = self.shared.get(key)
-            except InvalidToken as exc:
-                raise _SharedRejection(*exc.args) from None
+                identity = shared.get(key)
+            except InvalidToken:
+                # Remembered by another process: remember it here too, but do
+                # not write it back (that would keep it alive for ever).
+                self._store_invalid(key)
+                raise
             if identity is not None and self._usable(identity, allow_expired):
                 self.stats.shared_hits += 1
                 return identity, True
-        return self.validator.validate(token, allow_expired=allow_expired), False
+        try:
+            return self.validator.validate(token, allow_expired=allow_expired), False
+        except InvalidToken:
+            self._store_invalid(key)
+            if shared is not None:
+                shared.put_invalid(key, self.negative_cache_time)
+            raise
 
     # -- async -------------------------------------------------------------
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
@@ -267,19 +307,32 @@ class CachedValidator(ValidatorWrapper):
             task.exception()  # mark retrieved even if every waiter went away
 
     async def _afetch(self, key: bytes, token: str, allow_expired: bool) -> Identity:
+        """Awaitable :meth:`_settle`."""
+        for _attempt in range(_ATTEMPTS):
+            since = self._revocation_epoch()
+            identity, from_shared = await self._afetch_once(key, token, allow_expired)
+            ttl = self._store(key, identity, allow_expired, since)
+            if ttl is None:
+                continue  # a revocation came in meanwhile: ask again
+            if self.shared is not None and ttl > 0 and not from_shared:
+                await self.shared.aput(key, identity, ttl)
+            return identity
+        raise IdentityServiceUnavailable("revocations kept overtaking the token's validation")
+
+    async def _afetch_once(
+        self, key: bytes, token: str, allow_expired: bool
+    ) -> tuple[Identity, bool]:
+        """Awaitable :meth:`_fetch`."""
         shared = self.shared
         if shared is not None:
             try:
                 identity = await shared.aget(key)
             except InvalidToken:
-                # Remembered by another process: remember it here too, but do
-                # not write it back (that would keep it alive for ever).
                 self._store_invalid(key)
                 raise
             if identity is not None and self._usable(identity, allow_expired):
                 self.stats.shared_hits += 1
-                self._store(key, identity, allow_expired)
-                return identity
+                return identity, True
         try:
             identity = await validate_async(self.validator, token, allow_expired=allow_expired)
         except InvalidToken:
@@ -287,25 +340,50 @@ class CachedValidator(ValidatorWrapper):
             if shared is not None:
                 await shared.aput_invalid(key, self.negative_cache_time)
             raise
-        ttl = self._store(key, identity, allow_expired)
-        if shared is not None and ttl > 0:
-            await shared.aput(key, identity, ttl)
-        return identity
+        return identity, False
 
     # -- storage -----------------------------------------------------------
     def _usable(self, identity: Identity, allow_expired: bool) -> bool:
         return allow_expired or not identity.is_expired(self._timer())
 
-    def _store(self, key: bytes, identity: Identity, allow_expired: bool) -> float:
-        """Cache ``identity``; returns the TTL given (0 when not cached)."""
+    def _revocation_epoch(self) -> int:
+        with self._lock:
+            return self._epoch
+
+    def _revoked_since(self, since: int, identity: Identity) -> bool:
+        """Whether a revocation after epoch ``since`` may concern ``identity`` (lock held)."""
+        missed = self._epoch - since
+        if missed == 0:
+            return False
+        if missed > len(self._revocations):
+            return True  # some fell out of the log: assume the worst
+        audit_ids = identity.audit_ids
+        for index in range(1, missed + 1):
+            audit_id = self._revocations[-index]
+            if audit_id is None or audit_id in audit_ids:
+                return True
+        return False
+
+    def _store(
+        self, key: bytes, identity: Identity, allow_expired: bool, since: int
+    ) -> float | None:
+        """Cache ``identity`` validated since revocation epoch ``since``.
+
+        Returns the TTL given (0 when not cached), or None when a revocation
+        came in meanwhile that may concern the token: then nothing is cached
+        and the answer must not be used.
+        """
         now = self._timer()
         until = now + self.cache_time
         if not allow_expired:
             until = min(until, identity.expires_timestamp)
         ttl = until - now
-        if ttl <= 0:
-            return 0.0
         with self._lock:
+            if self._revoked_since(since, identity):
+                self.stats.revalidated += 1
+                return None
+            if ttl <= 0:
+                return 0.0
             self._positive[key] = (identity, until)
             self._negative.pop(key, None)
             self.stats.stored += 1
@@ -319,8 +397,14 @@ class CachedValidator(ValidatorWrapper):
             self._positive.pop(key, None)
 
     def invalidate(self, audit_id: str | None = None) -> None:
-        """Drop entries of the token with ``audit_id`` (every entry when None)."""
+        """Drop entries of the token with ``audit_id`` (every entry when None).
+
+        Validations in flight that may concern the token are voided (see the
+        module docstring); the shared cache is told too.
+        """
         with self._lock:
+            self._epoch += 1
+            self._revocations.append(audit_id)
             if audit_id is None:
                 self._positive.clear()
             else:

@@ -8,9 +8,12 @@ Settings come from options or environment variables:
   (never an option, so it stays out of shell history and ``ps``).
 - ``AUTHMW_MAX_TTL``: longest lifetime of new tokens (default ``365d``;
   ``none`` allows tokens that never expire, with ``--ttl never``).
-- ``authmw check`` uses Keystone when ``--auth-url`` / ``AUTHMW_AUTH_URL`` is
-  set; every Keystone option ``--some-option`` can be given as
-  ``AUTHMW_SOME_OPTION``.
+- ``authmw check`` reads the token from standard input (``authmw check -``,
+  or no TOKEN when stdin is not a terminal) or from ``AUTHMW_TOKEN``; a
+  TOKEN argument works but is visible in ``ps`` and shell history (a
+  warning says so). It uses Keystone when ``--auth-url`` /
+  ``AUTHMW_AUTH_URL`` is set; every Keystone option ``--some-option`` can be
+  given as ``AUTHMW_SOME_OPTION``.
 
 Exit status: 0 success, 1 a negative answer (invalid token, unknown token
 id), 2 a usage error or an unreachable store / identity service.
@@ -40,6 +43,11 @@ __all__ = ["main"]
 
 DEFAULT_TTL = "30d"
 _FROM_STDIN = "-"
+_TOKEN_ENV = "AUTHMW_TOKEN"  # noqa: S105 - the variable's name, not a secret
+_ARGV_WARNING = (
+    "authmw: warning: a token on the command line is visible to other users (ps, /proc) "
+    f"and kept in shell history; pipe it to 'authmw check -' or set {_TOKEN_ENV} instead"
+)
 
 # Keystone options of `authmw check` (option and KeystoneValidator keyword, help). Secrets
 # come only from the environment, never from the command line (shell history, ps).
@@ -314,22 +322,48 @@ def _print_identity(identity: Identity) -> None:
         print(f"{name + ':':<{width + 1}} {value}")
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    token: str = args.token
-    if token == _FROM_STDIN:
-        token = sys.stdin.readline().strip()
+def _check_token(args: argparse.Namespace) -> tuple[str, bool]:
+    """The token to check, and whether it came from the command line.
+
+    TOKEN, or ``-`` for standard input; without it, ``AUTHMW_TOKEN``, else
+    standard input unless that is a terminal.
+    """
+    given: str | None = args.token
+    if given is not None and given != _FROM_STDIN:
+        return given, True
+    if given is None:
+        from_env = _env(_TOKEN_ENV)
+        if from_env is not None:
+            return from_env.strip(), False
+        if sys.stdin is None or sys.stdin.isatty():
+            raise _Failure(
+                f"no token: pipe it to 'authmw check -' or set {_TOKEN_ENV} "
+                "(a TOKEN argument shows in ps and shell history)"
+            )
+    token = sys.stdin.readline().strip() if sys.stdin is not None else ""
     if not token:
-        raise _Failure("no token given")
+        raise _Failure("no token on standard input")
+    return token, False
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    token, on_command_line = _check_token(args)
     validator = _check_validator(args)
+    rejection: InvalidToken | None = None
     try:
         identity = validator.validate(token)
     except InvalidToken as exc:
-        print(f"invalid token: {exc}", file=sys.stderr)
-        return 1
+        rejection = exc
     finally:
         close = getattr(validator, "close", None)
         if close is not None:
             close()
+    # With an answer only: an error (status 2) stays one line.
+    if on_command_line:
+        print(_ARGV_WARNING, file=sys.stderr)
+    if rejection is not None:
+        print(f"invalid token: {rejection}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(identity.to_dict(), indent=2))
     else:
@@ -436,12 +470,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "check",
         parents=[db],
         help="validate a token and print its identity",
-        description="Validate TOKEN with the local store, or with Keystone when --auth-url "
-        "or AUTHMW_AUTH_URL is set. Keystone secrets come from AUTHMW_PASSWORD, "
+        description="Validate a token with the local store, or with Keystone when --auth-url "
+        f"or AUTHMW_AUTH_URL is set. Give the token on standard input ('authmw check -') or "
+        f"in {_TOKEN_ENV}; with neither TOKEN nor {_TOKEN_ENV}, standard input is read unless "
+        "it is a terminal. A TOKEN argument works but is visible to other users in ps and "
+        "kept in shell history (a warning says so). "
+        "Keystone secrets come from AUTHMW_PASSWORD, "
         "AUTHMW_APPLICATION_CREDENTIAL_SECRET or AUTHMW_STATIC_TOKEN. "
-        "Exit status 0 valid, 1 invalid, 2 unavailable.",
+        "Exit status 0 valid, 1 invalid, 2 usage error or unavailable.",
     )
-    check.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
+    check.add_argument(
+        "token",
+        metavar="TOKEN",
+        nargs="?",
+        help="- to read the token from stdin; the token itself is accepted, with a warning",
+    )
     check.add_argument("--json", action="store_true", help="print the identity as JSON")
     check.add_argument("--auth-url", metavar="URL", help="Keystone URL (env AUTHMW_AUTH_URL)")
     for option, text in _KEYSTONE_OPTIONS:

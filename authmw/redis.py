@@ -19,9 +19,36 @@ undecodable entry is a miss.
 Revocation: ``revoke(audit_id)`` writes a marker that every process checks
 on each Redis hit, inside the same round trip (a small Lua script reads the
 entry, the generation counter and the entry's revocation markers at once);
-``revoke(None)`` bumps the namespace's generation, which retires every entry
-written before. A token already held in another process's *in-process*
-cache stays usable there until that entry expires (``cache_time``).
+``revoke(None)`` moves the namespace's generation on, which retires every
+entry written before. A token already held in another process's
+*in-process* cache stays usable there until that entry expires
+(``cache_time``).
+
+Markers and the generation carry no MAC, so a process never goes back on a
+revocation it has seen, whatever Redis says later: it remembers the markers
+it wrote or found on an authentic entry for ``max_ttl`` (at most 65,536;
+past that it takes no identity from Redis until the forgotten ones would
+have expired), and the highest generation it read or made (an entry of any
+other generation is stale; a lower counter in Redis is put back up on the
+next read; ``revoke(None)`` moves past both). A revocation Redis could not
+record still holds in the process that made it.
+
+What someone who can write to Redis but lacks ``secret`` can still do:
+
+- make a process that never saw a revocation (did not make it, read no
+  entry of the token while the marker was there, read no newer generation
+  before the counter was set back) accept a revoked token's entry again,
+  until the entry's own valid-until (at most ``max_ttl`` after it was
+  written): by deleting the marker, setting the counter back, or writing
+  back an entry value copied earlier;
+- delete, expire or flood entries, markers and the counter: more misses,
+  so more load on the validator, never a forged identity or rejection;
+  markers they add for a copied marker id, or a counter set very high,
+  only cause misses too (a counter at the 64-bit limit makes every
+  ``revoke(None)`` fail to reach Redis: logged, and still local);
+- deny service: fill or slow Redis (each call is bounded by the socket
+  timeouts; requests then go to the validator);
+- read what is stored: token digests, and identities unless ``encrypt=True``.
 
 Redis down or slow never fails a request: the socket timeouts are short,
 any error is a miss or a dropped write, one WARNING is logged per outage,
@@ -44,8 +71,9 @@ import struct
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigurationError, InvalidToken
 from .identity import Identity
@@ -64,23 +92,51 @@ _NONCE_LEN = 12
 _TAIL = struct.Struct(">Qd")  # generation, valid-until (timer seconds)
 _MIN_SECRET = 32
 _MAX_MARKERS = 255
+_MAX_GENERATION = 2**63 - 1  # Redis integers are signed 64-bit
+# Revocation markers remembered per process (~150 bytes each).
+_REMEMBERED_REVOCATIONS = 65_536
+# Generations read before a validation, kept for the write that follows it.
+_REMEMBERED_GENERATIONS = 4096
 
 # Reads the entry, the generation and the entry's revocation markers in one
-# round trip. The marker ids sit in clear at the start of the value (they are
-# HMACs of audit ids, covered by the entry's MAC); a tampered list only makes
-# the client-side MAC check fail.
+# round trip; answers {entry, generation, 1 + index of a marker found or 0}.
+# The marker ids sit in clear at the start of the value (they are HMACs of
+# audit ids, covered by the entry's MAC); a tampered list only makes the
+# client-side MAC check fail. A generation below ARGV[2] (the highest this
+# client has seen) was set back or lost: it is put back up.
 _GET_SCRIPT = """
 local v = redis.call('GET', KEYS[1])
 local g = redis.call('GET', KEYS[2])
+local seen = tonumber(ARGV[2])
+if seen > 0 and (tonumber(g) or -1) < seen then
+  redis.call('SET', KEYS[2], ARGV[2])
+  g = ARGV[2]
+end
 if not v then return {false, g, 0} end
 local n = string.byte(v, 4)
 if n == nil then return {v, g, 0} end
 for i = 0, n - 1 do
   local id = string.sub(v, 5 + i * 32, 4 + (i + 1) * 32)
-  if redis.call('EXISTS', ARGV[1] .. id) == 1 then return {false, g, 1} end
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then return {v, g, i + 1} end
 end
 return {v, g, 0}
 """
+
+# Revoke everything: the generation becomes max(current + 1, ARGV[1]), ARGV[1]
+# being one past the highest this client has seen (an unreadable one is replaced).
+_BUMP_SCRIPT = """
+local g = tonumber(redis.call('GET', KEYS[1]))
+if g and g >= tonumber(ARGV[1]) then return redis.call('INCR', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+
+class _Revocation(NamedTuple):
+    """What one revocation writes to Redis (it already holds in this process)."""
+
+    generation: int | None  # revoke everything: the lowest generation Redis must reach
+    markers: tuple[bytes, ...]  # revoke one token: its marker keys
 
 
 class RedisCacheStats:
@@ -250,18 +306,25 @@ class RedisCache:
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
-        self._script: Any = None
-        self._async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._scripts: tuple[Any, Any] | None = None  # (get, bump) of the blocking client
+        self._async_scripts: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, Any]
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         # Health: 0.0 = usable; otherwise the clock time before which Redis is left alone.
         self._retry_at = 0.0
         self._backoff = self.retry_interval
         self._down = False
         self._last_reject_log = -math.inf
+        self._marker_ttl_ms = math.ceil(self.max_ttl * 1000)
         # token digest -> generation read just before its validation (see _write)
-        self._generations: dict[bytes, int] = {}
+        self._generations: OrderedDict[bytes, int] = OrderedDict()
+        # What this process will not go back on (see the module docstring): the
+        # highest generation seen, markers -> until when (timer) they hold, and
+        # until when no identity is taken from Redis (memory of markers full).
+        self._generation = 0
+        self._revoked: OrderedDict[bytes, float] = OrderedDict()
+        self._distrust_until = -math.inf
 
     @classmethod
     def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:
@@ -303,14 +366,19 @@ class RedisCache:
                 client = self._client
         return client
 
-    def _sync_script(self) -> Any:
-        script = self._script
-        if script is None:
-            script = self._script = self._sync_client().register_script(_GET_SCRIPT)
-        return script
+    def _sync_scripts(self) -> tuple[Any, Any]:
+        """The (get, bump) scripts of the blocking client."""
+        scripts = self._scripts
+        if scripts is None:
+            client = self._sync_client()
+            scripts = self._scripts = (
+                client.register_script(_GET_SCRIPT),
+                client.register_script(_BUMP_SCRIPT),
+            )
+        return scripts
 
-    def _async_client(self) -> tuple[Any, Any]:
-        """The asyncio client and GET script of the running loop (one per loop)."""
+    def _async_client(self) -> tuple[Any, tuple[Any, Any]]:
+        """The asyncio client and (get, bump) scripts of the running loop (one per loop)."""
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
@@ -332,7 +400,10 @@ class RedisCache:
                 )
             with self._lock:
                 self._async_clients[loop] = client
-                self._async_scripts[loop] = client.register_script(_GET_SCRIPT)
+                self._async_scripts[loop] = (
+                    client.register_script(_GET_SCRIPT),
+                    client.register_script(_BUMP_SCRIPT),
+                )
         return client, self._async_scripts[loop]
 
     # -- health --------------------------------------------------------------
@@ -405,22 +476,31 @@ class RedisCache:
             body = head + payload
         return body + _mac(keys, rkey, body)
 
-    def _open(self, rkey: bytes, value: bytes, generation: int) -> Identity | None:
-        """The identity in ``value``; None when unusable. Raises InvalidToken for a rejection."""
+    def _verify(self, rkey: bytes, value: bytes) -> tuple[bytes, _Keys] | None:
+        """(body, keys that signed it) of an authentic ``value``; None otherwise."""
         if len(value) < 4 + _TAIL.size + _MAC_LEN or value[0] != _VERSION:
-            return self._reject("malformed")
+            self._reject("malformed")
+            return None
         body, tag = value[:-_MAC_LEN], value[-_MAC_LEN:]
         for keys in self._keys:
             if hmac.compare_digest(_mac(keys, rkey, body), tag):
-                break
-        else:
-            return self._reject("bad MAC or written with another secret")
+                return body, keys
+        self._reject("bad MAC or written with another secret")
+        return None
+
+    def _open(self, rkey: bytes, value: bytes, generation: int) -> Identity | None:
+        """The identity in ``value``; None when unusable. Raises InvalidToken for a rejection."""
+        verified = self._verify(rkey, value)
+        if verified is None:
+            return None
+        body, keys = verified
         kind, flags, count = body[1], body[2], body[3]
         payload_at = 4 + count * _MARKER_LEN + _TAIL.size
         if len(body) < payload_at:
             return self._reject("malformed")
         entry_generation, until = _TAIL.unpack_from(body, payload_at - _TAIL.size)
-        if entry_generation != generation or not self._timer() < until:
+        now = self._timer()
+        if entry_generation != generation or not now < until:
             self.stats.stale += 1
             return None
         if kind == _NEGATIVE:
@@ -428,6 +508,9 @@ class RedisCache:
             raise InvalidToken("token rejected recently (shared cache)")
         if kind != _POSITIVE or bool(flags & _ENCRYPTED) != self.encrypt:
             return self._reject("unexpected kind or encryption mode")
+        if self._revoked_here(body[4 : 4 + count * _MARKER_LEN], now):
+            self.stats.revoked += 1
+            return None
         payload = body[payload_at:]
         try:
             if self.encrypt:
@@ -449,11 +532,13 @@ class RedisCache:
         return None
 
     def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
-        value, generation, revoked = reply
-        generation = int(generation or 0)
-        if value is None:
+        value, raw_generation, revoked = reply
+        generation = self._generation_of(raw_generation)
+        if value is None or revoked:
             if revoked:
                 self.stats.revoked += 1
+                if value is not None:
+                    self._learn_marker(rkey, value, int(revoked) - 1)
             else:
                 self.stats.misses += 1
             self._remember_generation(key, generation)
@@ -463,13 +548,92 @@ class RedisCache:
             self._remember_generation(key, generation)
         return identity
 
+    # -- what this process does not go back on ------------------------------------
+    def _generation_of(self, raw: Any) -> int:
+        """The generation entries must carry: Redis's, or a higher one seen before."""
+        try:
+            read = int(raw or 0)
+        except (TypeError, ValueError):
+            read = 0  # unreadable: as good as set back
+        with self._lock:
+            if self._generation < read <= _MAX_GENERATION:
+                self._generation = read
+            return self._generation
+
+    def _revoked_here(self, markers: bytes, now: float) -> bool:
+        """Whether an entry with these markers was revoked as far as this process knows."""
+        with self._lock:
+            if now < self._distrust_until:
+                return True
+            if not self._revoked:
+                return False
+            for at in range(0, len(markers), _MARKER_LEN):
+                until = self._revoked.get(markers[at : at + _MARKER_LEN])
+                if until is not None and now < until:
+                    return True
+        return False
+
+    def _remember_revoked(self, markers: Iterable[bytes]) -> None:
+        """Hold entries with these markers revoked here for ``max_ttl``, in bounded memory."""
+        now = self._timer()
+        until = now + self.max_ttl
+        with self._lock:
+            revoked = self._revoked
+            for marker in markers:
+                revoked[marker] = until
+                revoked.move_to_end(marker)
+            while revoked:
+                marker, held_until = next(iter(revoked.items()))
+                if held_until > now and len(revoked) <= _REMEMBERED_REVOCATIONS:
+                    break
+                del revoked[marker]
+                if held_until > now:
+                    # Forgotten early: take no identity from Redis while it would hold.
+                    self._distrust_until = max(self._distrust_until, held_until)
+
+    def _learn_marker(self, rkey: bytes, value: bytes, index: int) -> None:
+        """Remember the marker Redis found set on an authentic entry."""
+        verified = self._verify(rkey, value)
+        if verified is not None and 0 <= index < verified[0][3]:
+            at = 4 + index * _MARKER_LEN
+            self._remember_revoked([verified[0][at : at + _MARKER_LEN]])
+
     def _remember_generation(self, key: bytes, generation: int) -> None:
         # A miss is followed by a validation and a put: the entry must carry the
         # generation read *before* the validation, or a revoke(None) racing with
         # it would be lost.
-        if len(self._generations) >= 4096:
-            self._generations.clear()
-        self._generations[key] = generation
+        with self._lock:
+            self._generations[key] = generation
+            self._generations.move_to_end(key)
+            if len(self._generations) > _REMEMBERED_GENERATIONS:
+                self._generations.popitem(last=False)
+
+    def _remembered_generation(self, key: bytes) -> int | None:
+        with self._lock:
+            return self._generations.pop(key, None)
+
+    def _plan_revocation(self, audit_id: str | None) -> _Revocation:
+        """Apply a revocation in this process at once; what to write to Redis (no I/O)."""
+        if audit_id is None:
+            with self._lock:
+                self._generation += 1
+                return _Revocation(self._generation, ())
+        markers = [keys.marker(audit_id) for keys in self._keys]
+        self._remember_revoked(markers)
+        return _Revocation(None, tuple(self._marker_prefix + m for m in markers))
+
+    def _revoke_failed(self, exc: BaseException) -> None:
+        # Rare and important: say so every time, not once per outage.
+        log.warning(
+            "could not record a revocation in the shared cache %r (%s: %s); it holds in this "
+            "process, but other processes may accept the token until their entries expire "
+            "(max %.0fs)",
+            self,
+            type(exc).__name__,
+            exc,
+            self.max_ttl,
+        )
+        self._failed("revoke", exc)
 
     def _prepare(
         self, key: bytes, identity: Identity | None, ttl: float, generation: int
@@ -481,7 +645,7 @@ class RedisCache:
         rkey = self._entry_key(key)
         try:
             value = self._seal(rkey, generation, self._timer() + ttl, identity)
-        except (TypeError, ValueError) as exc:  # e.g. an ``extra`` that JSON cannot hold
+        except (TypeError, ValueError, struct.error) as exc:  # e.g. JSON cannot hold ``extra``
             log.debug("identity not written to the shared cache: %s", exc)
             self.stats.dropped_writes += 1
             return None
@@ -498,8 +662,10 @@ class RedisCache:
             return None
         rkey = self._entry_key(key)
         try:
-            reply = self._sync_script()(
-                keys=[rkey, self._gen_key], args=[self._marker_prefix], client=self._sync_client()
+            reply = self._sync_scripts()[0](
+                keys=[rkey, self._gen_key],
+                args=[self._marker_prefix, self._generation],
+                client=self._sync_client(),
             )
         except Exception as exc:
             self._failed("get", exc)
@@ -521,9 +687,9 @@ class RedisCache:
             return
         try:
             client = self._sync_client()
-            generation = self._generations.pop(key, None)
+            generation = self._remembered_generation(key)
             if generation is None:
-                generation = int(client.get(self._gen_key) or 0)
+                generation = self._generation_of(client.get(self._gen_key))
             entry = self._prepare(key, identity, ttl, generation)
             if entry is None:
                 return
@@ -539,27 +705,23 @@ class RedisCache:
         """Make cached entries of the token with ``audit_id`` unusable in every process.
 
         ``None`` retires every entry of the namespace (the generation moves on).
+        Holds in this process even when Redis cannot be told (logged).
         """
+        plan = self._plan_revocation(audit_id)
         try:
-            if audit_id is None:
-                self._sync_client().incr(self._gen_key)
+            client = self._sync_client()
+            if plan.generation is not None:
+                bump = self._sync_scripts()[1]
+                self._generation_of(
+                    bump(keys=[self._gen_key], args=[plan.generation], client=client)
+                )
             else:
-                ttl_ms = math.ceil(self.max_ttl * 1000)
-                pipe = self._sync_client().pipeline(transaction=False)
-                for keys in self._keys:
-                    pipe.set(self._marker_prefix + keys.marker(audit_id), b"1", px=ttl_ms)
+                pipe = client.pipeline(transaction=False)
+                for marker in plan.markers:
+                    pipe.set(marker, b"1", px=self._marker_ttl_ms)
                 pipe.execute()
         except Exception as exc:
-            # Rare and important: say so every time, not once per outage.
-            log.warning(
-                "could not record a revocation in the shared cache %r (%s: %s); other "
-                "processes may accept the token until their entries expire (max %.0fs)",
-                self,
-                type(exc).__name__,
-                exc,
-                self.max_ttl,
-            )
-            self._failed("revoke", exc)
+            self._revoke_failed(exc)
             return
         self._succeeded()
 
@@ -574,9 +736,11 @@ class RedisCache:
             return None
         rkey = self._entry_key(key)
         try:
-            client, script = self._async_client()
+            client, (script, _) = self._async_client()
             reply = await script(
-                keys=[rkey, self._gen_key], args=[self._marker_prefix], client=client
+                keys=[rkey, self._gen_key],
+                args=[self._marker_prefix, self._generation],
+                client=client,
             )
         except Exception as exc:
             self._failed("get", exc)
@@ -598,9 +762,9 @@ class RedisCache:
             return
         try:
             client, _ = self._async_client()
-            generation = self._generations.pop(key, None)
+            generation = self._remembered_generation(key)
             if generation is None:
-                generation = int(await client.get(self._gen_key) or 0)
+                generation = self._generation_of(await client.get(self._gen_key))
             entry = self._prepare(key, identity, ttl, generation)
             if entry is None:
                 return
@@ -614,24 +778,20 @@ class RedisCache:
 
     async def arevoke(self, audit_id: str | None) -> None:
         """Awaitable :meth:`revoke`."""
+        plan = self._plan_revocation(audit_id)
         try:
-            client, _ = self._async_client()
-            if audit_id is None:
-                await client.incr(self._gen_key)
+            client, (_, bump) = self._async_client()
+            if plan.generation is not None:
+                self._generation_of(
+                    await bump(keys=[self._gen_key], args=[plan.generation], client=client)
+                )
             else:
-                ttl_ms = math.ceil(self.max_ttl * 1000)
                 pipe = client.pipeline(transaction=False)
-                for keys in self._keys:
-                    pipe.set(self._marker_prefix + keys.marker(audit_id), b"1", px=ttl_ms)
+                for marker in plan.markers:
+                    pipe.set(marker, b"1", px=self._marker_ttl_ms)
                 await pipe.execute()
         except Exception as exc:
-            log.warning(
-                "could not record a revocation in the shared cache %r (%s: %s)",
-                self,
-                type(exc).__name__,
-                exc,
-            )
-            self._failed("revoke", exc)
+            self._revoke_failed(exc)
             return
         self._succeeded()
 
@@ -640,7 +800,7 @@ class RedisCache:
         """Close the blocking client's connections."""
         with self._lock:
             client, self._client = self._client, None
-            self._script = None
+            self._scripts = None
         if client is not None:
             client.close()
 

@@ -9,6 +9,7 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 from authmw import Identity, IdentityServiceUnavailable, InvalidToken
+from authmw.validators.base import Validator, ValidatorWrapper
 
 GOOD = "good-token-0123456789"
 OTHER = "other-token-9876543210"
@@ -252,3 +253,28 @@ async def call_asgi(
 def asgi_header(scope: dict[str, Any], name: bytes) -> list[bytes]:
     """Every value of header ``name`` (lower-case) in an ASGI scope."""
     return [v for n, v in scope["headers"] if n.lower().replace(b"_", b"-") == name]
+
+
+class PausedAfterRead(ValidatorWrapper):
+    """Validates with the wrapped validator, then (first call only) waits until released.
+
+    The answer is read before the pause: a revocation made during the pause
+    happens after the validator looked the token up.
+    """
+
+    def __init__(self, validator: Validator) -> None:
+        self.validator = validator
+        self.read = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        with self._lock:
+            self.calls += 1
+            first = self.calls == 1
+        identity = self.validator.validate(token, allow_expired=allow_expired)
+        if first:
+            self.read.set()
+            assert self.release.wait(10)
+        return identity

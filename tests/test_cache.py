@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+from helpers import PausedAfterRead
 
 from authmw import (
     CachedValidator,
@@ -14,6 +17,8 @@ from authmw import (
     InvalidToken,
 )
 from authmw._hashing import token_digest
+from authmw.store import LocalTokenStore
+from authmw.validators.base import RevocationListener
 
 
 class Clock:
@@ -502,3 +507,158 @@ async def test_async_shared_rejection_is_remembered_locally_and_not_renewed() ->
     assert inner.calls == 0
     assert shared.gets == 2
     assert shared.put_invalid_calls == 1
+
+
+# -- a revocation while a validation is in flight -------------------------------------
+#
+# The validator below reads the (still valid) row from a real SQLite store, then
+# stops on an Event while the test revokes the token; the result it then returns
+# was obtained before the revocation and must neither be cached nor accepted.
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Iterator[LocalTokenStore]:
+    with LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db") as store:
+        yield store
+
+
+def test_token_revoked_during_its_validation_is_not_accepted(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    paused = PausedAfterRead(local_store)
+    cache = CachedValidator(paused, cache_time=300)
+    results, threads = run_threads(2, lambda: cache.validate(issued.token))
+    assert paused.read.wait(10)
+    wait_for_waiters(cache, 1)  # the second thread waits for the same validation
+
+    assert local_store.revoke(issued.id)
+    paused.release.set()
+    for t in threads:
+        t.join(10)
+
+    # Both callers were answered from a validation made after the revocation.
+    assert len(results) == 2 and all(isinstance(r, InvalidToken) for r in results), results
+    assert len(cache) == 0  # no identity cached for it
+    with pytest.raises(InvalidToken):
+        cache.validate(issued.token)
+
+
+def test_revoke_everything_during_a_validation_validates_again(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    paused = PausedAfterRead(local_store)
+    cache = CachedValidator(paused, cache_time=300)
+    results, threads = run_threads(1, lambda: cache.validate(issued.token))
+    assert paused.read.wait(10)
+    cache.invalidate(None)  # "anything may have changed"
+    paused.release.set()
+    threads[0].join(10)
+    assert isinstance(results[0], Identity)
+    assert paused.calls == 2  # the answer came from a validation after the revocation
+    assert cache.stats.revalidated == 1
+    assert cache.validate(issued.token).user_name == "alice"
+    assert paused.calls == 2  # and that one was cached
+
+
+def test_revocation_of_another_token_keeps_the_result(local_store: LocalTokenStore) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    other = local_store.issue(user_name="bob", ttl=3600)
+    paused = PausedAfterRead(local_store)
+    cache = CachedValidator(paused, cache_time=300)
+    results, threads = run_threads(1, lambda: cache.validate(issued.token))
+    assert paused.read.wait(10)
+    assert local_store.revoke(other.id)
+    paused.release.set()
+    threads[0].join(10)
+    assert isinstance(results[0], Identity)
+    assert paused.calls == 1
+    assert cache.lookup(issued.token) is not None
+
+
+async def test_token_revoked_during_an_async_validation_is_not_accepted(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    paused = PausedAfterRead(local_store)  # blocking: runs in authmw's worker threads
+    cache = CachedValidator(paused, cache_time=300)
+    tasks = [asyncio.create_task(cache.avalidate(issued.token)) for _ in range(3)]
+    assert await asyncio.to_thread(paused.read.wait, 10)
+
+    assert await asyncio.to_thread(local_store.revoke, issued.id)
+    paused.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert all(isinstance(r, InvalidToken) for r in results), results
+    assert len(cache) == 0  # no identity cached for it
+    with pytest.raises(InvalidToken):
+        await cache.avalidate(issued.token)
+
+
+class AsyncPausedAfterRead(PausedAfterRead):
+    """Native async form of :class:`PausedAfterRead`, paused on an asyncio.Event."""
+
+    def __init__(self, validator: LocalTokenStore) -> None:
+        super().__init__(validator)
+        self.store = validator
+        self.aread = asyncio.Event()
+        self.arelease = asyncio.Event()
+
+    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        self.calls += 1
+        identity = await self.store.avalidate(token, allow_expired=allow_expired)
+        if self.calls == 1:
+            self.aread.set()
+            await self.arelease.wait()
+        return identity
+
+
+async def test_token_revoked_during_a_native_async_validation_is_not_accepted(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    paused = AsyncPausedAfterRead(local_store)
+    cache = CachedValidator(paused, cache_time=300)
+    task = asyncio.create_task(cache.avalidate(issued.token))
+    await paused.aread.wait()
+    assert await asyncio.to_thread(local_store.revoke, issued.id)
+    paused.arelease.set()
+    with pytest.raises(InvalidToken):
+        await task
+    assert paused.calls == 2
+    assert len(cache) == 0  # no identity cached for it
+
+
+class RevokesEverythingEachTime(PausedAfterRead):
+    """Every validation is overtaken by a revoke-everything (None) of its validator."""
+
+    def __init__(self, validator: LocalTokenStore) -> None:
+        super().__init__(validator)
+        self.release.set()
+        self.listeners: list[RevocationListener] = []
+
+    def add_revocation_listener(self, listener: RevocationListener) -> None:
+        self.listeners.append(listener)
+
+    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        identity = super().validate(token, allow_expired=allow_expired)
+        for listener in self.listeners:
+            listener(None)
+        return identity
+
+
+async def test_validations_overtaken_again_and_again_end_in_unavailable(
+    local_store: LocalTokenStore,
+) -> None:
+    issued = local_store.issue(user_name="alice", ttl=3600)
+    validator = RevokesEverythingEachTime(local_store)
+    cache = CachedValidator(validator, cache_time=300)
+    with pytest.raises(IdentityServiceUnavailable):
+        cache.validate(issued.token)
+    assert validator.calls == 3
+    with pytest.raises(IdentityServiceUnavailable):
+        await cache.avalidate(issued.token)
+    assert validator.calls == 6
+    assert len(cache) == 0
+    assert cache.stats.revalidated == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -36,18 +37,68 @@ class CLI:
         self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
 
     def __call__(
-        self, *args: str, input: str | None = None, **env: str
+        self, *args: str, input: str | None = None, stdin: int | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:
+        """Run it; standard input is ``input``, else ``stdin`` (a file descriptor), else empty."""
+        if input is None and stdin is None:
+            stdin = subprocess.DEVNULL  # not the terminal pytest may run in
         return subprocess.run(
             [sys.executable, "-m", "authmw", *args],
             cwd=self.cwd,
             env={**self.env, **env},
             input=input,
+            stdin=stdin,
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
+
+    def argv_while_checking(
+        self, *args: str, input: str = "", **env: str
+    ) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+        """What ``ps`` shows of ``authmw check ARGS`` while it runs, and how it ended.
+
+        Its database server accepts the connection and says nothing: the check
+        is then past its start-up and still running, so /proc/PID/cmdline holds
+        its arguments. Then the server hangs up (the check ends with status 2).
+        A check that ends or prints before connecting shows no arguments.
+        """
+        stdin, feed = os.pipe()
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            silent.settimeout(60)
+            db = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/x"
+            child = subprocess.Popen(
+                [sys.executable, "-m", "authmw", "check", "--db", db, *args],
+                cwd=self.cwd,
+                env={**self.env, **env},
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            os.close(stdin)
+            argv: list[bytes] = []
+            try:
+                try:
+                    os.write(feed, input.encode())
+                finally:
+                    os.close(feed)
+                # The connection, or output / an end before it (then there is no argv).
+                ready, _, _ = select.select([silent, child.stdout, child.stderr], [], [], 60)
+                if silent in ready:
+                    connection, _ = silent.accept()
+                    with connection:
+                        argv = Path(f"/proc/{child.pid}/cmdline").read_bytes().split(b"\0")
+                stdout, stderr = child.communicate(timeout=60)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        shown = [a.decode() for a in argv if a]
+        return shown, subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
     def issue(self, *args: str, **env: str) -> tuple[str, str]:
         result = self("token", "issue", *args, **env)
@@ -116,17 +167,19 @@ def test_quiet_issue_prints_only_the_token(cli: CLI) -> None:
 
 def test_check_exit_codes(cli: CLI) -> None:
     cli.issue("--user", "alice")
-    invalid = cli("check", "amw_" + "A" * 49)
+    invalid = cli("check", AUTHMW_TOKEN="amw_" + "A" * 49)
     assert invalid.returncode == 1
     assert invalid.stderr.strip() == "invalid token: malformed token"
     from authmw.store._tokens import new_token
 
-    unknown = cli("check", new_token())
+    unknown = cli("check", "-", input=new_token())
     assert unknown.returncode == 1
     assert "unknown token" in unknown.stderr
 
     port = _free_port()
-    unavailable = cli("check", new_token(), "--db", f"postgresql://u:pw@127.0.0.1:{port}/x")
+    unavailable = cli(
+        "check", "--db", f"postgresql://u:pw@127.0.0.1:{port}/x", AUTHMW_TOKEN=new_token()
+    )
     assert_one_line_error(unavailable, "unavailable", "***")
     assert ":pw@" not in unavailable.stderr
 
@@ -153,6 +206,81 @@ def test_check_with_keystone_settings_uses_keystone(cli: CLI) -> None:
     assert_one_line_error(both_env, "not both")
     secret_option = cli("check", keystone_token, "--auth-url", "http://x/v3", "--password", "pw")
     assert_one_line_error(secret_option, "unrecognized arguments: --password")
+
+
+# -- where the token comes from ------------------------------------------------
+ARGV_WARNING = "warning: a token on the command line"
+
+
+def test_check_reads_the_token_from_stdin_or_the_environment(cli: CLI) -> None:
+    token, token_id = cli.issue("--user", "alice")
+    bad = "amw_" + "A" * 49
+
+    for result in (
+        cli("check", "-", input=token + "\n"),  # explicitly from stdin
+        cli("check", input=token),  # no TOKEN, stdin is not a terminal
+        cli("check", AUTHMW_TOKEN=token),
+        cli("check", "--json", AUTHMW_TOKEN=token, input=bad),  # the variable comes first
+        cli("check", "-", input=token, AUTHMW_TOKEN=bad),  # but not before an explicit -
+    ):
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert token_id in result.stdout
+
+    invalid = cli("check", AUTHMW_TOKEN=bad)
+    assert (invalid.returncode, invalid.stderr.strip()) == (1, "invalid token: malformed token")
+    invalid = cli("check", input=bad)
+    assert (invalid.returncode, invalid.stderr.strip()) == (1, "invalid token: malformed token")
+
+
+def test_check_without_a_token_is_a_usage_error(cli: CLI) -> None:
+    cli.issue("--user", "alice")
+    assert_one_line_error(cli("check"), "no token on standard input")
+    assert_one_line_error(cli("check", "-", input="\n"), "no token on standard input")
+    assert_one_line_error(cli("check", AUTHMW_TOKEN=""), "no token on standard input")
+    leader, follower = os.openpty()  # a terminal on stdin: nothing to read, nothing given
+    try:
+        at_terminal = cli("check", stdin=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert_one_line_error(at_terminal, "no token", "authmw check -", "AUTHMW_TOKEN")
+
+
+def test_token_as_an_argument_still_works_with_a_warning(cli: CLI) -> None:
+    token, _ = cli.issue("--user", "alice")
+    result = cli("check", token)
+    assert result.returncode == 0
+    assert result.stdout.startswith("valid token")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert ARGV_WARNING in lines[0] and "AUTHMW_TOKEN" in lines[0] and "check -" in lines[0]
+    assert token not in result.stderr
+    invalid = cli("check", "amw_" + "A" * 49)
+    assert invalid.returncode == 1
+    assert ARGV_WARNING in invalid.stderr
+    assert "AUTHMW_TOKEN" in cli("check", "--help").stdout
+    # A usage mistake stays one line, without the warning.
+    assert_one_line_error(cli("check", token, "--auth-url", "http://x/v3", "--db", "t.db"))
+
+
+def test_token_from_stdin_or_environment_is_not_in_the_process_arguments(cli: CLI) -> None:
+    token = "amw_" + "Q" * 49  # well-formed enough to reach the database
+
+    argv, result = cli.argv_while_checking("-", input=token + "\n")
+    assert argv[-1] == "-"
+    assert not any(token in a for a in argv), argv
+    assert result.returncode == 2 and token not in result.stderr
+
+    argv, result = cli.argv_while_checking(AUTHMW_TOKEN=token)
+    assert argv[-2] == "--db"
+    assert not any(token in a for a in argv), argv
+    assert result.returncode == 2 and token not in result.stderr
+
+    # The way this test looks is the way ps looks: a token given as TOKEN is there.
+    argv, result = cli.argv_while_checking(token)
+    assert token in argv
+    assert_one_line_error(result, "unavailable")  # no warning without an answer
 
 
 # -- list / show / revoke / purge ----------------------------------------------
@@ -268,7 +396,7 @@ def test_pepper_from_the_environment(cli: CLI) -> None:
         (("token", "frobnicate"), ("invalid choice",)),
         (("token",), ("required",)),
         ((), ("required",)),
-        (("check",), ("TOKEN",)),
+        (("check",), ("no token",)),
         (("token", "list"), ("no token store",)),
         (("token", "issue", "--user", "bob", "--db", "mysql://x/y"), ("url", "unsupported")),
     ],

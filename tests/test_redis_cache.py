@@ -7,10 +7,12 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import MutableMapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from helpers import (
     OTHER,
     ASGIRecorder,
     Counting,
+    PausedAfterRead,
     WSGIRecorder,
     call_wsgi,
     environ,
@@ -33,6 +36,7 @@ from authmw import AuthCore, ConfigurationError, Identity, InMemoryValidator, In
 from authmw._hashing import token_digest
 from authmw.asgi import ASGIAuthMiddleware
 from authmw.redis import RedisCache
+from authmw.store import LocalTokenStore
 from authmw.wsgi import WSGIAuthMiddleware
 
 pytestmark = pytest.mark.redis
@@ -69,6 +73,12 @@ def request(app: WSGIAuthMiddleware, token: str) -> int:
 def entry_keys(client: redis.Redis, namespace: str) -> list[bytes]:
     keys: list[bytes] = client.keys(f"{namespace}:t:*")  # type: ignore[assignment]
     return sorted(keys)
+
+
+def positive_entries(url: str, namespace: str) -> list[bytes]:
+    """Keys of the identities (not rejections) stored in the namespace."""
+    client = redis.Redis.from_url(url)
+    return [k for k in entry_keys(client, namespace) if (client.get(k) or b"")[1:2] == b"P"]
 
 
 # -- sharing between processes -------------------------------------------------
@@ -408,12 +418,233 @@ def test_revoke_everything_retires_every_entry(redis_url: str, namespace: str) -
     assert third_validator.calls == []
 
 
+def test_validation_racing_a_revocation_is_not_shared(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """A result read before the token was revoked is not written to Redis."""
+    with LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db") as store:
+        issued = store.issue(user_name="alice", ttl=3600)
+        paused = PausedAfterRead(store)
+        cache = shared(redis_url, namespace)
+        app = wsgi(paused, cache)
+        codes: list[int] = []
+        worker = threading.Thread(target=lambda: codes.append(request(app, issued.token)))
+        worker.start()
+        assert paused.read.wait(10)
+        assert store.revoke(issued.id)  # the middleware's cache listens to this store
+        paused.release.set()
+        worker.join(10)
+
+        assert codes == [401]
+        assert positive_entries(redis_url, namespace) == []
+        other = Counting()  # would accept nothing; must not be asked either way
+        assert request(wsgi(other, shared(redis_url, namespace)), issued.token) == 401
+
+
+async def test_async_validation_racing_a_revocation_is_not_shared(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    with LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db") as store:
+        issued = store.issue(user_name="alice", ttl=3600)
+        paused = PausedAfterRead(store)
+        cache = shared(redis_url, namespace)
+        app = ASGIAuthMiddleware(ASGIRecorder(), validator=paused, shared_cache=cache)
+        pending = asyncio.create_task(asgi_request(app, issued.token))
+        assert await asyncio.to_thread(paused.read.wait, 10)
+        assert await asyncio.to_thread(store.revoke, issued.id)
+        paused.release.set()
+
+        assert await pending == 401
+        assert positive_entries(redis_url, namespace) == []
+        await cache.aclose()
+
+
 def test_namespaces_are_separate(redis_url: str, namespace: str) -> None:
     first = wsgi(Counting({GOOD: full_identity()}), shared(redis_url, namespace))
     request(first, GOOD)
     validator = Counting({GOOD: full_identity()})
     assert request(wsgi(validator, shared(redis_url, namespace + "-other")), GOOD) == 200
     assert validator.calls == [GOOD]
+
+
+# -- a Redis writer without the secret cannot undo a revocation ---------------------------
+#
+# Markers and the generation counter carry no MAC: whoever can write to Redis can
+# delete a marker or set the counter back. A process must not go back on a
+# revocation it has seen, whatever Redis says afterwards.
+
+
+def delete_markers(url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(url)
+    markers = client.keys(f"{namespace}:rev:*")
+    assert markers
+    client.delete(*markers)
+
+
+def test_deleted_marker_does_not_revive_a_revoked_entry(redis_url: str, namespace: str) -> None:
+    key = token_digest(GOOD)
+    identity = full_identity(audit_ids=("audit-deleted-marker",))
+    revoker, reader, bystander = (shared(redis_url, namespace) for _ in range(3))
+    revoker.put(key, identity, 60)
+    assert reader.get(key) == identity
+    revoker.revoke("audit-deleted-marker")
+    assert reader.get(key) is None  # the reader sees the marker...
+
+    delete_markers(redis_url, namespace)  # ...then someone without the secret deletes it
+
+    assert reader.get(key) is None
+    assert revoker.get(key) is None
+    assert reader.stats.revoked == 2 and revoker.stats.revoked == 1
+    # Only a process that never saw the revocation takes the entry again.
+    assert bystander.get(key) == identity
+
+
+def test_generation_set_back_does_not_revive_retired_entries(
+    redis_url: str, namespace: str
+) -> None:
+    key = token_digest(GOOD)
+    client = redis.Redis.from_url(redis_url)
+    writer, reader = shared(redis_url, namespace), shared(redis_url, namespace)
+    writer.put(key, full_identity(), 60)
+    assert reader.get(key) == full_identity()
+    writer.revoke(None)
+    assert reader.get(key) is None  # retired: the reader saw generation 1
+
+    client.set(f"{namespace}:gen", 0)  # set back by someone without the secret
+
+    assert reader.get(key) is None
+    assert writer.get(key) is None
+    # A process that saw the higher generation puts it back for the others.
+    assert int(client.get(f"{namespace}:gen") or 0) == 1
+    client.delete(f"{namespace}:gen")
+    assert reader.get(key) is None
+    assert int(client.get(f"{namespace}:gen") or 0) == 1
+
+
+def test_revoke_everything_moves_past_the_highest_generation_seen(
+    redis_url: str, namespace: str
+) -> None:
+    key = token_digest(GOOD)
+    client = redis.Redis.from_url(redis_url)
+    cache = shared(redis_url, namespace)
+    client.set(f"{namespace}:gen", 5)
+    cache.put(key, full_identity(), 60)
+    assert cache.get(key) == full_identity()
+    client.set(f"{namespace}:gen", 0)
+    cache.revoke(None)
+    assert int(client.get(f"{namespace}:gen") or 0) == 6
+    assert cache.get(key) is None
+    assert shared(redis_url, namespace).get(key) is None
+
+
+def test_unreadable_generation_is_not_an_error(redis_url: str, namespace: str) -> None:
+    key = token_digest(GOOD)
+    client = redis.Redis.from_url(redis_url)
+    cache = shared(redis_url, namespace)
+    cache.put(key, full_identity(), 60)
+    assert cache.get(key) == full_identity()
+    cache.revoke(None)
+    client.set(f"{namespace}:gen", "not a number")
+    assert cache.get(key) is None  # a miss, not an exception
+    fresh = shared(redis_url, namespace)
+    assert fresh.get(key) is None
+    cache.revoke(None)  # still works: the counter is written anew
+    assert int(client.get(f"{namespace}:gen") or 0) == 2
+
+
+def test_revocation_redis_did_not_record_still_holds_here(
+    redis_server: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Revoked while Redis was down: entries written back later are not taken here."""
+    clock = Clock(0.0)
+    key, other_key = token_digest(GOOD), token_digest(OTHER)
+    one_token = shared(redis_server.url, namespace, clock=clock, retry_interval=1)
+    everything = shared(redis_server.url, namespace, clock=clock, retry_interval=1)
+    one_token.put(key, full_identity(audit_ids=("audit-while-down",)), 60)
+    one_token.put(other_key, full_identity(audit_ids=("other",)), 60)
+    assert one_token.get(key) is not None and everything.get(other_key) is not None
+    client = redis.Redis.from_url(redis_server.url)
+    saved = {k: client.get(k) for k in (one_token._entry_key(key), one_token._entry_key(other_key))}
+
+    redis_server.stop()
+    one_token.revoke("audit-while-down")
+    everything.revoke(None)
+    assert len([r for r in _warnings(caplog) if "revocation" in r.getMessage()]) == 2
+    redis_server.start()  # empty: write the old, authentic entries back, as a replay would
+    client = redis.Redis.from_url(redis_server.url)
+    for k, v in saved.items():
+        assert v is not None
+        client.set(k, v, ex=60)
+    clock.now += 10  # past the back-off
+
+    assert one_token.get(key) is None
+    assert one_token.get(other_key) is not None  # only the revoked token
+    assert everything.get(other_key) is None
+    assert everything.get(key) is None
+
+
+async def test_async_revocations_are_not_undone(redis_url: str, namespace: str) -> None:
+    key = token_digest(GOOD)
+    client = redis.Redis.from_url(redis_url)
+    identity = full_identity(audit_ids=("async-marker",))
+    revoker, reader = shared(redis_url, namespace), shared(redis_url, namespace)
+    await revoker.aput(key, identity, 60)
+    assert await reader.aget(key) == identity
+    await revoker.arevoke("async-marker")
+    assert await reader.aget(key) is None
+    delete_markers(redis_url, namespace)
+    assert await reader.aget(key) is None
+    assert await revoker.aget(key) is None
+
+    await revoker.aput(token_digest(OTHER), full_identity(), 60)
+    assert await reader.aget(token_digest(OTHER)) == full_identity()
+    await revoker.arevoke(None)
+    assert await reader.aget(token_digest(OTHER)) is None
+    client.delete(f"{namespace}:gen")
+    assert await reader.aget(token_digest(OTHER)) is None
+    assert await revoker.aget(token_digest(OTHER)) is None
+    await revoker.aclose()
+    await reader.aclose()
+
+
+async def test_revoke_and_arevoke_report_a_failure_alike(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    for audit_id in ("audit-1", None):
+        sync_cache, async_cache = shared(url, namespace), shared(url, namespace)
+        caplog.clear()
+        sync_cache.revoke(audit_id)
+        await async_cache.arevoke(audit_id)
+        records = [r for r in _warnings(caplog) if "revocation" in r.getMessage()]
+        assert len(records) == 2
+        # One reporter: the same message, but for the client's own wording of the error.
+        assert records[0].msg == records[1].msg
+        assert [r.args[1] for r in records] == ["ConnectionError"] * 2  # type: ignore[index]
+        assert "holds in this process" in records[0].getMessage()
+        await async_cache.aclose()
+
+
+def test_remembered_revocations_are_bounded(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound, forgetting a revocation means distrusting shared identities instead."""
+    import authmw.redis
+
+    monkeypatch.setattr(authmw.redis, "_REMEMBERED_REVOCATIONS", 2)
+    clock = Clock()
+    key = token_digest(GOOD)
+    cache = shared(redis_url, namespace, timer=clock, max_ttl=60)
+    for audit_id in ("first", "second", "third"):
+        cache.revoke(audit_id)
+    assert len(cache._revoked) == 2
+    cache.put(key, full_identity(audit_ids=("unrelated",)), 30)
+    assert cache.get(key) is None  # "first" may have been its audit id
+    clock.now += 61  # every entry written before the revocations is past its time
+    cache.put(key, full_identity(audit_ids=("unrelated",)), 30)
+    assert cache.get(key) == full_identity(audit_ids=("unrelated",))
+    cache.revoke("fourth")
+    assert list(cache._revoked) == [cache._keys[0].marker("fourth")]  # the old ones expired
 
 
 # -- Redis down, slow, back ---------------------------------------------------------------
