@@ -54,8 +54,7 @@ class ASGIAuthMiddleware:
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        if decision.challenged:
-            send = pipeline.challenging_send(send)
+        send = pipeline.app_send(scope, decision, send)
         await self.app(scope, receive, send)
 
     def _lifespan_send(self, send: Send) -> Send:

@@ -71,6 +71,8 @@ class Identity:
     application_credential: Mapping[str, Any] | None = field(default=None, hash=False)
     token_body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Limits checked on every request (see :mod:`authmw.restrictions`).
+    restrictions: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     # Derived once, read on every request.
     _roles_folded: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -100,6 +102,9 @@ class Identity:
         if self.token_body is not None:
             setattr_(self, "token_body", _frozen(self.token_body))
         setattr_(self, "extra", _frozen(self.extra))
+        if not isinstance(self.restrictions, Mapping):
+            raise TypeError("Identity.restrictions must be a mapping")
+        setattr_(self, "restrictions", _frozen(self.restrictions))
         setattr_(self, "_roles_folded", frozenset(r.casefold() for r in self.roles))
         expires = self.expires_at
         setattr_(self, "_expires_ts", expires.timestamp() if expires is not None else math.inf)
@@ -154,7 +159,7 @@ class Identity:
                 continue
             if isinstance(value, datetime):
                 value = value.isoformat()
-            elif name == "extra" and not value:
+            elif name in ("extra", "restrictions") and not value:
                 continue
             else:
                 value = _thawed(value)

@@ -15,13 +15,15 @@ requests included: a client-sent identity header never reaches the app.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from . import headers as _headers
+from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
 from .core import AuthCore, Decision
 from .errors import ConfigurationError
 from .responses import Rejection, websocket_close_code
+from .restrictions import RequestFacts, refusal
 from .validators.base import Validator
 
 __all__ = ["ANONYMOUS", "PUBLIC", "Credentials", "Pipeline"]
@@ -32,7 +34,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 StartResponse = Callable[..., Any]
-HeaderList = list[tuple[bytes, bytes]]
 
 IDENTITY_KEY = _headers.IDENTITY_KEY
 SERVICE_IDENTITY_KEY = _headers.SERVICE_IDENTITY_KEY
@@ -40,38 +41,13 @@ RESPONSES_KEY = _headers.RESPONSES_KEY
 CREDENTIALS_KEY = "authmw.credentials"
 """Where a pipeline that decides later (FastAPI dependencies) keeps what the scan found."""
 
-
-class Credentials(NamedTuple):
-    """What a request carries: raw header values (None when absent).
-
-    ``preflight`` is True for a CORS preflight (``OPTIONS`` with ``Origin``
-    and ``Access-Control-Request-Method``), which browsers send without
-    credentials.
-    """
-
-    token: str | None = None
-    service_token: str | None = None
-    fiware_service: str | None = None
-    fiware_service_path: str | None = None
-    preflight: bool = False
-
-
 PUBLIC = Decision(None, status="Invalid", public=True)
 """The decision for a request on a public route: nothing checked, no identity."""
 ANONYMOUS = Decision(None, status="Invalid")
 """The decision for a request without credentials where anonymous requests pass."""
 
-_NO_CREDENTIALS = Credentials()
-
-# Header categories for ASGI header lists, decided once per raw header name.
-_KEEP, _STRIP, _TOKEN, _SERVICE_TOKEN, _FIWARE_SERVICE, _FIWARE_PATH, _ORIGIN, _ACRM = range(8)
-_NAME_MEMO_MAX = 4096
 _STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)
 _SERVICE_STATUS_KEY = _headers.environ_key(_headers.SERVICE_IDENTITY_STATUS)
-_FIWARE_SERVICE_KEY = _headers.environ_key(_headers.FIWARE_SERVICE)
-_FIWARE_PATH_KEY = _headers.environ_key(_headers.FIWARE_SERVICE_PATH)
-_ORIGIN_KEY = _headers.environ_key(_headers.ORIGIN)
-_ACRM_KEY = _headers.environ_key(_headers.ACCESS_CONTROL_REQUEST_METHOD)
 _STATUS_NAME = _headers.IDENTITY_STATUS.lower().encode()
 _SERVICE_STATUS_NAME = _headers.SERVICE_IDENTITY_STATUS.lower().encode()
 
@@ -86,15 +62,13 @@ class Pipeline:
     answered 401 (unless the core delays decisions).
     """
 
-    __slots__ = ("_names", "_service_key", "_token_key", "anonymous", "core", "responses")
+    __slots__ = ("anonymous", "core", "responses", "scanner")
 
     def __init__(self, core: AuthCore, *, anonymous: bool = False) -> None:
         self.core = core
         self.responses = core.responses
         self.anonymous = anonymous
-        self._token_key = _headers.environ_key(core.token_header)
-        self._service_key = _headers.environ_key(core.service_token_header)
-        self._names: dict[bytes, int] = {}
+        self.scanner = Scanner(core)
 
     @classmethod
     def build(
@@ -130,81 +104,7 @@ class Pipeline:
     # -- 1, 2: strip, find the credentials ----------------------------------------------
     def scan_environ(self, environ: Environ) -> Credentials:
         """Strip forged identity headers from ``environ`` (in place); the credentials."""
-        _headers.strip_environ(environ)
-        get = environ.get
-        preflight = (
-            get("REQUEST_METHOD") == "OPTIONS" and _ORIGIN_KEY in environ and _ACRM_KEY in environ
-        )
-        if self.core.fiware_service_scope:
-            return Credentials(
-                get(self._token_key),
-                get(self._service_key),
-                get(_FIWARE_SERVICE_KEY),
-                get(_FIWARE_PATH_KEY),
-                preflight,
-            )
-        token, service = get(self._token_key), get(self._service_key)
-        if token is None and service is None and not preflight:
-            return _NO_CREDENTIALS
-        return Credentials(token, service, preflight=preflight)
-
-    def scan_headers(
-        self, headers: Iterable[tuple[bytes, bytes]], method: str
-    ) -> tuple[HeaderList, Credentials]:
-        """The header list without forged identity headers, and the credentials."""
-        memo_get = self._names.get
-        kept: HeaderList = []
-        found: list[tuple[int, bytes]] = []
-        for item in headers:
-            category = memo_get(item[0])
-            if category is None:
-                category = self._category(item[0])
-            if category == _KEEP:
-                kept.append(item)
-            elif category != _STRIP:
-                kept.append(item)
-                found.append((category, item[1]))
-        if not found:
-            return kept, _NO_CREDENTIALS
-        return kept, self._credentials(found, method)
-
-    def _category(self, name: bytes) -> int:
-        folded = name.lower().replace(b"_", b"-").decode("latin-1")
-        core = self.core
-        if folded == core.token_header.lower():
-            category = _TOKEN
-        elif folded == core.service_token_header.lower():
-            category = _SERVICE_TOKEN
-        elif _headers.is_stripped(folded):
-            category = _STRIP
-        elif folded == _headers.FIWARE_SERVICE.lower() and core.fiware_service_scope:
-            category = _FIWARE_SERVICE
-        elif folded == _headers.FIWARE_SERVICE_PATH.lower() and core.fiware_service_scope:
-            category = _FIWARE_PATH
-        elif folded == _headers.ORIGIN.lower():
-            category = _ORIGIN
-        elif folded == _headers.ACCESS_CONTROL_REQUEST_METHOD.lower():
-            category = _ACRM
-        else:
-            category = _KEEP
-        # Bounded: names an attacker invents are classified each time once full.
-        if len(self._names) < _NAME_MEMO_MAX:
-            self._names[name] = category
-        return category
-
-    @staticmethod
-    def _credentials(found: list[tuple[int, bytes]], method: str) -> Credentials:
-        values: dict[int, list[bytes]] = {}
-        for category, value in found:
-            values.setdefault(category, []).append(value)
-        preflight = method == "OPTIONS" and _ORIGIN in values and _ACRM in values
-        return Credentials(
-            _joined(values.get(_TOKEN)),
-            _joined(values.get(_SERVICE_TOKEN)),
-            _joined(values.get(_FIWARE_SERVICE)),
-            _joined(values.get(_FIWARE_PATH)),
-            preflight,
-        )
+        return self.scanner.environ(environ)
 
     # -- 3: public routes ------------------------------------------------------------------
     def is_public_environ(
@@ -237,17 +137,49 @@ class Pipeline:
         )
 
     # -- 4: decide -----------------------------------------------------------------------------
-    def decide(self, credentials: Credentials) -> Decision:
-        """The decision for these credentials, blocking on the validator when needed."""
-        if credentials.token is None and credentials.service_token is None and self.anonymous:
-            return ANONYMOUS
-        return self.core.authenticate(*credentials[:4])
+    def decide(self, credentials: Credentials, request: RequestFacts | None = None) -> Decision:
+        """The decision for these credentials, blocking on the validator when needed.
 
-    async def adecide(self, credentials: Credentials) -> Decision:
-        """The decision for these credentials, awaiting the validator when needed."""
+        ``request`` is what the token's restrictions (if any) are checked against.
+        """
+        if credentials.problem is not None:
+            return self.core.refuse(credentials.problem, credentials.source)
         if credentials.token is None and credentials.service_token is None and self.anonymous:
             return ANONYMOUS
-        return await self.core.authenticate_async(*credentials[:4])
+        decision = self.core.authenticate(*credentials[:4], credentials.source)
+        identity = decision.identity
+        if identity is not None and identity.restrictions:
+            return self._restricted(decision, request)
+        return decision
+
+    async def adecide(
+        self, credentials: Credentials, request: RequestFacts | None = None
+    ) -> Decision:
+        """The decision for these credentials, awaiting the validator when needed."""
+        if credentials.problem is not None:
+            return self.core.refuse(credentials.problem, credentials.source)
+        if credentials.token is None and credentials.service_token is None and self.anonymous:
+            return ANONYMOUS
+        decision = await self.core.authenticate_async(*credentials[:4], credentials.source)
+        identity = decision.identity
+        if identity is not None and identity.restrictions:
+            return self._restricted(decision, request)
+        return decision
+
+    def _restricted(self, decision: Decision, request: RequestFacts | None) -> Decision:
+        """The decision once the token's own restrictions have looked at the request."""
+        assert decision.identity is not None
+        if request is None:
+            request = RequestFacts("", "", None, False)  # knowing nothing, they refuse
+        request = request._replace(service_token=decision.service_status == "Confirmed")
+        refused = refusal(decision.identity.restrictions, request)
+        if refused is None:
+            return decision
+        if refused.status == 401:
+            if self.core.delay_auth_decision:
+                return Decision(None, status="Invalid")
+            return Decision(None, self.responses.unauthorized(refused.message))
+        return Decision(None, self.responses.forbidden(refused.message))
 
     # -- 5: inject -------------------------------------------------------------------------------
     @staticmethod
@@ -278,7 +210,7 @@ class Pipeline:
         if self.is_public_environ(environ, credentials, raw_path):
             decision = PUBLIC
         else:
-            decision = self.decide(credentials)
+            decision = self.decide(credentials, _environ_facts(environ))
         if decision.rejection is None:
             self.inject_environ(environ, decision)
         return decision
@@ -290,7 +222,7 @@ class Pipeline:
         if self.is_public_environ(environ, credentials, raw_path):
             decision = PUBLIC
         else:
-            decision = await self.adecide(credentials)
+            decision = await self.adecide(credentials, _environ_facts(environ))
         if decision.rejection is None:
             self.inject_environ(environ, decision)
         return decision
@@ -303,7 +235,7 @@ class Pipeline:
         after its request objects were made). The credentials are None on a
         public route.
         """
-        headers, credentials = self.scan_headers(scope.get("headers") or (), _method(scope))
+        headers, credentials, changes = self.scanner.scope(scope)
         if copy:
             scope = dict(scope)
             scope["headers"] = headers
@@ -313,6 +245,8 @@ class Pipeline:
                 current[:] = headers  # request objects made earlier hold this list
             else:
                 scope["headers"] = headers
+        if changes:
+            scope.update(changes)
         scope[RESPONSES_KEY] = self.responses
         if self.is_public_scope(scope, credentials):
             scope[IDENTITY_KEY] = None
@@ -324,7 +258,7 @@ class Pipeline:
         scope, credentials = self.prepare_scope(scope, copy=copy)
         if credentials is None:
             return scope, PUBLIC
-        decision = await self.adecide(credentials)
+        decision = await self.adecide(credentials, _scope_facts(scope))
         if decision.rejection is None:
             self.inject_scope(scope, decision)
         return scope, decision
@@ -343,8 +277,8 @@ class Pipeline:
             return Decision(identity) if identity is not None else ANONYMOUS
         credentials = scope.get(CREDENTIALS_KEY)
         if not isinstance(credentials, Credentials):
-            credentials = _NO_CREDENTIALS
-        decision = await self.adecide(credentials)
+            credentials = NO_CREDENTIALS
+        decision = await self.adecide(credentials, _scope_facts(scope))
         if decision.rejection is None:
             self.inject_scope(scope, decision)
         return decision
@@ -361,6 +295,16 @@ class Pipeline:
             return start_response(status, headers, exc_info)
 
         return start
+
+    def app_send(self, scope: Scope, decision: Decision, send: Send) -> Send:
+        """The ``send`` to give the app: adds the challenge to its own 401 when
+        there is no identity, selects the subprotocol the token came in."""
+        if decision.challenged:
+            send = self.challenging_send(send)
+        subprotocol = scope.get(ACCEPT_SUBPROTOCOL_KEY)
+        if subprotocol is not None:
+            send = _accepting(send, subprotocol)
+        return send
 
     def challenging_send(self, send: Send) -> Send:
         """ASGI ``send`` adding the challenge to the app's own 401 (no identity)."""
@@ -417,13 +361,34 @@ def _method(scope: Scope) -> str:
     return str(scope.get("method", "GET")) if scope["type"] == "http" else "GET"
 
 
-def _joined(values: list[bytes] | None) -> str | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0].decode("latin-1")
-    # Same form as a WSGI server's folded header: the core refuses disagreement.
-    return ",".join(v.decode("latin-1") for v in values)
+def _environ_facts(environ: Environ) -> RequestFacts:
+    return RequestFacts(
+        environ.get("REQUEST_METHOD", ""),
+        environ.get("PATH_INFO", ""),
+        environ.get("REMOTE_ADDR"),
+        False,
+    )
+
+
+def _scope_facts(scope: Scope) -> RequestFacts:
+    path = scope.get("path", "")
+    root_path = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
+    client = scope.get("client")
+    return RequestFacts(_method(scope), path, client[0] if client else None, False)
+
+
+def _accepting(send: Send, subprotocol: str) -> Send:
+    """``send`` whose websocket accept selects ``subprotocol`` unless the app chose one:
+    a browser drops a socket whose accept selects none of the offered subprotocols."""
+
+    async def accepting_send(message: Message) -> None:
+        if message.get("type") == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": subprotocol}
+        await send(message)
+
+    return accepting_send
 
 
 def _environ_items(decision: Decision) -> tuple[tuple[str, Any], ...]:

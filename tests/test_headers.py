@@ -103,7 +103,8 @@ def test_pipeline_strips_asgi_headers_any_case_any_separator_and_duplicates() ->
         (b"X-Other", b"o"),
         (b"x-roles", b"admin"),
     ]
-    kept, credentials = Pipeline(AuthCore(counting())).scan_headers(headers, "GET")
+    scope = {"type": "http", "method": "GET", "headers": headers}
+    kept, credentials, _ = Pipeline(AuthCore(counting())).scanner.scope(scope)
     assert kept == [(b"x-auth-token", b"t"), (b"X-Other", b"o")]
     assert credentials.token == "t"
 

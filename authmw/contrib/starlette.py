@@ -199,8 +199,7 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        if decision.challenged:
-            send = pipeline.challenging_send(send)
+        send = pipeline.app_send(scope, decision, send)
         self._set_user(scope, _auth(decision.identity))
         await self.app(scope, receive, send)
 

@@ -1,0 +1,312 @@
+"""Steps 1 and 2 of the pipeline: strip forged identity headers, find the credentials.
+
+One :class:`Scanner` per pipeline knows the configured sources; it reads a
+WSGI environ (or Django's ``META``) or an ASGI scope's header list in one
+pass, and for websockets the offered subprotocols and the query string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any, NamedTuple
+from urllib.parse import unquote
+
+from . import headers as _headers
+from .core import AuthCore
+from .sources import bearer_credential
+
+__all__ = ["ACCEPT_SUBPROTOCOL_KEY", "NO_CREDENTIALS", "Credentials", "Scanner"]
+
+HeaderList = list[tuple[bytes, bytes]]
+
+ACCEPT_SUBPROTOCOL_KEY = "authmw.accept_subprotocol"
+"""Scope key: the subprotocol the websocket ``accept`` must select (the token came in it)."""
+
+
+class Credentials(NamedTuple):
+    """What a request carries: raw header values (None when absent).
+
+    ``source`` is the index of the token's source in ``AuthCore.sources``;
+    ``problem`` is ``"multiple"`` (two different tokens) or ``"malformed"``
+    (a credential in a configured ``Authorization`` scheme that is not
+    token68) when the request must be refused without asking the validator.
+    ``preflight`` is True for a CORS preflight (``OPTIONS`` with ``Origin``
+    and ``Access-Control-Request-Method``), which browsers send without
+    credentials.
+    """
+
+    token: str | None = None
+    service_token: str | None = None
+    fiware_service: str | None = None
+    fiware_service_path: str | None = None
+    preflight: bool = False
+    source: int = 0
+    problem: str | None = None
+
+
+NO_CREDENTIALS = Credentials()
+
+# Header categories, decided once per raw header name; token sources are _TOKEN + index.
+_KEEP, _STRIP, _SERVICE_TOKEN, _FIWARE_SERVICE, _FIWARE_PATH, _ORIGIN, _ACRM = range(7)
+_AUTHORIZATION, _SUBPROTOCOLS, _TOKEN = 7, 8, 16
+_NAME_MEMO_MAX = 4096
+_ORIGIN_KEY = _headers.environ_key(_headers.ORIGIN)
+_ACRM_KEY = _headers.environ_key(_headers.ACCESS_CONTROL_REQUEST_METHOD)
+_FIWARE_SERVICE_KEY = _headers.environ_key(_headers.FIWARE_SERVICE)
+_FIWARE_PATH_KEY = _headers.environ_key(_headers.FIWARE_SERVICE_PATH)
+
+
+class Scanner:
+    """Strips and finds, for one :class:`~authmw.AuthCore`'s configuration."""
+
+    __slots__ = (
+        "_auth",
+        "_names",
+        "_query",
+        "_service_key",
+        "_simple_key",
+        "_subprotocol",
+        "core",
+        "hide",
+        "sources",
+    )
+
+    def __init__(self, core: AuthCore) -> None:
+        self.core = core
+        self.sources = core.sources
+        self.hide = core.hide_credentials
+        first = self.sources[0]
+        simple = len(self.sources) == 1 and first.kind == "header" and not self.hide
+        # The common case (one token header, kept): one dict look-up per request.
+        self._simple_key = first.environ_key if simple else None
+        self._service_key = _headers.environ_key(core.service_token_header)
+        self._auth = self._index("authorization")
+        self._subprotocol = self._index("subprotocol")
+        self._query = self._index("query")
+        self._names: dict[bytes, int] = {}
+
+    def _index(self, kind: str) -> int | None:
+        return next((i for i, s in enumerate(self.sources) if s.kind == kind), None)
+
+    # -- WSGI environ / Django META ----------------------------------------------------------
+    def environ(self, environ: MutableMapping[str, Any]) -> Credentials:
+        """Strip forged identity headers from ``environ`` (in place); the credentials."""
+        _headers.strip_environ(environ)
+        get = environ.get
+        preflight = (
+            get("REQUEST_METHOD") == "OPTIONS" and _ORIGIN_KEY in environ and _ACRM_KEY in environ
+        )
+        fiware = self.core.fiware_service_scope
+        if self._simple_key is not None:
+            token, source, problem = get(self._simple_key), 0, None
+            if token is None and not fiware and not preflight and self._service_key not in environ:
+                return NO_CREDENTIALS
+        else:
+            token, source, problem = self._environ_token(environ)
+        return Credentials(
+            token,
+            get(self._service_key),
+            get(_FIWARE_SERVICE_KEY) if fiware else None,
+            get(_FIWARE_PATH_KEY) if fiware else None,
+            preflight,
+            source,
+            problem,
+        )
+
+    def _environ_token(
+        self, environ: MutableMapping[str, Any]
+    ) -> tuple[str | None, int, str | None]:
+        found: list[tuple[int, str]] = []
+        for index, source in enumerate(self.sources):
+            if source.websocket_only:
+                continue
+            key = source.environ_key
+            value = environ.get(key)
+            if value is None:
+                continue
+            if source.kind == "authorization":
+                value = bearer_credential(value, source.name)
+                if value is None:
+                    continue  # another scheme: the app's
+            found.append((index, value))
+            if self.hide:
+                del environ[key]
+        return _resolve(found)
+
+    # -- ASGI scope ----------------------------------------------------------------------------
+    def scope(
+        self, scope: MutableMapping[str, Any]
+    ) -> tuple[HeaderList, Credentials, dict[str, Any]]:
+        """The header list without forged identity headers, the credentials, and
+        other scope items to replace (websocket subprotocols and query string)."""
+        websocket = scope["type"] == "websocket"
+        method = "GET" if websocket else str(scope.get("method", "GET"))
+        memo_get = self._names.get
+        kept: HeaderList = []
+        found: list[tuple[int, bytes]] = []
+        for item in scope.get("headers") or ():
+            category = memo_get(item[0])
+            if category is None:
+                category = self._category(item[0])
+            if category == _KEEP:
+                kept.append(item)
+            elif category == _STRIP:
+                continue
+            else:
+                if not self._hidden(category, item[1], websocket):
+                    kept.append(item)
+                found.append((category, item[1]))
+        changes: dict[str, Any] = {}
+        if websocket and (self._subprotocol is not None or self._query is not None):
+            found.extend(self._websocket(scope, kept, changes))
+        if not found:
+            return kept, NO_CREDENTIALS, changes
+        return kept, self._credentials(found, method), changes
+
+    def _hidden(self, category: int, value: bytes, websocket: bool) -> bool:
+        if category == _SUBPROTOCOLS:
+            return websocket  # rewritten without the token (see _websocket)
+        if not self.hide:
+            return False
+        if category >= _TOKEN:
+            return True
+        if category == _AUTHORIZATION and self._auth is not None:
+            scheme = self.sources[self._auth].name
+            return bearer_credential(value.decode("latin-1"), scheme) is not None
+        return False
+
+    def _category(self, name: bytes) -> int:
+        folded = name.lower().replace(b"_", b"-").decode("latin-1")
+        core = self.core
+        category = _KEEP
+        for index, source in enumerate(self.sources):
+            if source.kind == "header" and folded == source.name.lower():
+                category = _TOKEN + index
+        if category != _KEEP:
+            pass
+        elif folded == core.service_token_header.lower():
+            category = _SERVICE_TOKEN
+        elif _headers.is_stripped(folded):
+            category = _STRIP
+        elif folded == "authorization" and self._auth is not None:
+            category = _AUTHORIZATION
+        elif folded == "sec-websocket-protocol" and self._subprotocol is not None:
+            category = _SUBPROTOCOLS
+        elif core.fiware_service_scope and folded == _headers.FIWARE_SERVICE.lower():
+            category = _FIWARE_SERVICE
+        elif core.fiware_service_scope and folded == _headers.FIWARE_SERVICE_PATH.lower():
+            category = _FIWARE_PATH
+        elif folded == _headers.ORIGIN.lower():
+            category = _ORIGIN
+        elif folded == _headers.ACCESS_CONTROL_REQUEST_METHOD.lower():
+            category = _ACRM
+        # Bounded: names an attacker invents are classified each time once full.
+        if len(self._names) < _NAME_MEMO_MAX:
+            self._names[name] = category
+        return category
+
+    def _websocket(
+        self, scope: MutableMapping[str, Any], kept: HeaderList, changes: dict[str, Any]
+    ) -> list[tuple[int, bytes]]:
+        """Tokens offered as a subprotocol or in the query string, taken out of the scope."""
+        found: list[tuple[int, bytes]] = []
+        if self._subprotocol is not None:
+            offered = [str(p) for p in scope.get("subprotocols") or ()]
+            marker = self.sources[self._subprotocol].name
+            position = next((i for i, p in enumerate(offered) if p.lower() == marker.lower()), None)
+            if position is not None:
+                token = offered[position + 1] if position + 1 < len(offered) else ""
+                rest = offered[:position] + offered[position + 2 :]
+                found.append((_TOKEN + self._subprotocol, token.encode("latin-1")))
+                changes["subprotocols"] = rest
+                changes[ACCEPT_SUBPROTOCOL_KEY] = marker
+            else:
+                rest = offered
+            if rest:
+                kept.append((b"sec-websocket-protocol", ", ".join(rest).encode("latin-1")))
+        if self._query is not None:
+            name = self.sources[self._query].name
+            query, values = _without_parameter(scope.get("query_string") or b"", name)
+            if values:
+                changes["query_string"] = query
+                raw_path = scope.get("raw_path")
+                if raw_path and b"?" in raw_path:
+                    path, _, raw_query = raw_path.partition(b"?")
+                    changes["raw_path"] = path + b"?" + _without_parameter(raw_query, name)[0]
+                found.extend((_TOKEN + self._query, value) for value in values)
+        return found
+
+    def _credentials(self, found: list[tuple[int, bytes]], method: str) -> Credentials:
+        values: dict[int, list[bytes]] = {}
+        for category, value in found:
+            values.setdefault(category, []).append(value)
+        if self._simple_key is not None:
+            token, source, problem = _joined(values.get(_TOKEN)), 0, None
+        else:
+            token, source, problem = _resolve(self._tokens(values))
+        return Credentials(
+            token,
+            _joined(values.get(_SERVICE_TOKEN)),
+            _joined(values.get(_FIWARE_SERVICE)),
+            _joined(values.get(_FIWARE_PATH)),
+            method == "OPTIONS" and _ORIGIN in values and _ACRM in values,
+            source,
+            problem,
+        )
+
+    def _tokens(self, values: dict[int, list[bytes]]) -> list[tuple[int, str]]:
+        """(source index, value) of every token-bearing value found."""
+        tokens: list[tuple[int, str]] = []
+        for category, raw in values.items():
+            if category >= _TOKEN:
+                tokens.append((category - _TOKEN, _joined(raw) or ""))
+            elif category == _AUTHORIZATION and self._auth is not None:
+                scheme = self.sources[self._auth].name
+                for value in raw:
+                    credential = bearer_credential(value.decode("latin-1"), scheme)
+                    if credential is not None:
+                        tokens.append((self._auth, credential))
+        return tokens
+
+
+def _joined(values: list[bytes] | None) -> str | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0].decode("latin-1")
+    # Same form as a WSGI server's folded header: the core refuses disagreement.
+    return ",".join(v.decode("latin-1") for v in values)
+
+
+def _resolve(found: Iterable[tuple[int, str]]) -> tuple[str | None, int, str | None]:
+    """One token from every source's values: (token, its source, problem)."""
+    tokens: set[str] = set()
+    first: int | None = None
+    malformed: int | None = None
+    for index, value in found:
+        if first is None:
+            first = index
+        parts = {part.strip() for part in value.split(",")} - {""}
+        if not parts and value == "" and malformed is None:
+            malformed = index
+        tokens |= parts
+    if first is None:
+        return None, 0, None
+    if len(tokens) > 1:
+        return None, first, "multiple"
+    if malformed is not None:
+        return None, malformed, "multiple" if tokens else "malformed"
+    return (tokens.pop() if tokens else ""), first, None
+
+
+def _without_parameter(query: bytes, name: str) -> tuple[bytes, list[bytes]]:
+    """``query`` without parameter ``name``, and that parameter's (decoded) values."""
+    kept: list[bytes] = []
+    values: list[bytes] = []
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if unquote(key.decode("latin-1")) == name:
+            values.append(unquote(value.decode("latin-1")).encode("latin-1", "replace"))
+        elif part:
+            kept.append(part)
+    return b"&".join(kept), values
