@@ -47,6 +47,7 @@ from ..policy import Policy
 from ..policy import require_any_role as _require_any_role
 from ..policy import require_roles as _require_roles
 from ..responses import Rejection
+from ..sources import Source
 from ..validators.base import Validator
 from . import (
     IDENTITY_KEY,
@@ -79,16 +80,15 @@ TargetFactory = Callable[[HTTPConnection], Any]
 
 _DEFAULT_HEADER = "X-Auth-Token"
 
+_DESCRIPTION = "A Keystone (or authmw) token."
+
 token_header = APIKeyHeader(
-    name=_DEFAULT_HEADER,
-    scheme_name=_DEFAULT_HEADER,
-    description="A Keystone (or authmw) token.",
-    auto_error=False,
+    name=_DEFAULT_HEADER, scheme_name=_DEFAULT_HEADER, description=_DESCRIPTION, auto_error=False
 )
 """The API-key scheme every authmw dependency declares in the OpenAPI document.
 
 It only documents: the credential is read by authmw's pipeline, and
-:func:`setup` renames the scheme to the configured ``token_header``."""
+:func:`setup` replaces the scheme by one per configured token source."""
 
 
 class AuthHTTPException(HTTPException):
@@ -156,30 +156,38 @@ def setup(
         app.add_middleware(ASGIAuthMiddleware, core=pipeline.core)
     else:
         app.add_middleware(_DeferredAuthentication, pipeline=pipeline)
-    _document_credentials(app, pipeline.core.token_header)
+    _document_credentials(app, pipeline.core.sources)
     return state
 
 
-def _document_credentials(app: FastAPI, header: str) -> None:
-    """Make the OpenAPI document name the configured token header."""
-    if header == _DEFAULT_HEADER:
+def _document_credentials(app: FastAPI, sources: tuple[Source, ...]) -> None:
+    """Make the OpenAPI document show every configured token source (any one will do)."""
+    schemes = {str(source): _scheme(source) for source in sources if not source.websocket_only}
+    if list(schemes) == [_DEFAULT_HEADER]:
         return
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()
-        schemes = schema.get("components", {}).get("securitySchemes", {})
-        scheme = schemes.pop(_DEFAULT_HEADER, None)
-        if scheme is not None:
-            schemes[header] = {**scheme, "name": header}
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    for requirement in operation.get("security", ()):
-                        if _DEFAULT_HEADER in requirement:
-                            requirement[header] = requirement.pop(_DEFAULT_HEADER)
+        declared = schema.get("components", {}).get("securitySchemes", {})
+        if declared.pop(_DEFAULT_HEADER, None) is None:
+            return schema  # rewritten already (FastAPI caches the schema)
+        declared.update(schemes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                security = operation.get("security")
+                if security and {_DEFAULT_HEADER: []} in security:
+                    security.remove({_DEFAULT_HEADER: []})
+                    security.extend({name: []} for name in schemes)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _scheme(source: Source) -> dict[str, Any]:
+    if source.kind == "authorization":
+        return {"type": "http", "scheme": source.name.lower()}
+    return {"type": "apiKey", "in": "header", "name": source.name, "description": _DESCRIPTION}
 
 
 async def _handle(conn: HTTPConnection, exc: Exception) -> Response | None:

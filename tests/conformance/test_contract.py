@@ -257,3 +257,89 @@ def test_websockets_are_refused_before_accept(entry_name: str) -> None:
             assert_error(response, status)
         outcome, message = client.websocket("/ws", [("X-Roles", FORGED), *token(GOOD)])
         assert (outcome, message) == ("accepted", {"identity": "u-member"})
+
+
+# -- token sources ---------------------------------------------------------------------------
+
+SOURCES = ["X-Auth-Token", "Authorization: Bearer"]
+BOTH_CHALLENGES = 'Keystone realm="authmw", Bearer realm="authmw"'
+BAD_BEARER = 'Bearer realm="authmw", error="invalid_token"'
+
+
+def bearer(value: str) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {value}")]
+
+
+def test_bearer_and_header_sources(entry: str) -> None:
+    with connect(entry, token_sources=SOURCES) as client:
+        for headers in (bearer(GOOD), token(GOOD), [*bearer(GOOD), *token(GOOD)]):
+            response = client.request("GET", "/protected", headers)
+            assert response.status == 200, headers
+            assert response.report["identity"] == "u-member"
+        response = client.request("GET", "/protected", [("Authorization", f"bEaReR   {GOOD}")])
+        assert response.status == 200  # scheme case-insensitive, any run of spaces
+        # No credential: every configured challenge.
+        response = client.request("GET", "/protected", [])
+        assert response.status == 401
+        assert response.header("www-authenticate") == BOTH_CHALLENGES
+        # A bad credential: the challenge of the source it came in.
+        response = client.request("GET", "/protected", bearer(BAD))
+        assert response.status == 401
+        assert response.header("www-authenticate") == BAD_BEARER
+        response = client.request("GET", "/protected", token(BAD))
+        assert response.status == 401
+        assert response.header("www-authenticate") == CHALLENGE
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Authorization", f"Bearer {GOOD}"), ("X-Auth-Token", ADMIN)],  # two sources disagree
+        [("Authorization", f"Bearer {GOOD}, Bearer {ADMIN}")],  # two in one header
+        [("Authorization", "Bearer"), ("X-Auth-Token", GOOD)],  # empty bearer next to a token
+        [("Authorization", f"Bearer {GOOD} extra")],  # not token68
+        [("Authorization", 'Bearer "quoted"')],
+        [("Authorization", "Bearer ")],
+    ],
+    ids=["two-sources", "two-bearers", "empty-bearer", "junk", "quoted", "blank"],
+)
+def test_ambiguous_or_malformed_credentials_are_refused(
+    entry: str, headers: list[tuple[str, str]]
+) -> None:
+    with connect(entry, token_sources=SOURCES) as client:
+        for path in ("/open", "/protected"):
+            assert_error_401(client.request("GET", path, headers))
+
+
+def assert_error_401(response: Response) -> None:
+    assert response.status == 401, response.body
+    assert json.loads(response.body)["error"]["code"] == 401
+    assert response.header("www-authenticate") is not None
+
+
+def test_other_authorization_schemes_are_left_to_the_app(entry: str) -> None:
+    basic = [("Authorization", "Basic dXNlcjpwYXNz")]
+    with connect(entry, token_sources=SOURCES, delay_auth_decision=True) as client:
+        response = client.request("GET", "/open", basic)
+        assert response.status == 200
+        for view, items in response.report["views"].items():
+            assert ["authorization", "Basic dXNlcjpwYXNz"] in items, view
+        response = client.request("GET", "/open", [*basic, *token(GOOD)])
+        assert response.status == 200 and response.report["identity"] == "u-member"
+
+
+def test_hidden_credentials_never_reach_the_app(entry: str) -> None:
+    with connect(entry, token_sources=SOURCES, hide_credentials=True) as client:
+        for headers in (bearer(GOOD), token(GOOD), [*bearer(GOOD), *token(GOOD)]):
+            response = client.request("GET", "/open", headers)
+            assert response.status == 200
+            report = response.report
+            assert report["identity"] == "u-member"
+            for view, items in report["views"].items():
+                assert not [(n, v) for n, v in items if GOOD in v], view
+    with connect(entry) as client:  # by default the app sees its token (to pass it on)
+        items = client.request("GET", "/open", token(GOOD)).report["views"]
+        assert all(
+            ["x-auth-token", GOOD] in [[n.replace("_", "-"), v] for n, v in view]
+            for view in items.values()
+        )

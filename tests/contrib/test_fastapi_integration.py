@@ -123,6 +123,32 @@ def h(token: str) -> dict[str, str]:
     return {"X-Auth-Token": token}
 
 
+def test_openapi_declares_every_token_source() -> None:
+    app = FastAPI()
+    sources = ["X-Api-Key", "Authorization: Bearer", "query: t"]
+    setup(app, InMemoryValidator(), token_sources=sources)
+
+    @app.get("/me")
+    async def me(identity: Annotated[Identity, Depends(current_identity)]) -> dict[str, str]:
+        return {"user": identity.user_id}
+
+    doc = TestClient(app).get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"] == {
+        "X-Api-Key": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Api-Key",
+            "description": "A Keystone (or authmw) token.",
+        },
+        "Authorization: Bearer": {"type": "http", "scheme": "bearer"},
+    }
+    assert doc["paths"]["/me"]["get"]["security"] == [
+        {"X-Api-Key": []},
+        {"Authorization: Bearer": []},
+    ]
+    assert TestClient(app).get("/openapi.json").json() == doc
+
+
 def test_openapi_declares_the_token_scheme(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["X-Auth-Token"] == {
