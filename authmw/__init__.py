@@ -19,6 +19,7 @@ from .paste import filter_factory
 from .resilience import CircuitBreaker, GuardedValidator
 from .store import IssuedToken, LocalTokenStore, TokenRecord
 from .validators.base import AsyncValidator, Validator
+from .validators.chain import ChainValidator
 from .validators.introspection import HTTPIntrospectionValidator, IntrospectionMapping
 from .validators.keystone import KeystoneValidator
 from .validators.keystone_v2 import KeystoneV2Validator
@@ -33,6 +34,7 @@ __all__ = [
     "AuthCore",
     "AuthError",
     "CachedValidator",
+    "ChainValidator",
     "CircuitBreaker",
     "ConfigurationError",
     "Decision",

@@ -17,6 +17,7 @@ from .cache import CachedValidator
 from .errors import ConfigurationError
 from .resilience import CircuitBreaker, GuardedValidator
 from .validators.base import Validator
+from .validators.chain import ChainValidator
 
 __all__ = ["CACHE_DEFAULTS", "GUARD_DEFAULTS", "build_stack"]
 
@@ -61,13 +62,14 @@ def build_stack(
     validator: Validator,
     options: Mapping[str, Any],
     timer: Callable[[], float] = time.time,
-) -> tuple[CachedValidator, GuardedValidator]:
-    """The cache and the guard around ``validator``.
+) -> tuple[CachedValidator, tuple[GuardedValidator, ...]]:
+    """The cache and the guards around ``validator``.
 
     ``options`` holds every name of :data:`CACHE_DEFAULTS` and
-    :data:`GUARD_DEFAULTS`. A prebuilt :class:`CachedValidator` must have a
-    :class:`GuardedValidator` inside it, or the circuit breaker would be
-    missing.
+    :data:`GUARD_DEFAULTS`. A :class:`~authmw.ChainValidator` gets one guard
+    per member (an outage of one does not open the others' breakers) and
+    the cache in front of the whole chain. A prebuilt :class:`CachedValidator`
+    must have guards inside it, or the circuit breaker would be missing.
     """
     shared = options["shared_cache"]
     if shared is not None and not all(
@@ -80,25 +82,48 @@ def build_stack(
         _refuse(
             _given(options, CACHE_DEFAULTS) + _given(options, GUARD_DEFAULTS), "CachedValidator"
         )
-        guard = validator.validator
-        if not isinstance(guard, GuardedValidator):
+        guards = _guards_inside(validator.validator)
+        if guards is None:
             raise ConfigurationError(
                 "validator",
                 "a prebuilt CachedValidator needs a GuardedValidator inside "
                 "(CachedValidator(GuardedValidator(v))), or there is no circuit breaker",
             )
-        return validator, guard
+        return validator, guards
     if isinstance(validator, GuardedValidator):
         _refuse(_given(options, GUARD_DEFAULTS), "GuardedValidator")
-        guard = validator
-    else:
-        guard = _guard(validator, options)
+    guarded = _guarded(validator, options)
+    guards = _guards_inside(guarded)
+    assert guards is not None
     cache = CachedValidator(
-        guard,
+        guarded,
         cache_time=options["cache_time"],
         negative_cache_time=options["negative_cache_time"],
         maxsize=_checks.integer("cache_size", options["cache_size"], 1),
         shared=shared,
         timer=timer,
     )
-    return cache, guard
+    return cache, guards
+
+
+def _guarded(validator: Validator, options: Mapping[str, Any]) -> Validator:
+    if isinstance(validator, GuardedValidator):
+        return validator
+    if isinstance(validator, ChainValidator):
+        return validator.with_members(lambda member: _guarded(member, options))
+    return _guard(validator, options)
+
+
+def _guards_inside(validator: Validator) -> tuple[GuardedValidator, ...] | None:
+    """The guards of a guarded validator or of a chain of guarded ones (None if any is bare)."""
+    if isinstance(validator, GuardedValidator):
+        return (validator,)
+    if isinstance(validator, ChainValidator):
+        guards: list[GuardedValidator] = []
+        for member in validator.members:
+            inside = _guards_inside(member)
+            if inside is None:
+                return None
+            guards.extend(inside)
+        return tuple(guards)
+    return None

@@ -178,7 +178,7 @@ class AuthCore:
         install_log_redaction()
 
         self.validator = validator
-        self.cache, self.guard = build_stack(
+        self.cache, self.guards = build_stack(
             validator,
             {
                 "cache_time": _checks.number("cache_time", cache_time),
@@ -192,6 +192,8 @@ class AuthCore:
             },
             timer,
         )
+        #: The (first) guard and its breaker; a ChainValidator has one per member.
+        self.guard = self.guards[0]
         self.breaker = self.guard.breaker
         uri = None
         if www_authenticate_uri is not None:
@@ -219,7 +221,7 @@ class AuthCore:
         return str(name)
 
     def _retry_seconds(self) -> float:
-        return max(self.retry_after, self.breaker.retry_after())
+        return max(self.retry_after, *(guard.breaker.retry_after() for guard in self.guards))
 
     @property
     def www_authenticate(self) -> str:
@@ -525,12 +527,22 @@ class AuthCore:
         """Counters: cache hits/misses/negative hits/coalesced waits, circuit state."""
         out: dict[str, Any] = dict(self.cache.stats.as_dict())
         out["cached_tokens"] = len(self.cache)
-        out.update({f"validations_{k}": v for k, v in self.guard.stats.as_dict().items()})
-        out["validations_in_flight"] = self.guard.in_flight
+        for guard in self.guards:
+            for name, value in guard.stats.as_dict().items():
+                key = f"validations_{name}"
+                out[key] = (
+                    max(out.get(key, 0), value)
+                    if name == "latency_max"
+                    else out.get(key, 0) + value
+                )
+        out["validations_in_flight"] = sum(guard.in_flight for guard in self.guards)
         shared_stats = getattr(self.cache.shared, "stats", None)
         if shared_stats is not None and hasattr(shared_stats, "as_dict"):
             out.update({f"shared_{k}": v for k, v in shared_stats.as_dict().items()})
-        out["circuit_state"] = self.breaker.state
+        states = [guard.breaker.state for guard in self.guards]
+        out["circuit_state"] = next(
+            (state for state in ("open", "half-open") if state in states), "closed"
+        )
         return out
 
     def close(self) -> None:
