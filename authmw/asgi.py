@@ -54,8 +54,14 @@ class ASGIAuthMiddleware:
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        send = pipeline.app_send(scope, decision, send)
-        await self.app(scope, receive, send)
+        receive, send, done = pipeline.app_channels(scope, decision, receive, send)
+        if done is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            done()
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Any) -> None:

@@ -35,7 +35,7 @@ from cachetools import LRUCache
 
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
-from .validators.base import Validator, ValidatorWrapper, validate_async
+from .validators.base import RevocationListener, Validator, ValidatorWrapper, validate_async
 
 __all__ = ["CacheStats", "CachedValidator", "SharedCache"]
 
@@ -159,6 +159,7 @@ class CachedValidator(ValidatorWrapper):
         self._epoch = 0
         self._revocations: deque[str | None] = deque(maxlen=_REVOCATION_LOG)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[Identity]] = {}
+        self._listeners: list[RevocationListener] = []
         listen = getattr(validator, "add_revocation_listener", None)
         if listen is not None:
             listen(self.invalidate)
@@ -413,6 +414,15 @@ class CachedValidator(ValidatorWrapper):
                     del self._positive[k]
         if self.shared is not None:
             self.shared.revoke(audit_id)
+        for listener in list(self._listeners):
+            try:
+                listener(audit_id)
+            except Exception:
+                log.exception("revocation listener %r failed", listener)
+
+    def add_revocation_listener(self, listener: RevocationListener) -> None:
+        """Call ``listener(audit_id)`` after each :meth:`invalidate` (from any thread)."""
+        self._listeners.append(listener)
 
     def clear(self) -> None:
         """Forget every positive and negative entry."""

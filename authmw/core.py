@@ -169,7 +169,7 @@ class AuthCore:
         self.fiware_service_scope = _checks.flag("fiware_service_scope", fiware_service_scope)
         self.public_routes = PublicRoutes(public_routes)
         self.retry_after = _checks.number("retry_after", retry_after)
-        self._timer = _checks.function("timer", timer)
+        self.timer = _checks.function("timer", timer)
         self._warned_service_roles = False
         # httpcore logs response headers at DEBUG and Keystone echoes the token
         # in X-Subject-Token: redact them whichever validator makes the calls.
@@ -199,7 +199,9 @@ class AuthCore:
         if www_authenticate_uri is not None:
             uri = _checks.header_text("www_authenticate_uri", www_authenticate_uri)
         realm = _checks.header_text("realm", realm)
-        challenges = dict.fromkeys(source.challenge(realm, uri) for source in self.sources)
+        challenges = dict.fromkeys(
+            source.challenge(realm, uri) for source in self.sources if not source.websocket_only
+        )
         self.responses = Responses(", ".join(challenges), self._retry_seconds)
         self._missing = self.responses.unauthorized("Authentication required: no token in request.")
         self._decision_missing = Decision(None, self._missing)

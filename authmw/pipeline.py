@@ -20,6 +20,7 @@ from typing import Any
 
 from . import headers as _headers
 from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
+from ._websockets import SocketWatch
 from .core import AuthCore, Decision
 from .errors import ConfigurationError
 from .responses import Rejection, websocket_close_code
@@ -62,13 +63,15 @@ class Pipeline:
     answered 401 (unless the core delays decisions).
     """
 
-    __slots__ = ("anonymous", "core", "responses", "scanner")
+    __slots__ = ("anonymous", "core", "responses", "scanner", "sockets")
 
     def __init__(self, core: AuthCore, *, anonymous: bool = False) -> None:
         self.core = core
         self.responses = core.responses
         self.anonymous = anonymous
         self.scanner = Scanner(core)
+        self.sockets = SocketWatch(core.timer)
+        core.cache.add_revocation_listener(self.sockets.revoked)
 
     @classmethod
     def build(
@@ -295,6 +298,25 @@ class Pipeline:
             return start_response(status, headers, exc_info)
 
         return start
+
+    def app_channels(
+        self, scope: Scope, decision: Decision, receive: Receive, send: Send
+    ) -> tuple[Receive, Send, Callable[[], None] | None]:
+        """``receive`` and ``send`` for the app, and what to call when it returns (None
+        for HTTP). A websocket is closed when its token expires or is revoked here."""
+        send = self.app_send(scope, decision, send)
+        if scope["type"] != "websocket":
+            return receive, send, None
+        return self.sockets.channels(scope, receive, send)
+
+    def deferred_channels(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[Receive, Send, Callable[[], None]]:
+        """:meth:`app_channels` for a websocket whose identity is decided later, in the app."""
+        subprotocol = scope.get(ACCEPT_SUBPROTOCOL_KEY)
+        if subprotocol is not None:
+            send = _accepting(send, subprotocol)
+        return self.sockets.channels(scope, receive, send)
 
     def app_send(self, scope: Scope, decision: Decision, send: Send) -> Send:
         """The ``send`` to give the app: adds the challenge to its own 401 when

@@ -117,9 +117,18 @@ class _DeferredAuthentication:
         self.pipeline = pipeline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and IDENTITY_KEY not in scope:
-            scope = self.pipeline.defer_scope(scope)
-        await self.app(scope, receive, send)
+        if scope["type"] != "websocket" or IDENTITY_KEY in scope:
+            if scope["type"] == "http" and IDENTITY_KEY not in scope:
+                scope = self.pipeline.defer_scope(scope)
+            await self.app(scope, receive, send)
+            return
+        scope = self.pipeline.defer_scope(scope)
+        # The identity comes later, from a dependency: the socket is watched from accept.
+        receive, send, done = self.pipeline.deferred_channels(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            done()
 
 
 @_checks.passing_keywords_to(AuthCore.__init__)

@@ -199,9 +199,13 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        send = pipeline.app_send(scope, decision, send)
         self._set_user(scope, _auth(decision.identity))
-        await self.app(scope, receive, send)
+        receive, send, done = pipeline.app_channels(scope, decision, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if done is not None:
+                done()
 
     async def _with_backend(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Starlette's own flow, for other backends or an identity found further out."""

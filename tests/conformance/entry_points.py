@@ -69,7 +69,9 @@ class Client:
     def request(self, method: str, path: str, headers: list[tuple[str, str]]) -> Response:
         raise NotImplementedError
 
-    def websocket(self, path: str, headers: list[tuple[str, str]]) -> tuple[str, Any]:
+    def websocket(
+        self, path: str, headers: list[tuple[str, str]], subprotocols: list[str] | None = None
+    ) -> tuple[str, Any]:
         """("accepted", first message), ("denied", Response) or ("closed", close code)."""
         raise NotImplementedError
 
@@ -99,19 +101,46 @@ class ASGIClient(Client):
             response.status_code, list(response.headers.multi_items()), response.content
         )
 
-    def websocket(self, path: str, headers: list[tuple[str, str]]) -> tuple[str, Any]:
+    def websocket(
+        self, path: str, headers: list[tuple[str, str]], subprotocols: list[str] | None = None
+    ) -> tuple[str, Any]:
         from starlette.testclient import WebSocketDenialResponse
         from starlette.websockets import WebSocketDisconnect
 
         try:
-            with self.client.websocket_connect(path, headers=dict(headers)) as ws:
-                return "accepted", ws.receive_json()
+            with self.client.websocket_connect(
+                path, headers=dict(headers), subprotocols=subprotocols
+            ) as ws:
+                report = ws.receive_json()
+                report["accepted_subprotocol"] = ws.accepted_subprotocol
+                return "accepted", report
         except WebSocketDenialResponse as denial:
             return "denied", Response(
                 denial.status_code, list(denial.headers.multi_items()), denial.content
             )
         except WebSocketDisconnect as closed:
             return "closed", closed.code
+
+
+def socket_report(websocket: WebSocket, identity: Identity | None) -> dict[str, Any]:
+    """What a websocket endpoint sees; then it echoes until the socket closes."""
+    scope = websocket.scope
+    return {
+        "identity": identity.user_id if identity is not None else None,
+        "subprotocols": list(scope.get("subprotocols") or ()),
+        "query_string": (scope.get("query_string") or b"").decode("latin-1"),
+        "headers": pairs(scope["headers"]),
+    }
+
+
+async def echo_until_closed(websocket: WebSocket) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        return
 
 
 def report(identity: Identity | None, service: Identity | None, views: Views) -> bytes:
@@ -199,9 +228,8 @@ def _starlette_routes() -> list[Any]:
     @require("@")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
-        identity = get_identity(websocket)
-        await websocket.send_json({"identity": identity.user_id if identity else None})
-        await websocket.close()
+        await websocket.send_json(socket_report(websocket, get_identity(websocket)))
+        await echo_until_closed(websocket)
 
     return [
         Route("/open", probe, methods=["GET", "POST", "OPTIONS"]),
@@ -286,8 +314,8 @@ def fastapi(validator: Any, options: dict[str, Any]) -> Iterator[Client]:
         websocket: WebSocket, identity: Annotated[Identity, Depends(current_identity)]
     ) -> None:
         await websocket.accept()
-        await websocket.send_json({"identity": identity.user_id})
-        await websocket.close()
+        await websocket.send_json(socket_report(websocket, identity))
+        await echo_until_closed(websocket)
 
     yield ASGIClient(app)
 

@@ -255,8 +255,10 @@ def test_websockets_are_refused_before_accept(entry_name: str) -> None:
             outcome, response = client.websocket("/ws", token(value))
             assert outcome == "denied", (value, outcome, response)
             assert_error(response, status)
-        outcome, message = client.websocket("/ws", [("X-Roles", FORGED), *token(GOOD)])
-        assert (outcome, message) == ("accepted", {"identity": "u-member"})
+        outcome, report = client.websocket("/ws", [("X-Roles", FORGED), *token(GOOD)])
+        assert outcome == "accepted"
+        assert report["identity"] == "u-member"
+        assert not [v for _, v in report["headers"] if FORGED in v]
 
 
 # -- token sources ---------------------------------------------------------------------------
@@ -343,3 +345,96 @@ def test_hidden_credentials_never_reach_the_app(entry: str) -> None:
             ["x-auth-token", GOOD] in [[n.replace("_", "-"), v] for n, v in view]
             for view in items.values()
         )
+
+
+# -- websockets: browser credentials and token lifetime -------------------------------------
+
+BROWSER_SOURCES = ["X-Auth-Token", "Sec-WebSocket-Protocol: bearer", "query: access_token"]
+
+
+@pytest.mark.parametrize("entry_name", WEBSOCKETS)
+def test_a_browser_websocket_with_the_token_in_its_subprotocols(entry_name: str) -> None:
+    with connect(entry_name, token_sources=BROWSER_SOURCES) as client:
+        outcome, report = client.websocket("/ws", [], subprotocols=["chat", "bearer", GOOD])
+        assert outcome == "accepted"
+        assert report["identity"] == "u-member"
+        assert report["accepted_subprotocol"] == "bearer"  # else a browser drops the socket
+        assert report["subprotocols"] == ["chat"]  # the app never sees the token
+        assert not [v for _, v in report["headers"] if GOOD in v]
+        outcome, response = client.websocket("/ws", [], subprotocols=["bearer", BAD])
+        assert outcome == "denied"
+        assert_error_401(response)
+        outcome, response = client.websocket("/ws", [], subprotocols=["bearer"])
+        assert outcome == "denied"  # the marker without a token is malformed
+        assert_error_401(response)
+
+
+@pytest.mark.parametrize("entry_name", WEBSOCKETS)
+def test_a_websocket_with_the_token_in_its_query(entry_name: str) -> None:
+    with connect(entry_name, token_sources=BROWSER_SOURCES) as client:
+        outcome, report = client.websocket(f"/ws?room=1&access_token={GOOD}&x=2", [])
+        assert outcome == "accepted"
+        assert report["identity"] == "u-member"
+        assert report["query_string"] == "room=1&x=2"
+        outcome, response = client.websocket(f"/ws?access_token={GOOD}&access_token={ADMIN}", [])
+        assert outcome == "denied"
+        assert_error_401(response)
+        # Query tokens are for websockets only: an HTTP request with one has no token.
+        assert_error(client.request("GET", f"/protected?access_token={GOOD}", []), 401)
+
+
+def test_query_and_subprotocol_sources_need_an_http_source() -> None:
+    from authmw import AuthCore, ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="token_sources"):
+        AuthCore(Scripted(), token_sources=["query: access_token"])
+
+
+EXPIRING = "expiring-token-0123456789"
+
+
+@pytest.mark.parametrize("entry_name", WEBSOCKETS)
+def test_a_websocket_is_closed_when_its_token_expires(entry_name: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from starlette.websockets import WebSocketDisconnect
+
+    soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+    IDENTITIES[EXPIRING] = Identity("u-brief", expires_at=soon, audit_ids=("a-brief",))
+    try:
+        with connect(entry_name) as client:
+            connect_ws = client.client.websocket_connect  # type: ignore[attr-defined]
+            with connect_ws("/ws", headers=dict(token(EXPIRING))) as ws:
+                assert ws.receive_json()["identity"] == "u-brief"
+                ws.send_text("still here")
+                assert ws.receive_text() == "still here"
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_text()  # waits for authmw to close it at expiry
+                assert closed.value.code == 1008
+    finally:
+        del IDENTITIES[EXPIRING]
+
+
+@pytest.mark.parametrize("entry_name", WEBSOCKETS)
+def test_a_websocket_is_closed_when_its_token_is_revoked(entry_name: str, tmp_path: Any) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    from authmw import LocalTokenStore
+
+    store = LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db")
+    kept = store.issue(user_name="kept", ttl=3600)
+    doomed = store.issue(user_name="doomed", ttl=3600)
+    with ENTRY_POINTS[entry_name](store, {}) as client:
+        connect_ws = client.client.websocket_connect  # type: ignore[attr-defined]
+        with (
+            connect_ws("/ws", headers=dict(token(kept.token))) as other,
+            connect_ws("/ws", headers=dict(token(doomed.token))) as ws,
+        ):
+            assert ws.receive_json()["identity"] == "doomed"
+            assert other.receive_json()["identity"] == "kept"
+            store.revoke(doomed.record.id)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 1008
+            other.send_text("still open")
+            assert other.receive_text() == "still open"
