@@ -23,6 +23,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from authmw import ASGIAuthMiddleware, Identity, InMemoryValidator, WSGIAuthMiddleware
@@ -42,11 +43,20 @@ def load_config() -> dict[str, Any]:
     return config
 
 
+def _identity(fields: dict[str, Any]) -> Identity:
+    """An Identity from JSON fields; ``expires_in`` (seconds from now) sets its expiry."""
+    fields = dict(fields)
+    expires_in = fields.pop("expires_in", None)
+    if expires_in is not None:
+        fields["expires_at"] = datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+    return Identity(**fields)
+
+
 def _validator(config: dict[str, Any]) -> Validator:
     kind = config.get("validator", "memory")
     if kind == "memory":
         return InMemoryValidator(
-            {token: Identity(**fields) for token, fields in config.get("tokens", {}).items()}
+            {token: _identity(fields) for token, fields in config.get("tokens", {}).items()}
         )
     if kind == "keystone":
         from authmw.validators.keystone import KeystoneValidator
@@ -55,6 +65,25 @@ def _validator(config: dict[str, Any]) -> Validator:
             config["keystone_url"], timeout=config.get("timeout", 5.0), **config["service"]
         )
     raise ValueError(f"unknown validator {kind!r}")
+
+
+def _logging(config: dict[str, Any]) -> None:
+    """``"debug_logs": true``: authmw's loggers at DEBUG on stderr, query tokens redacted
+    from the server's own logs (authmw.log_filters)."""
+    if not config.get("debug_logs"):
+        return
+    import logging
+    import sys
+
+    from authmw.log_filters import install_query_redaction
+
+    install_query_redaction()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    for name in ("authmw", "httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
 
 
 def _options(config: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +129,11 @@ def wsgi_app() -> WSGIAuthMiddleware:
                 "identity_headers": {
                     k: v for k, v in sorted(environ.items()) if k in _STRIPPED_KEYS
                 },
+                "headers": {
+                    k[5:].lower().replace("_", "-"): v
+                    for k, v in environ.items()
+                    if k.startswith("HTTP_") and isinstance(v, str)
+                },
             }
             body = json.dumps(seen).encode()
         start_response(
@@ -107,6 +141,7 @@ def wsgi_app() -> WSGIAuthMiddleware:
         )
         return [body]
 
+    _logging(config)
     middleware = WSGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
     holder.append(middleware)
     return middleware
@@ -141,6 +176,11 @@ def asgi_app() -> ASGIAuthMiddleware:
                 "method": scope.get("method"),
                 "identity": _identity_json(scope.get("authmw.identity")),
                 "identity_headers": identity_headers,
+                "headers": {
+                    n.decode("latin-1").lower(): v.decode("latin-1") for n, v in scope["headers"]
+                },
+                "query_string": scope.get("query_string", b"").decode("latin-1"),
+                "subprotocols": list(scope.get("subprotocols") or ()),
             }
             body = json.dumps(seen).encode()
         if scope["type"] == "websocket":
@@ -148,7 +188,8 @@ def asgi_app() -> ASGIAuthMiddleware:
                 return
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.send", "text": body.decode()})
-            await send({"type": "websocket.close", "code": 1000})
+            while (await receive())["type"] != "websocket.disconnect":
+                pass  # open until the client (or authmw, at the token's end) closes it
             return
         await send(
             {
@@ -162,6 +203,7 @@ def asgi_app() -> ASGIAuthMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
+    _logging(config)
     middleware = ASGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
     holder.append(middleware)
     return middleware

@@ -89,10 +89,18 @@ def sample_process(pid: int, upstream_port: int | None = None) -> Sample:
 class Server:
     """``kind`` is ``gunicorn`` (1 worker, ``threads`` threads) or ``uvicorn``."""
 
-    def __init__(self, kind: str, config: dict[str, Any], workdir: Path, threads: int = 8) -> None:
+    def __init__(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        workdir: Path,
+        threads: int = 8,
+        access_log: bool = False,
+    ) -> None:
         if kind not in ("gunicorn", "uvicorn"):
             raise ValueError(kind)
         self.kind = kind
+        self.access_log = access_log
         self.workdir = workdir
         self.threads = threads
         self.port = free_port()
@@ -123,7 +131,8 @@ class Server:
                 "--timeout",
                 "60",
                 "--log-level",
-                "warning",
+                "info" if self.access_log else "warning",
+                *(["--access-logfile", "-"] if self.access_log else []),
                 "--no-control-socket",
                 "loadtest.apps:wsgi_app()",
             ]
@@ -138,8 +147,8 @@ class Server:
             "--port",
             host[1],
             "--log-level",
-            "warning",
-            "--no-access-log",
+            "info" if self.access_log else "warning",
+            "--access-log" if self.access_log else "--no-access-log",
             "--lifespan",
             "on",
             "--timeout-graceful-shutdown",
