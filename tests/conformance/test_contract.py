@@ -438,3 +438,27 @@ def test_a_websocket_is_closed_when_its_token_is_revoked(entry_name: str, tmp_pa
             assert closed.value.code == 1008
             other.send_text("still open")
             assert other.receive_text() == "still open"
+
+
+def test_no_token_from_any_source_reaches_a_log_record(entry: str) -> None:
+    from hardening._support import all_logs, assert_no_token_in_logs
+
+    secret_bad = "never-logged-" + "b" * 24
+    tokens = (GOOD, ADMIN, secret_bad)
+    with all_logs() as texts, connect(entry, token_sources=BROWSER_SOURCES + SOURCES[1:]) as client:
+        for headers in (
+            token(GOOD),
+            bearer(GOOD),
+            bearer(secret_bad),
+            token(secret_bad),
+            [*bearer(GOOD), *token(ADMIN)],
+            [("Authorization", f"Bearer {secret_bad} junk")],
+            [("X-Service-Token", secret_bad), *token(GOOD)],
+        ):
+            client.request("GET", "/protected", headers)
+        if client.websockets:
+            client.websocket("/ws", [], subprotocols=["bearer", GOOD])
+            client.websocket("/ws", [], subprotocols=["bearer", secret_bad])
+            client.websocket(f"/ws?access_token={secret_bad}", [])
+    assert texts  # authmw logged the rejections
+    assert_no_token_in_logs(texts, tokens)
