@@ -45,6 +45,8 @@ class Credentials(NamedTuple):
 
 
 NO_CREDENTIALS = Credentials()
+_new = tuple.__new__  # builds a Credentials without the NamedTuple's Python-level __new__
+_REST = (None, None, None, False, 0, None)  # a token from the first source, nothing else
 
 # Header categories, decided once per raw header name; token sources are _TOKEN + index.
 _KEEP, _STRIP, _SERVICE_TOKEN, _FIWARE_SERVICE, _FIWARE_PATH, _ORIGIN, _ACRM = range(7)
@@ -61,8 +63,10 @@ class Scanner:
 
     __slots__ = (
         "_auth",
+        "_auth_reader",
         "_names",
         "_query",
+        "_readers",
         "_service_key",
         "_simple_key",
         "_subprotocol",
@@ -81,8 +85,13 @@ class Scanner:
         self._simple_key = first.environ_key if simple else None
         self._service_key = _headers.environ_key(core.service_token_header)
         self._auth = self._index("authorization")
+        self._auth_reader = self.sources[self._auth].reader if self._auth is not None else None
         self._subprotocol = self._index("subprotocol")
         self._query = self._index("query")
+        # (index, environ key, Authorization reader) of each source a WSGI request can use.
+        self._readers = [
+            (i, s.environ_key, s.reader) for i, s in enumerate(self.sources) if not s.websocket_only
+        ]
         self._names: dict[bytes, int] = {}
 
     def _index(self, kind: str) -> int | None:
@@ -103,64 +112,90 @@ class Scanner:
                 return NO_CREDENTIALS
         else:
             token, source, problem = self._environ_token(environ)
-        return Credentials(
-            token,
-            get(self._service_key),
-            get(_FIWARE_SERVICE_KEY) if fiware else None,
-            get(_FIWARE_PATH_KEY) if fiware else None,
-            preflight,
-            source,
-            problem,
+        return _new(
+            Credentials,
+            (
+                token,
+                get(self._service_key),
+                get(_FIWARE_SERVICE_KEY) if fiware else None,
+                get(_FIWARE_PATH_KEY) if fiware else None,
+                preflight,
+                source,
+                problem,
+            ),
         )
 
     def _environ_token(
         self, environ: MutableMapping[str, Any]
     ) -> tuple[str | None, int, str | None]:
-        found: list[tuple[int, str]] = []
-        for index, source in enumerate(self.sources):
-            if source.websocket_only:
-                continue
-            key = source.environ_key
-            value = environ.get(key)
+        get = environ.get
+        first: tuple[int, str] | None = None
+        more: list[tuple[int, str]] | None = None
+        for index, key, read in self._readers:
+            value = get(key)
             if value is None:
                 continue
-            if source.kind == "authorization":
-                value = bearer_credential(value, source.name)
+            if read is not None:
+                value = read(value)
                 if value is None:
                     continue  # another scheme: the app's
-            found.append((index, value))
             if self.hide:
                 del environ[key]
-        return _resolve(found)
+            if first is None:
+                first = (index, value)
+            elif more is None:
+                more = [first, (index, value)]
+            else:
+                more.append((index, value))
+        if first is None:
+            return None, 0, None
+        if more is None and first[1] and "," not in first[1]:
+            return first[1], first[0], None  # the common case: one plain token
+        return _resolve(more or [first])
 
     # -- ASGI scope ----------------------------------------------------------------------------
     def scope(
         self, scope: MutableMapping[str, Any]
-    ) -> tuple[HeaderList, Credentials, dict[str, Any]]:
+    ) -> tuple[HeaderList, Credentials, dict[str, Any] | None]:
         """The header list without forged identity headers, the credentials, and
         other scope items to replace (websocket subprotocols and query string)."""
         websocket = scope["type"] == "websocket"
-        method = "GET" if websocket else str(scope.get("method", "GET"))
         memo_get = self._names.get
         kept: HeaderList = []
-        found: list[tuple[int, bytes]] = []
+        append = kept.append
+        found: list[tuple[int, bytes]] | None = None
+        token: bytes | None = None  # the only token header, in the common case
+        hide = self.hide
         for item in scope.get("headers") or ():
             category = memo_get(item[0])
             if category is None:
                 category = self._category(item[0])
             if category == _KEEP:
-                kept.append(item)
-            elif category == _STRIP:
+                append(item)
                 continue
+            if category == _STRIP:
+                continue
+            if category == _TOKEN and token is None and found is None:
+                token = item[1]
             else:
-                if not self._hidden(category, item[1], websocket):
-                    kept.append(item)
+                if found is None:
+                    found = [] if token is None else [(_TOKEN, token)]
                 found.append((category, item[1]))
-        changes: dict[str, Any] = {}
+            if not (hide or category == _SUBPROTOCOLS) or not self._hidden(
+                category, item[1], websocket
+            ):
+                append(item)
+        changes: dict[str, Any] | None = None
         if websocket and (self._subprotocol is not None or self._query is not None):
-            found.extend(self._websocket(scope, kept, changes))
-        if not found:
-            return kept, NO_CREDENTIALS, changes
+            changes = {}
+            more = self._websocket(scope, kept, changes)
+            if more:
+                found = (found or ([] if token is None else [(_TOKEN, token)])) + more
+        if found is None:
+            if token is None:
+                return kept, NO_CREDENTIALS, changes
+            return kept, _new(Credentials, (token.decode("latin-1"), *_REST)), changes
+        method = "GET" if websocket else str(scope.get("method", "GET"))
         return kept, self._credentials(found, method), changes
 
     def _hidden(self, category: int, value: bytes, websocket: bool) -> bool:
@@ -237,9 +272,19 @@ class Scanner:
         return found
 
     def _credentials(self, found: list[tuple[int, bytes]], method: str) -> Credentials:
+        if len(found) == 1 and (found[0][0] >= _TOKEN or found[0][0] == _AUTHORIZATION):
+            # The common case: the token alone, in one header.
+            category, raw = found[0]
+            token: str | None = raw.decode("latin-1")
+            source = category - _TOKEN
+            if category == _AUTHORIZATION and self._auth_reader is not None:
+                token, source = self._auth_reader(raw.decode("latin-1")), self._auth or 0
+                if token == "":
+                    return _new(Credentials, (None, None, None, None, False, source, "malformed"))
+            return _new(Credentials, (token, None, None, None, False, source, None))
         values: dict[int, list[bytes]] = {}
-        for category, value in found:
-            values.setdefault(category, []).append(value)
+        for category, raw in found:
+            values.setdefault(category, []).append(raw)
         if self._simple_key is not None:
             token, source, problem = _joined(values.get(_TOKEN)), 0, None
         else:

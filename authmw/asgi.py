@@ -50,7 +50,9 @@ class ASGIAuthMiddleware:
             await self.app(scope, receive, send)
             return
         pipeline = self.pipeline
-        scope, decision = await pipeline.run_scope(scope)
+        scope, decision = pipeline.begin_scope(scope)
+        if decision is None:  # not in the cache: ask the validator
+            decision = await pipeline.resolve_scope(scope)
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return

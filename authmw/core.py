@@ -271,7 +271,7 @@ class AuthCore:
         challenge goes with a 401).
         """
         if service_token_value is None and not self.fiware_service_scope:
-            fast = self._fast_path(token_value, source)
+            fast = self.cached(token_value, source)
             if fast is not None:
                 return fast
         flow = self._flow(
@@ -306,7 +306,7 @@ class AuthCore:
         challenge goes with a 401).
         """
         if service_token_value is None and not self.fiware_service_scope:
-            fast = self._fast_path(token_value, source)
+            fast = self.cached(token_value, source)
             if fast is not None:
                 return fast
         flow = self._flow(
@@ -327,8 +327,10 @@ class AuthCore:
             result: Decision = stop.value
             return result
 
-    def _fast_path(self, token_value: str | None, source: int) -> Decision | None:
-        """A decision without leaving the thread: cache hits and cached rejections."""
+    def cached(self, token_value: str | None, source: int = 0) -> Decision | None:
+        """The decision for a token the in-process cache knows (accepted or rejected
+        recently), without I/O; None otherwise (and for a missing or malformed token,
+        which :meth:`authenticate` answers, also without I/O)."""
         answers = self._answers[source]
         token = self._extract(token_value, answers)
         if isinstance(token, Rejection):

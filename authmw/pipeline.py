@@ -140,42 +140,52 @@ class Pipeline:
         )
 
     # -- 4: decide -----------------------------------------------------------------------------
-    def decide(self, credentials: Credentials, request: RequestFacts | None = None) -> Decision:
-        """The decision for these credentials, blocking on the validator when needed.
-
-        ``request`` is what the token's restrictions (if any) are checked against.
-        """
+    def cached_decision(self, credentials: Credentials) -> Decision | None:
+        """The decision when no validator call is needed (refusals, anonymity, the
+        in-process cache), else None."""
         if credentials.problem is not None:
             return self.core.refuse(credentials.problem, credentials.source)
-        if credentials.token is None and credentials.service_token is None and self.anonymous:
-            return ANONYMOUS
-        decision = self.core.authenticate(*credentials[:4], credentials.source)
-        identity = decision.identity
-        if identity is not None and identity.restrictions:
-            return self._restricted(decision, request)
-        return decision
+        if credentials.service_token is None:
+            if credentials.token is None and self.anonymous:
+                return ANONYMOUS
+            if not self.core.fiware_service_scope:
+                return self.core.cached(credentials.token, credentials.source)
+        return None
 
-    async def adecide(
-        self, credentials: Credentials, request: RequestFacts | None = None
-    ) -> Decision:
+    def decide(self, credentials: Credentials) -> Decision:
+        """The decision for these credentials, blocking on the validator when needed."""
+        decision = self.cached_decision(credentials)
+        if decision is not None:
+            return decision
+        core = self.core
+        return core.authenticate(
+            credentials.token,
+            credentials.service_token,
+            credentials.fiware_service,
+            credentials.fiware_service_path,
+            credentials.source,
+        )
+
+    async def adecide(self, credentials: Credentials) -> Decision:
         """The decision for these credentials, awaiting the validator when needed."""
-        if credentials.problem is not None:
-            return self.core.refuse(credentials.problem, credentials.source)
-        if credentials.token is None and credentials.service_token is None and self.anonymous:
-            return ANONYMOUS
-        decision = await self.core.authenticate_async(*credentials[:4], credentials.source)
-        identity = decision.identity
-        if identity is not None and identity.restrictions:
-            return self._restricted(decision, request)
-        return decision
+        decision = self.cached_decision(credentials)
+        if decision is not None:
+            return decision
+        return await self.core.authenticate_async(
+            credentials.token,
+            credentials.service_token,
+            credentials.fiware_service,
+            credentials.fiware_service_path,
+            credentials.source,
+        )
 
-    def _restricted(self, decision: Decision, request: RequestFacts | None) -> Decision:
-        """The decision once the token's own restrictions have looked at the request."""
-        assert decision.identity is not None
-        if request is None:
-            request = RequestFacts("", "", None, False)  # knowing nothing, they refuse
+    def restricted(self, decision: Decision, request: RequestFacts) -> Decision:
+        """The decision once the token's own restrictions have looked at ``request``."""
+        identity = decision.identity
+        if identity is None or not identity.restrictions:
+            return decision
         request = request._replace(service_token=decision.service_status == "Confirmed")
-        refused = refusal(decision.identity.restrictions, request)
+        refused = refusal(identity.restrictions, request)
         if refused is None:
             return decision
         if refused.status == 401:
@@ -208,24 +218,28 @@ class Pipeline:
     # -- the whole run, per request shape -------------------------------------------------------
     def run_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """Every step on a WSGI environ (changed in place); answer the rejection if any."""
-        credentials = self.scan_environ(environ)
+        credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
             decision = PUBLIC
         else:
-            decision = self.decide(credentials, _environ_facts(environ))
-        if decision.rejection is None:
-            self.inject_environ(environ, decision)
-        return decision
+            decision = self.decide(credentials)
+        return self._finish_environ(environ, decision)
 
     async def arun_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """:meth:`run_environ`, awaiting the validator."""
-        credentials = self.scan_environ(environ)
+        credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
             decision = PUBLIC
         else:
-            decision = await self.adecide(credentials, _environ_facts(environ))
+            decision = await self.adecide(credentials)
+        return self._finish_environ(environ, decision)
+
+    def _finish_environ(self, environ: Environ, decision: Decision) -> Decision:
+        identity = decision.identity
+        if identity is not None and identity.restrictions:
+            decision = self.restricted(decision, _environ_facts(environ))
         if decision.rejection is None:
             self.inject_environ(environ, decision)
         return decision
@@ -251,19 +265,41 @@ class Pipeline:
         if changes:
             scope.update(changes)
         scope[RESPONSES_KEY] = self.responses
-        if self.is_public_scope(scope, credentials):
+        if self.core.public_routes.enabled and self.is_public_scope(scope, credentials):
             scope[IDENTITY_KEY] = None
             return scope, None
         return scope, credentials
 
-    async def run_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision]:
-        """Every step on an ASGI scope; the scope to call the app with and the decision."""
+    def begin_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision | None]:
+        """Every step that needs no validator call: the scope to call the app with, and
+        the decision, or None when :meth:`resolve_scope` must await the validator."""
         scope, credentials = self.prepare_scope(scope, copy=copy)
         if credentials is None:
             return scope, PUBLIC
-        decision = await self.adecide(credentials, _scope_facts(scope))
-        if decision.rejection is None:
-            self.inject_scope(scope, decision)
+        decision = self.cached_decision(credentials)
+        if decision is None:
+            scope[CREDENTIALS_KEY] = credentials
+            return scope, None
+        identity = decision.identity
+        if identity is not None:
+            if identity.restrictions:
+                return scope, self._finish_scope(scope, decision)
+            # The hot path (a cached token): inject with the memoised header items.
+            items = decision.header_items
+            if items is None:
+                items = decision.header_items = _header_items(decision)
+            scope["headers"].extend(items)
+            scope[IDENTITY_KEY] = identity
+            if decision.service_status is not None:
+                scope[SERVICE_IDENTITY_KEY] = decision.service_identity
+            return scope, decision
+        return scope, self._finish_scope(scope, decision)
+
+    async def run_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision]:
+        """Every step on an ASGI scope; the scope to call the app with and the decision."""
+        scope, decision = self.begin_scope(scope, copy=copy)
+        if decision is None:
+            decision = await self.resolve_scope(scope)
         return scope, decision
 
     def defer_scope(self, scope: Scope) -> Scope:
@@ -274,14 +310,20 @@ class Pipeline:
         return scope
 
     async def resolve_scope(self, scope: Scope) -> Decision:
-        """Decide later: for a scope :meth:`prepare_scope` kept the credentials of."""
+        """Decide, awaiting the validator, for a scope whose credentials
+        :meth:`begin_scope` or :meth:`defer_scope` kept."""
         if IDENTITY_KEY in scope:
             identity = scope[IDENTITY_KEY]
             return Decision(identity) if identity is not None else ANONYMOUS
-        credentials = scope.get(CREDENTIALS_KEY)
+        credentials = scope.pop(CREDENTIALS_KEY, None)
         if not isinstance(credentials, Credentials):
             credentials = NO_CREDENTIALS
-        decision = await self.adecide(credentials, _scope_facts(scope))
+        return self._finish_scope(scope, await self.adecide(credentials))
+
+    def _finish_scope(self, scope: Scope, decision: Decision) -> Decision:
+        identity = decision.identity
+        if identity is not None and identity.restrictions:
+            decision = self.restricted(decision, _scope_facts(scope))
         if decision.rejection is None:
             self.inject_scope(scope, decision)
         return decision
@@ -304,10 +346,9 @@ class Pipeline:
     ) -> tuple[Receive, Send, Callable[[], None] | None]:
         """``receive`` and ``send`` for the app, and what to call when it returns (None
         for HTTP). A websocket is closed when its token expires or is revoked here."""
-        send = self.app_send(scope, decision, send)
-        if scope["type"] != "websocket":
-            return receive, send, None
-        return self.sockets.channels(scope, receive, send)
+        if scope["type"] == "http":
+            return receive, self.challenging_send(send) if decision.challenged else send, None
+        return self.sockets.channels(scope, receive, self.app_send(scope, decision, send))
 
     def deferred_channels(
         self, scope: Scope, receive: Receive, send: Send

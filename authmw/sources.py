@@ -19,8 +19,9 @@ twice in one) are refused, never resolved by picking one.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +64,11 @@ class Source:
     @property
     def environ_key(self) -> str:
         return _headers.environ_key(self.header)
+
+    @property
+    def reader(self) -> Callable[[str], str | None] | None:
+        """For an ``Authorization`` scheme, :func:`bearer_credential` bound to it."""
+        return _credential_reader(self.name) if self.kind == "authorization" else None
 
     def challenge(self, realm: str, uri: str | None, error: str | None = None) -> str:
         """The ``WWW-Authenticate`` challenge for this source."""
@@ -151,8 +157,20 @@ def bearer_credential(value: str, scheme: str) -> str | None:
     when it is in this scheme but malformed (no credential, not token68, or
     more than one).
     """
-    given, _, credential = value.strip().partition(" ")
-    if given.lower() != scheme.lower():
-        return None
-    credential = credential.lstrip(" ")
-    return credential if _TOKEN68.fullmatch(credential) else ""
+    return _credential_reader(scheme)(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _credential_reader(scheme: str) -> Callable[[str], str | None]:
+    """:func:`bearer_credential` for one scheme, with its regular expressions compiled."""
+    whole = re.compile(rf"[ \t]*{re.escape(scheme)} +({_TOKEN68.pattern})[ \t]*", re.IGNORECASE)
+    ours = re.compile(rf"[ \t]*{re.escape(scheme)}(?: |$)", re.IGNORECASE)
+    match_whole, match_ours = whole.fullmatch, ours.match
+
+    def read(value: str) -> str | None:
+        found = match_whole(value)
+        if found is not None:
+            return found.group(1)
+        return "" if match_ours(value) is not None else None
+
+    return read

@@ -195,7 +195,9 @@ class AuthMWAuthenticationMiddleware(AuthenticationMiddleware):
         if not isinstance(pipeline, Pipeline) or IDENTITY_KEY in scope:
             await self._with_backend(scope, receive, send)
             return
-        scope, decision = await pipeline.run_scope(scope)
+        scope, decision = pipeline.begin_scope(scope)
+        if decision is None:  # not in the cache: ask the validator
+            decision = await pipeline.resolve_scope(scope)
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
