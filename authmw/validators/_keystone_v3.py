@@ -14,6 +14,7 @@ import httpx
 from ..client._base import MALFORMED_ANSWER, parse_timestamp
 from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
+from ._remote import ServiceTokenRejected, check_subject_token
 
 __all__ = [
     "ServiceTokenRejected",
@@ -22,26 +23,6 @@ __all__ = [
     "identity_from_token",
     "interpret_validation_response",
 ]
-
-MAX_TOKEN_SIZE = 8192
-
-
-class ServiceTokenRejected(Exception):
-    """Keystone refused *our* token (401/403): re-authenticate, then give up."""
-
-    def __init__(self, status_code: int) -> None:
-        super().__init__(f"Keystone refused the service token ({status_code})")
-        self.status_code = status_code
-
-
-def check_subject_token(token: str) -> None:
-    """Reject, without asking Keystone, what cannot be a token or cannot go in a header."""
-    if not isinstance(token, str) or not token:
-        raise InvalidToken("empty token")
-    if len(token) > MAX_TOKEN_SIZE:
-        raise InvalidToken("token too large")
-    if not token.isascii() or not token.isprintable() or " " in token:
-        raise InvalidToken("token has characters no token has")
 
 
 def build_validation_request(

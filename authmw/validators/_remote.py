@@ -26,9 +26,14 @@ from .._hashing import fingerprint
 from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
 
-__all__ = ["DEFAULT_TIMEOUT", "RemoteValidator", "given_service_auth"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RemoteValidator",
+    "ServiceTokenRejected",
+    "check_subject_token",
+    "given_service_auth",
+]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 """3 s to connect, 5 s for each read, write and pool wait."""
@@ -43,6 +48,29 @@ _V = TypeVar("_V", bound="RemoteValidator")
 # A step of the validation flow: the service identity whose token is needed,
 # or a request to send.
 _Step = TokenAuth | httpx.Request
+
+
+# -- the subject token and the service's credentials ------------------------------------
+
+MAX_TOKEN_SIZE = 8192
+
+
+class ServiceTokenRejected(Exception):
+    """The service refused *our* credentials (401/403): re-authenticate, then give up."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"the service refused our credentials ({status_code})")
+        self.status_code = status_code
+
+
+def check_subject_token(token: str) -> None:
+    """Reject, without asking the service, what cannot be a token or cannot go in a header."""
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("empty token")
+    if len(token) > MAX_TOKEN_SIZE:
+        raise InvalidToken("token too large")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise InvalidToken("token has characters no token has")
 
 
 # -- option checks ------------------------------------------------------------------------

@@ -42,8 +42,7 @@ from ..client._base import MALFORMED_ANSWER, TokenAuth, http_url, parse_timestam
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
-from ._remote import RemoteValidator, given_service_auth
+from ._remote import RemoteValidator, ServiceTokenRejected, check_subject_token, given_service_auth
 
 __all__ = [
     "HTTPIntrospectionValidator",

@@ -25,8 +25,7 @@ from ..client._base import MALFORMED_ANSWER, TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
-from ._remote import RemoteValidator, given_service_auth
+from ._remote import RemoteValidator, ServiceTokenRejected, check_subject_token, given_service_auth
 
 __all__ = [
     "KeystoneV2Validator",
