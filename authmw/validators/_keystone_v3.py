@@ -14,7 +14,7 @@ import httpx
 from ..client._base import MALFORMED_ANSWER, parse_timestamp
 from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._remote import ServiceTokenRejected, check_subject_token
+from ._remote import ServiceTokenRejected, answer_error, check_subject_token
 
 __all__ = [
     "ServiceTokenRejected",
@@ -62,9 +62,9 @@ def interpret_validation_response(
 ) -> Identity:
     """The identity for a ``GET /v3/auth/tokens`` answer.
 
-    Raises :class:`InvalidToken` (404, or expired), :class:`ServiceTokenRejected`
-    (401/403) or :class:`IdentityServiceUnavailable` (anything else that is not a
-    well-formed 200).
+    Raises :class:`InvalidToken` (404; 400, 413, 414, 431: the request, so the
+    token, refused; expired), :class:`ServiceTokenRejected` (401/403) or
+    :class:`IdentityServiceUnavailable` (anything else that is not a well-formed 200).
     """
     if status_code == 200:
         try:
@@ -78,11 +78,7 @@ def interpret_validation_response(
         if not allow_expired and identity.is_expired(now, leeway):
             raise InvalidToken("token expired")
         return identity
-    if status_code == 404:
-        raise InvalidToken("Keystone does not know this token")
-    if status_code in (401, 403):
-        raise ServiceTokenRejected(status_code)
-    raise IdentityServiceUnavailable(f"Keystone answered {status_code} to a token validation")
+    raise answer_error(status_code, body, "Keystone")
 
 
 def _named(value: Any) -> tuple[str | None, str | None]:

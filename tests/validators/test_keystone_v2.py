@@ -455,10 +455,25 @@ def test_expired_token_is_invalid_even_if_the_service_returns_it() -> None:
         assert validator.validate(KS_TOKEN, allow_expired=True).user_name == "demo"
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 413, 405])
+@pytest.mark.parametrize("status", [500, 502, 503, 405])
 def test_server_errors_are_unavailable(status: int) -> None:
     service = AdminIdentity(Clock())
     service.validate_override = fault(status, "identityFault", "boom")
+    with make(service) as validator, pytest.raises(IdentityServiceUnavailable):
+        validator.validate(RAX_TOKEN)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # Rackspace's documented rate-limit fault: a 413 that is not about size.
+        fault(413, "overLimit", "OverLimit Retry...", **{"Retry-After": "30"}),
+        fault(429, "overLimit", "Too many requests"),
+    ],
+)
+def test_rate_limits_are_unavailable(answer: httpx.Response) -> None:
+    service = AdminIdentity(Clock())
+    service.validate_override = answer
     with make(service) as validator, pytest.raises(IdentityServiceUnavailable):
         validator.validate(RAX_TOKEN)
 

@@ -250,7 +250,15 @@ def test_401_403_mean_our_service_token_was_refused(status: int) -> None:
     assert info.value.status_code == status
 
 
-@pytest.mark.parametrize("status", [400, 409, 429, 500, 502, 503, 504, 201, 204, 301])
+@pytest.mark.parametrize("status", [400, 413, 414, 431])
+def test_refusals_of_the_request_are_invalid_tokens(status: int) -> None:
+    # Only the subject token varies between validations: a request refused
+    # for its form or size was refused for the token.
+    with pytest.raises(InvalidToken):
+        interpret_validation_response(status, b"<html>Bad Request</html>", now=NOW)
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 502, 503, 504, 201, 204, 301])
 def test_other_statuses_are_unavailable(status: int) -> None:
     with pytest.raises(IdentityServiceUnavailable):
         interpret_validation_response(status, json.dumps({"token": PROJECT}).encode(), now=NOW)
