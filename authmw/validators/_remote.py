@@ -55,8 +55,6 @@ _Step = TokenAuth | httpx.Request
 
 # -- the subject token and the service's credentials ------------------------------------
 
-MAX_TOKEN_SIZE = 8192
-
 
 class ServiceTokenRejected(Exception):
     """The service refused *our* credentials (401/403): re-authenticate, then give up."""
@@ -106,11 +104,14 @@ def _over_limit(body: bytes) -> bool:
 
 
 def check_subject_token(token: str) -> None:
-    """Reject, without asking the service, what cannot be a token or cannot go in a header."""
+    """Reject, without asking the service, what cannot go in a header as a token.
+
+    Non-empty printable ASCII without spaces. No size limit: the middleware's
+    ``max_token_size`` is the one limit, and a service refusing a token for its
+    size is an :class:`InvalidToken` (see :data:`REQUEST_REFUSED_STATUSES`).
+    """
     if not isinstance(token, str) or not token:
         raise InvalidToken("empty token")
-    if len(token) > MAX_TOKEN_SIZE:
-        raise InvalidToken("token too large")
     if not token.isascii() or not token.isprintable() or " " in token:
         raise InvalidToken("token has characters no token has")
 

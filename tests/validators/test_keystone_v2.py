@@ -568,7 +568,7 @@ def test_token_is_percent_encoded_into_one_path_segment() -> None:
     assert raw_path == "/v2.0/tokens/a%2Fb%3Fc%23d%25e%26f%3Dg%3Bh%2Bi%3Aj%40k"
 
 
-@pytest.mark.parametrize("token", ["", ".", "..", "a b", "tok\nen", "é" * 10, "x" * 9000])
+@pytest.mark.parametrize("token", ["", ".", "..", "a b", "tok\nen", "é" * 10, "tok\x7f"])
 def test_tokens_that_cannot_be_tokens_are_invalid_without_a_request(token: str) -> None:
     service = AdminIdentity(Clock())
     with make(service) as validator, pytest.raises(InvalidToken):

@@ -16,11 +16,13 @@ statuses no real server here produces (413).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import httpx
 import pytest
@@ -291,3 +293,82 @@ def test_rfc7662_400_invalid_client_is_our_credentials_not_the_token(
         pytest.raises(IdentityServiceUnavailable, match="refused"),
     ):
         validator.validate(USER)
+
+
+# -- the middleware's max_token_size is the only size limit --------------------------------
+
+BIG = oversize(20_000)
+
+
+def v3_answer() -> bytes:
+    token = {
+        "user": {"id": "u-big", "name": "big", "domain": {"id": "default", "name": "Default"}},
+        "roles": [{"id": "r1", "name": "reader"}],
+        "expires_at": "2099-01-01T00:00:00.000000Z",
+        "methods": ["oauth1"],
+        "audit_ids": ["a-1"],
+    }
+    return json.dumps({"token": token}).encode()
+
+
+def sent_token(flavour: str, served_request: Any) -> str:
+    """The user's token as the loopback server received it."""
+    if flavour == "v3":
+        return str(served_request.headers["x-subject-token"])
+    if flavour == "v2":
+        return unquote(served_request.request_line.split()[1].rsplit("/", 1)[1])
+    if flavour == "rfc7662":
+        return dict(parse_qsl(served_request.body.decode()))["token"]
+    return str(served_request.headers["authorization"]).removeprefix("Bearer ")
+
+
+ANSWERS = {
+    "v3": v3_answer(),
+    "v2": json.dumps(
+        {
+            "access": {
+                "token": {"id": BIG, "expires": "2099-01-01T00:00:00.000Z"},
+                "user": {"id": "u-big", "name": "big", "roles": [{"name": "reader"}]},
+            }
+        }
+    ).encode(),
+    "rfc7662": json.dumps({"active": True, "sub": "u-big", "username": "big"}).encode(),
+    "header": json.dumps({"id": "u-big", "username": "big"}).encode(),
+}
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@modes
+async def test_validators_send_tokens_of_any_size(
+    loopback: IdentityServer, flavour: str, mode: str
+) -> None:
+    # A service with larger limits (JWT-style tokens) gets them: the
+    # middleware's max_token_size, not the validator, decides what is too large.
+    loopback.answer = Answer(200, ANSWERS[flavour])
+    async with loopback_validator(flavour, loopback.url) as validator:
+        assert (await check(validator, BIG, mode)).user_id == "u-big"
+    (request,) = loopback.served
+    assert sent_token(flavour, request) == BIG
+
+
+def test_max_token_size_of_the_middleware_is_the_only_limit(loopback: IdentityServer) -> None:
+    loopback.answer = Answer(200, ANSWERS["v3"])
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["HTTP_X_USER_ID"].encode()]
+
+    def call(middleware: WSGIAuthMiddleware) -> tuple[str, bytes]:
+        statuses: list[str] = []
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_AUTH_TOKEN": BIG}
+        body = b"".join(middleware(environ, lambda s, h, e=None: statuses.append(s)))
+        return statuses[0], body
+
+    with loopback_validator("v3", loopback.url) as validator:
+        assert call(WSGIAuthMiddleware(app, validator, max_token_size=32_768)) == (
+            "200 OK",
+            b"u-big",
+        )
+        status, _ = call(WSGIAuthMiddleware(app, validator, max_token_size=16_384))
+        assert status.startswith("401")
+    assert len(loopback.served) == 1  # the second middleware refused it itself
