@@ -9,9 +9,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["Identity", "ScopeKind"]
+__all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
+
+
+def role_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a role name, or ``None`` if it can.
+
+    Roles travel comma-separated in ``X-Roles``, which oslo.context splits on
+    commas and strips: a name with a comma or white space around it would be
+    read as other roles there (``"member,admin"`` and ``" admin"`` read as
+    ``admin``). Control and invisible characters are refused too (the header
+    renderer drops NUL: ``"\\x00admin"`` would read as ``admin``).
+    """
+    if not name:
+        return "is empty"
+    if "," in name:
+        return "contains a comma"
+    if name != name.strip():
+        return "has white space around it"
+    if not name.isprintable():
+        return "contains a control or invisible character"
+    return None
 
 
 def _aware_utc(value: datetime | None, name: str) -> datetime | None:
@@ -46,8 +66,10 @@ class Identity:
     """Who is calling, in which scope, with which roles.
 
     Roles keep the order the identity service gave them and compare
-    case-insensitively, as Keystone and oslo.policy do. Timestamps are
-    timezone-aware UTC.
+    case-insensitively, as Keystone and oslo.policy do. A role name must be
+    one ``X-Roles`` can carry (see :func:`role_name_problem`): no comma, no
+    white space around it, no control character; others raise ``ValueError``.
+    Timestamps are timezone-aware UTC.
     """
 
     user_id: str
@@ -90,6 +112,10 @@ class Identity:
             if not all(isinstance(v, str) for v in value):
                 raise TypeError(f"Identity.{name} must contain only strings")
             setattr_(self, name, value)
+        for role in self.roles:
+            problem = role_name_problem(role)
+            if problem is not None:
+                raise ValueError(f"Identity.roles: role name {role!r} {problem}")
         setattr_(self, "expires_at", _aware_utc(self.expires_at, "expires_at"))
         setattr_(self, "issued_at", _aware_utc(self.issued_at, "issued_at"))
         setattr_(self, "is_admin_project", bool(self.is_admin_project))

@@ -15,6 +15,7 @@ from ..client._base import MALFORMED_ANSWER, parse_timestamp
 from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 from ._remote import ServiceTokenRejected, answer_error, check_subject_token
+from ._roles import usable_roles
 
 __all__ = [
     "ServiceTokenRejected",
@@ -125,9 +126,10 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
         raise TypeError("token.system must be an object")
     system_scope = "all" if system and system.get("all") is True else None
 
-    roles = tuple(_named(role)[1] or "" for role in token.get("roles") or ())
-    if not all(roles):
+    names = tuple(_named(role)[1] or "" for role in token.get("roles") or ())
+    if not all(names):
         raise KeyError("token.roles[].name")
+    roles = usable_roles(names)
 
     expires = token["expires_at"]  # Keystone always sends it: without it, fail closed
     issued = token.get("issued_at")

@@ -49,6 +49,7 @@ from ._remote import (
     check_subject_token,
     given_service_auth,
 )
+from ._roles import usable_roles
 
 __all__ = [
     "HTTPIntrospectionValidator",
@@ -251,7 +252,8 @@ def _as_roles(value: Any, mapping: _CompiledMapping) -> tuple[str, ...]:
     if value is _MISSING:
         return ()
     if isinstance(value, str):
-        items: list[Any] = value.split(mapping.roles_separator)
+        # White space around a separator is the list's layout ("a, b").
+        items: list[Any] = [part.strip() for part in value.split(mapping.roles_separator)]
     elif isinstance(value, list):
         items = value
     else:
@@ -264,10 +266,10 @@ def _as_roles(value: Any, mapping: _CompiledMapping) -> tuple[str, ...]:
             item = item.get(mapping.role_key)
         if not isinstance(item, str):
             raise TypeError("a role must be a string")
-        item = item.strip()
+        # A listed name is kept as it is: " admin" is not "admin".
         if item and item not in names:
             names.append(item)
-    return tuple(names)
+    return usable_roles(names)
 
 
 def identity_from_answer(

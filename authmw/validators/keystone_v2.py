@@ -26,6 +26,7 @@ from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 from ._remote import RemoteValidator, answer_error, check_subject_token, given_service_auth
+from ._roles import usable_roles
 
 __all__ = [
     "KeystoneV2Validator",
@@ -126,7 +127,7 @@ def _roles(user: Mapping[str, Any], project_id: str | None) -> tuple[str, ...]:
         if name not in seen:
             seen.add(name)
             names.append(name)
-    return tuple(names)
+    return usable_roles(names)
 
 
 def _without_token_id(access: Mapping[str, Any], include_catalog: bool) -> dict[str, Any]:
