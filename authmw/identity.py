@@ -66,7 +66,7 @@ class Identity:
     """Who is calling, in which scope, with which roles.
 
     Roles keep the order the identity service gave them and compare
-    case-insensitively, as Keystone and oslo.policy do. A role name must be
+    case-insensitively with ``str.lower()``, as oslo.policy does. A role name must be
     one ``X-Roles`` can carry (see :func:`role_name_problem`): no comma, no
     white space around it, no control character; others raise ``ValueError``.
     Timestamps are timezone-aware UTC.
@@ -95,7 +95,7 @@ class Identity:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # Derived once, read on every request.
-    _roles_folded: frozenset[str] = field(init=False, repr=False, compare=False)
+    _roles_lower: frozenset[str] = field(init=False, repr=False, compare=False)
     _expires_ts: float = field(init=False, repr=False, compare=False)
     # Per-identity memo for rendered forms (header lists); see authmw.headers.
     _memo: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
@@ -126,7 +126,9 @@ class Identity:
         if self.token_body is not None:
             setattr_(self, "token_body", _frozen(self.token_body))
         setattr_(self, "extra", _frozen(self.extra))
-        setattr_(self, "_roles_folded", frozenset(r.casefold() for r in self.roles))
+        # str.lower(), as oslo.policy: casefold() would make "\u017fervice" (long s)
+        # the role "service".
+        setattr_(self, "_roles_lower", frozenset(r.lower() for r in self.roles))
         expires = self.expires_at
         setattr_(self, "_expires_ts", expires.timestamp() if expires is not None else math.inf)
         setattr_(self, "_memo", {})
@@ -145,18 +147,18 @@ class Identity:
 
     # -- roles -------------------------------------------------------------
     def has_role(self, role: str) -> bool:
-        """True if the identity holds ``role`` (case-insensitive)."""
-        return role.casefold() in self._roles_folded
+        """True if the identity holds ``role`` (case-insensitive: ``str.lower()``)."""
+        return role.lower() in self._roles_lower
 
     def has_any_role(self, *roles: str) -> bool:
         """True if the identity holds at least one of ``roles``."""
-        folded = self._roles_folded
-        return any(r.casefold() in folded for r in roles)
+        held = self._roles_lower
+        return any(r.lower() in held for r in roles)
 
     def has_all_roles(self, *roles: str) -> bool:
         """True if the identity holds every one of ``roles``."""
-        folded = self._roles_folded
-        return all(r.casefold() in folded for r in roles)
+        held = self._roles_lower
+        return all(r.lower() in held for r in roles)
 
     # -- expiry ------------------------------------------------------------
     @property

@@ -115,9 +115,19 @@ def test_other_role_names_are_kept_as_they_are(name: str) -> None:
     assert Identity("u1", roles=(name,)).roles == (name,)
 
 
-def test_role_match_uses_casefold() -> None:
-    identity = Identity("u1", roles=("Straße",))
-    assert identity.has_role("STRASSE")
+def test_role_match_is_str_lower_as_in_oslo_policy_not_casefold() -> None:
+    # oslo.policy compares match.lower() with each role's lower(); casefold()
+    # folds more: the long s, sharp s, final sigma...
+    long_s = Identity("u1", roles=("\u017fervice",))  # LATIN SMALL LETTER LONG S
+    assert not long_s.has_role("service")
+    assert not long_s.has_any_role("service", "SERVICE")
+    assert not long_s.has_all_roles("service")
+    assert long_s.has_role("\u017fERVICE")  # lower() of both sides is the same
+    assert not Identity("u1", roles=("Straße",)).has_role("STRASSE")
+    # Exactly lower(), not stricter: KELVIN SIGN lowers to "k" there too.
+    assert Identity("u1", roles=("\u212aelvin",)).has_role("kelvin")
+    assert Identity("u1", roles=("Admin",)).has_role("admin")
+    assert Identity("u1", roles=("admin",)).has_all_roles("ADMIN", "Admin")
 
 
 @pytest.mark.parametrize(
