@@ -9,9 +9,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["Identity", "ScopeKind"]
+__all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
+
+
+def role_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a role name, or ``None`` if it can.
+
+    Roles travel comma-separated in ``X-Roles``, which oslo.context splits on
+    commas and strips: a name with a comma or white space around it would be
+    read as other roles there (``"member,admin"`` and ``" admin"`` read as
+    ``admin``). Control and invisible characters are refused too (the header
+    renderer drops NUL: ``"\\x00admin"`` would read as ``admin``).
+    """
+    if not name:
+        return "is empty"
+    if "," in name:
+        return "contains a comma"
+    if name != name.strip():
+        return "has white space around it"
+    if not name.isprintable():
+        return "contains a control or invisible character"
+    return None
 
 
 def _aware_utc(value: datetime | None, name: str) -> datetime | None:
@@ -46,8 +66,10 @@ class Identity:
     """Who is calling, in which scope, with which roles.
 
     Roles keep the order the identity service gave them and compare
-    case-insensitively, as Keystone and oslo.policy do. Timestamps are
-    timezone-aware UTC.
+    case-insensitively with ``str.lower()``, as oslo.policy does. A role name must be
+    one ``X-Roles`` can carry (see :func:`role_name_problem`): no comma, no
+    white space around it, no control character; others raise ``ValueError``.
+    Timestamps are timezone-aware UTC.
     """
 
     user_id: str
@@ -75,7 +97,7 @@ class Identity:
     restrictions: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     # Derived once, read on every request.
-    _roles_folded: frozenset[str] = field(init=False, repr=False, compare=False)
+    _roles_lower: frozenset[str] = field(init=False, repr=False, compare=False)
     _expires_ts: float = field(init=False, repr=False, compare=False)
     # Per-identity memo for rendered forms (header lists); see authmw.headers.
     _memo: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
@@ -92,6 +114,10 @@ class Identity:
             if not all(isinstance(v, str) for v in value):
                 raise TypeError(f"Identity.{name} must contain only strings")
             setattr_(self, name, value)
+        for role in self.roles:
+            problem = role_name_problem(role)
+            if problem is not None:
+                raise ValueError(f"Identity.roles: role name {role!r} {problem}")
         setattr_(self, "expires_at", _aware_utc(self.expires_at, "expires_at"))
         setattr_(self, "issued_at", _aware_utc(self.issued_at, "issued_at"))
         setattr_(self, "is_admin_project", bool(self.is_admin_project))
@@ -105,7 +131,9 @@ class Identity:
         if not isinstance(self.restrictions, Mapping):
             raise TypeError("Identity.restrictions must be a mapping")
         setattr_(self, "restrictions", _frozen(self.restrictions))
-        setattr_(self, "_roles_folded", frozenset(r.casefold() for r in self.roles))
+        # str.lower(), as oslo.policy: casefold() would make "\u017fervice" (long s)
+        # the role "service".
+        setattr_(self, "_roles_lower", frozenset(r.lower() for r in self.roles))
         expires = self.expires_at
         setattr_(self, "_expires_ts", expires.timestamp() if expires is not None else math.inf)
         setattr_(self, "_memo", {})
@@ -124,18 +152,18 @@ class Identity:
 
     # -- roles -------------------------------------------------------------
     def has_role(self, role: str) -> bool:
-        """True if the identity holds ``role`` (case-insensitive)."""
-        return role.casefold() in self._roles_folded
+        """True if the identity holds ``role`` (case-insensitive: ``str.lower()``)."""
+        return role.lower() in self._roles_lower
 
     def has_any_role(self, *roles: str) -> bool:
         """True if the identity holds at least one of ``roles``."""
-        folded = self._roles_folded
-        return any(r.casefold() in folded for r in roles)
+        held = self._roles_lower
+        return any(r.lower() in held for r in roles)
 
     def has_all_roles(self, *roles: str) -> bool:
         """True if the identity holds every one of ``roles``."""
-        folded = self._roles_folded
-        return all(r.casefold() in folded for r in roles)
+        held = self._roles_lower
+        return all(r.lower() in held for r in roles)
 
     # -- expiry ------------------------------------------------------------
     @property

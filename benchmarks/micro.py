@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-TOKEN = "micro-benchmark-token-0123456789abcdef"  # noqa: S105 (a test token)
+TOKEN = "micro-benchmark-token-0123456789abcdef"
 
 
 def hello_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -145,7 +145,7 @@ def _middleware(kind: str, **options: Any) -> Any:
 
 
 TWO = ["X-Auth-Token", "Authorization: Bearer"]
-FOUR = TWO + ["Sec-WebSocket-Protocol: bearer", "query: access_token"]
+FOUR = [*TWO, "Sec-WebSocket-Protocol: bearer", "query: access_token"]
 
 SCENARIOS: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     # name: (kind, middleware options, request headers)

@@ -428,3 +428,18 @@ def test_service_token_without_service_role_is_rejected_by_default() -> None:
     assert decision.rejection is not None and decision.rejection.status == 401
     assert decision.service_status == "Invalid"
     assert b"Service token is invalid" in decision.rejection.body
+
+
+@pytest.mark.parametrize(
+    ("role", "confirmed"),
+    [("service", True), ("Service", True), ("SERVICE", True), ("\u017fervice", False)],
+)
+def test_service_role_matches_like_oslo_policy(decide: Any, role: str, confirmed: bool) -> None:
+    # str.lower(), as oslo.policy: a role named with a long s (casefolds to
+    # "service") must not make a token a service token.
+    validator = InMemoryValidator()
+    validator.add(GOOD, full_identity())
+    validator.add(OTHER, Identity("caller", roles=("member", role)))
+    decision = decide(AuthCore(validator), GOOD, OTHER)
+    assert decision.service_status == ("Confirmed" if confirmed else "Invalid")
+    assert (decision.identity is not None) is confirmed

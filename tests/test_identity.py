@@ -84,9 +84,50 @@ def test_role_checks_are_case_insensitive() -> None:
     assert identity.has_all_roles()
 
 
-def test_role_match_uses_casefold() -> None:
-    identity = Identity("u1", roles=("Straße",))
-    assert identity.has_role("STRASSE")
+BAD_ROLE_NAMES = [
+    "member,admin",  # oslo.context splits X-Roles on commas: "admin"
+    ",admin",
+    " admin",  # ... and strips each part: "admin"
+    "admin ",
+    "\tadmin",
+    "admin\n",
+    "\u00a0admin",  # white space beyond ASCII: str.strip() removes it too
+    "",
+    "\x00admin",  # control characters: the header renderer drops NUL
+    "ad\r\nmin",
+    "admin\u200b",  # an invisible format character
+    "\ud800",  # a lone surrogate (JSON allows it)
+]
+
+
+@pytest.mark.parametrize("name", BAD_ROLE_NAMES)
+def test_role_names_that_x_roles_cannot_carry_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=r"Identity\.roles"):
+        Identity("u1", roles=("member", name))
+    with pytest.raises(ValueError, match=r"Identity\.roles"):
+        Identity("u1").with_roles(["reader", name])
+    with pytest.raises(ValueError, match=r"Identity\.roles"):
+        Identity.from_dict({"user_id": "u1", "roles": [name]})
+
+
+@pytest.mark.parametrize("name", ["Project Admin", "r\u00f4le", "\u017fervice", "a:b/c", "x" * 300])
+def test_other_role_names_are_kept_as_they_are(name: str) -> None:
+    assert Identity("u1", roles=(name,)).roles == (name,)
+
+
+def test_role_match_is_str_lower_as_in_oslo_policy_not_casefold() -> None:
+    # oslo.policy compares match.lower() with each role's lower(); casefold()
+    # folds more: the long s, sharp s, final sigma...
+    long_s = Identity("u1", roles=("\u017fervice",))  # LATIN SMALL LETTER LONG S
+    assert not long_s.has_role("service")
+    assert not long_s.has_any_role("service", "SERVICE")
+    assert not long_s.has_all_roles("service")
+    assert long_s.has_role("\u017fERVICE")  # lower() of both sides is the same
+    assert not Identity("u1", roles=("Straße",)).has_role("STRASSE")
+    # Exactly lower(), not stricter: KELVIN SIGN lowers to "k" there too.
+    assert Identity("u1", roles=("\u212aelvin",)).has_role("kelvin")
+    assert Identity("u1", roles=("Admin",)).has_role("admin")
+    assert Identity("u1", roles=("admin",)).has_all_roles("ADMIN", "Admin")
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,34 @@ def test_same_verdicts_as_oslo_policy(
     assert ours is bool(theirs), (rule, identity, target)
 
 
+# Letters whose casefold() and lower() differ, and their look-alikes.
+case_letters = st.sampled_from(
+    list("sSK\u017f\u00df\u1e9e\u212akI\u0130i\u03c3\u03c2\u03a3\ufb01f")
+)
+role_names = st.text(case_letters, min_size=1, max_size=3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(role_names, max_size=3), role_names, st.data())
+def test_role_checks_match_like_oslo_policy(held: list[str], other: str, data: Any) -> None:
+    # The role needed is mostly a held one in another case form.
+    base = data.draw(st.sampled_from([*held, other]))
+    case_forms = [base, base.upper(), base.lower(), base.casefold(), base.swapcase()]
+    needed = data.draw(st.sampled_from(case_forms))
+    identity = Identity("u1", roles=tuple(held))
+    rules = {"r": f"role:{needed}"}
+    theirs = bool(oslo_enforcer(rules).enforce("r", {}, credentials(identity)))
+    assert Policy(rules).enforce("r", identity, {}) is theirs, (held, needed)
+    assert identity.has_role(needed) is theirs, (held, needed)
+
+
+def test_long_s_is_not_service_for_oslo_policy_nor_for_authmw() -> None:
+    identity = Identity("u1", roles=("\u017fervice",))
+    rules = {"r": "role:service"}
+    assert not oslo_enforcer(rules).enforce("r", {}, credentials(identity))
+    assert not Policy(rules).enforce("r", identity, {})
+
+
 TOKENS = [
     "role:admin",
     "role:member",

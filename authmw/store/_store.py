@@ -99,8 +99,8 @@ def _roles(roles: Iterable[str]) -> tuple[str, ...]:
         assert name is not None
         if "," in name:
             raise ValueError(f"role {name!r} must not contain a comma")
-        if name.casefold() not in seen:
-            seen.add(name.casefold())
+        if name.lower() not in seen:  # str.lower(), as oslo.policy compares roles
+            seen.add(name.lower())
             result.append(name)
     return tuple(result)
 

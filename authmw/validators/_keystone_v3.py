@@ -14,6 +14,8 @@ import httpx
 from ..client._base import MALFORMED_ANSWER, parse_timestamp
 from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
+from ._remote import ServiceTokenRejected, answer_error, check_subject_token
+from ._roles import usable_roles
 
 __all__ = [
     "ServiceTokenRejected",
@@ -22,26 +24,6 @@ __all__ = [
     "identity_from_token",
     "interpret_validation_response",
 ]
-
-MAX_TOKEN_SIZE = 8192
-
-
-class ServiceTokenRejected(Exception):
-    """Keystone refused *our* token (401/403): re-authenticate, then give up."""
-
-    def __init__(self, status_code: int) -> None:
-        super().__init__(f"Keystone refused the service token ({status_code})")
-        self.status_code = status_code
-
-
-def check_subject_token(token: str) -> None:
-    """Reject, without asking Keystone, what cannot be a token or cannot go in a header."""
-    if not isinstance(token, str) or not token:
-        raise InvalidToken("empty token")
-    if len(token) > MAX_TOKEN_SIZE:
-        raise InvalidToken("token too large")
-    if not token.isascii() or not token.isprintable() or " " in token:
-        raise InvalidToken("token has characters no token has")
 
 
 def build_validation_request(
@@ -81,9 +63,9 @@ def interpret_validation_response(
 ) -> Identity:
     """The identity for a ``GET /v3/auth/tokens`` answer.
 
-    Raises :class:`InvalidToken` (404, or expired), :class:`ServiceTokenRejected`
-    (401/403) or :class:`IdentityServiceUnavailable` (anything else that is not a
-    well-formed 200).
+    Raises :class:`InvalidToken` (404; 400, 413, 414, 431: the request, so the
+    token, refused; expired), :class:`ServiceTokenRejected` (401/403) or
+    :class:`IdentityServiceUnavailable` (anything else that is not a well-formed 200).
     """
     if status_code == 200:
         try:
@@ -97,11 +79,7 @@ def interpret_validation_response(
         if not allow_expired and identity.is_expired(now, leeway):
             raise InvalidToken("token expired")
         return identity
-    if status_code == 404:
-        raise InvalidToken("Keystone does not know this token")
-    if status_code in (401, 403):
-        raise ServiceTokenRejected(status_code)
-    raise IdentityServiceUnavailable(f"Keystone answered {status_code} to a token validation")
+    raise answer_error(status_code, body, "Keystone")
 
 
 def _named(value: Any) -> tuple[str | None, str | None]:
@@ -148,9 +126,10 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
         raise TypeError("token.system must be an object")
     system_scope = "all" if system and system.get("all") is True else None
 
-    roles = tuple(_named(role)[1] or "" for role in token.get("roles") or ())
-    if not all(roles):
+    names = tuple(_named(role)[1] or "" for role in token.get("roles") or ())
+    if not all(names):
         raise KeyError("token.roles[].name")
+    roles = usable_roles(names)
 
     expires = token["expires_at"]  # Keystone always sends it: without it, fail closed
     issued = token.get("issued_at")

@@ -12,12 +12,13 @@ check, the request and the meaning of the answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -26,9 +27,16 @@ from .._hashing import fingerprint
 from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
 
-__all__ = ["DEFAULT_TIMEOUT", "RemoteValidator", "given_service_auth"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "REQUEST_REFUSED_STATUSES",
+    "RemoteValidator",
+    "ServiceTokenRejected",
+    "answer_error",
+    "check_subject_token",
+    "given_service_auth",
+]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 """3 s to connect, 5 s for each read, write and pool wait."""
@@ -43,6 +51,69 @@ _V = TypeVar("_V", bound="RemoteValidator")
 # A step of the validation flow: the service identity whose token is needed,
 # or a request to send.
 _Step = TokenAuth | httpx.Request
+
+
+# -- the subject token and the service's credentials ------------------------------------
+
+
+class ServiceTokenRejected(Exception):
+    """The service refused *our* credentials (401/403): re-authenticate, then give up."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"the service refused our credentials ({status_code})")
+        self.status_code = status_code
+
+
+REQUEST_REFUSED_STATUSES = frozenset({400, 413, 414, 431})
+"""The request refused for its form: malformed (400), too large (413, 414, 431).
+
+Between two validation requests only the user's token differs, so these
+answers are about the token, whoever gave them (often the HTTP server in
+front of the service: gunicorn answers 431 to a header over 8190 bytes, 414
+to a request line over 4094). Counted as outages they would let anyone open
+the circuit breaker with oversize tokens.
+"""
+
+
+def answer_error(
+    status_code: int, body: bytes, service: str, *, invalid: Collection[int] = (404,)
+) -> Exception:
+    """The error a non-2xx validation answer means (for the caller to raise).
+
+    :data:`REQUEST_REFUSED_STATUSES` and ``invalid`` (the service's "no such
+    token") -> :class:`InvalidToken`, except a 413 ``overLimit`` fault (the
+    OpenStack/Rackspace rate limit); 401/403 -> :class:`ServiceTokenRejected`;
+    anything else (5xx, 429, redirects...) -> :class:`IdentityServiceUnavailable`.
+    """
+    if status_code == 413 and _over_limit(body):
+        return IdentityServiceUnavailable(f"{service} is rate limiting us (413 overLimit)")
+    if status_code in invalid or status_code in REQUEST_REFUSED_STATUSES:
+        return InvalidToken(f"{service} refused the token ({status_code})")
+    if status_code in (401, 403):
+        return ServiceTokenRejected(status_code)
+    return IdentityServiceUnavailable(f"{service} answered {status_code} to a token validation")
+
+
+def _over_limit(body: bytes) -> bool:
+    """Whether ``body`` is an ``{"overLimit": ...}`` fault (rate limit, not size)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, Mapping) and "overLimit" in data
+
+
+def check_subject_token(token: str) -> None:
+    """Reject, without asking the service, what cannot go in a header as a token.
+
+    Non-empty printable ASCII without spaces. No size limit: the middleware's
+    ``max_token_size`` is the one limit, and a service refusing a token for its
+    size is an :class:`InvalidToken` (see :data:`REQUEST_REFUSED_STATUSES`).
+    """
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("empty token")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise InvalidToken("token has characters no token has")
 
 
 # -- option checks ------------------------------------------------------------------------

@@ -42,8 +42,14 @@ from ..client._base import MALFORMED_ANSWER, TokenAuth, http_url, parse_timestam
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
-from ._remote import RemoteValidator, given_service_auth
+from ._remote import (
+    RemoteValidator,
+    ServiceTokenRejected,
+    answer_error,
+    check_subject_token,
+    given_service_auth,
+)
+from ._roles import usable_roles
 
 __all__ = [
     "HTTPIntrospectionValidator",
@@ -246,7 +252,8 @@ def _as_roles(value: Any, mapping: _CompiledMapping) -> tuple[str, ...]:
     if value is _MISSING:
         return ()
     if isinstance(value, str):
-        items: list[Any] = value.split(mapping.roles_separator)
+        # White space around a separator is the list's layout ("a, b").
+        items: list[Any] = [part.strip() for part in value.split(mapping.roles_separator)]
     elif isinstance(value, list):
         items = value
     else:
@@ -259,10 +266,10 @@ def _as_roles(value: Any, mapping: _CompiledMapping) -> tuple[str, ...]:
             item = item.get(mapping.role_key)
         if not isinstance(item, str):
             raise TypeError("a role must be a string")
-        item = item.strip()
+        # A listed name is kept as it is: " admin" is not "admin".
         if item and item not in names:
             names.append(item)
-    return tuple(names)
+    return usable_roles(names)
 
 
 def identity_from_answer(
@@ -335,12 +342,16 @@ class HTTPIntrospectionValidator(RemoteValidator):
     ``style="header"``.
 
     Errors: ``invalid_statuses`` (default 404, plus 401 and 403 in the header
-    style) and inactive, expired or not-yet-valid tokens ->
-    :class:`InvalidToken`. A 401/403 outside ``invalid_statuses`` means the
-    endpoint refused *our* credentials: with a :class:`~authmw.client.TokenAuth`
-    it is renewed once and the call repeated, then (and with static client
-    credentials at once) :class:`IdentityServiceUnavailable`. 5xx, other
-    codes, network trouble, timeouts and malformed answers ->
+    style), the request refused for its form or size (400, 413, 414, 431: the
+    token is the only part that varies) and inactive (``"active": false``),
+    expired or not-yet-valid tokens -> :class:`InvalidToken`. A 401/403
+    outside ``invalid_statuses`` (or an RFC 6749 ``invalid_client`` 400) means
+    the endpoint refused *our* credentials: with a
+    :class:`~authmw.client.TokenAuth` it is renewed once and the call
+    repeated, then (and with static client credentials at once)
+    :class:`IdentityServiceUnavailable`; in the header style without
+    credentials of our own it can only be about the token: :class:`InvalidToken`.
+    5xx, 429, other codes, network trouble, timeouts and malformed answers ->
     :class:`IdentityServiceUnavailable`.
 
     HTTP options and client life cycle as :class:`~authmw.KeystoneValidator`.
@@ -406,6 +417,7 @@ class HTTPIntrospectionValidator(RemoteValidator):
             if client_id is not None and client_secret is not None
             else None
         )
+        self._has_credentials = self.auth is not None or self._client_header is not None
 
         if not isinstance(token_header, str) or not token_header.strip():
             raise ConfigurationError("token_header", "must be a header name")
@@ -505,9 +517,12 @@ class HTTPIntrospectionValidator(RemoteValidator):
                 ) from None
         if status_code in self.invalid_statuses:
             raise InvalidToken(f"the introspection endpoint refused the token ({status_code})")
-        if status_code in (401, 403):
+        if status_code in (401, 403) and self.style == "header" and not self._has_credentials:
+            # authmw sent no credentials of its own: the refusal is about the token.
+            raise InvalidToken(f"the introspection endpoint refused the token ({status_code})")
+        if status_code == 400 and self.style == "rfc7662" and _client_refused(body):
             raise ServiceTokenRejected(status_code)
-        raise IdentityServiceUnavailable(f"the introspection endpoint answered {status_code}")
+        raise answer_error(status_code, body, self.service, invalid=())
 
     def _build_request(
         self, token: str, credential: str | None, allow_expired: bool
@@ -516,6 +531,18 @@ class HTTPIntrospectionValidator(RemoteValidator):
 
     def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
         return self.interpret(status, body, token, allow_expired=allow_expired)
+
+
+def _client_refused(body: bytes) -> bool:
+    """Whether a 400 is RFC 6749 section 5.2's refusal of the client (our credentials)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, Mapping) and data.get("error") in (
+        "invalid_client",
+        "unauthorized_client",
+    )
 
 
 def _endpoint(url: str) -> str:

@@ -25,8 +25,8 @@ from ..client._base import MALFORMED_ANSWER, TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._keystone_v3 import ServiceTokenRejected, check_subject_token
-from ._remote import RemoteValidator, given_service_auth
+from ._remote import RemoteValidator, answer_error, check_subject_token, given_service_auth
+from ._roles import usable_roles
 
 __all__ = [
     "KeystoneV2Validator",
@@ -71,8 +71,9 @@ def interpret_v2_validation_response(
 ) -> Identity:
     """The identity for a ``GET /v2.0/tokens/{token}`` answer.
 
-    200/203 -> :class:`Identity`; 404 (unknown token) and 400 (not a token the
-    service accepts) -> :class:`InvalidToken`; expired -> :class:`InvalidToken`;
+    200/203 -> :class:`Identity`; 404 (unknown token), 400 (not a token the
+    service accepts), 413, 414 (token too long for the URL) and 431 ->
+    :class:`InvalidToken`; expired -> :class:`InvalidToken`;
     401/403 -> :class:`ServiceTokenRejected` (our admin token); anything else,
     or a malformed body -> :class:`IdentityServiceUnavailable`.
     """
@@ -87,13 +88,7 @@ def interpret_v2_validation_response(
         if not allow_expired and identity.is_expired(now, leeway):
             raise InvalidToken("token expired")
         return identity
-    if status_code in (400, 404):
-        raise InvalidToken(f"the identity service does not know this token ({status_code})")
-    if status_code in (401, 403):
-        raise ServiceTokenRejected(status_code)
-    raise IdentityServiceUnavailable(
-        f"the identity service answered {status_code} to a token validation"
-    )
+    raise answer_error(status_code, body, "the identity service")
 
 
 def _opt_str(value: Any, what: str) -> str | None:
@@ -132,7 +127,7 @@ def _roles(user: Mapping[str, Any], project_id: str | None) -> tuple[str, ...]:
         if name not in seen:
             seen.add(name)
             names.append(name)
-    return tuple(names)
+    return usable_roles(names)
 
 
 def _without_token_id(access: Mapping[str, Any], include_catalog: bool) -> dict[str, Any]:

@@ -78,7 +78,7 @@ IDENTITIES: dict[str, Identity] = {
         user_name="na\u00efve, user\r\nX-Roles: admin",
         project_id="p-odd",
         project_name="\u30d7\u30ed\u30b8\u30a7\u30af\u30c8",
-        roles=("r\u00f4le", "a,b", ""),
+        roles=("r\u00f4le", "Project Admin"),  # Identity refuses "a,b" and ""
         system_scope="all",
         expires_at=_FAR,
     ),

@@ -135,6 +135,15 @@ COMMON: list[tuple[str, int, bytes, str]] = [
     ("403 for our own token", 403, b'{"error": {"code": 403}}', UNAVAILABLE),
     ("404 unknown token", 404, b'{"error": {"code": 404}}', INVALID),
     ("418", 418, b"{}", UNAVAILABLE),
+    # The request refused for its form or size: only the token varies, so
+    # these are about the token (an anonymous client must not open the circuit).
+    ("400 header too large", 400, b"<html>Request Header Or Cookie Too Large</html>", INVALID),
+    ("413 content too large", 413, b"<html>413 Request Entity Too Large</html>", INVALID),
+    ("414 URI too long", 414, b"<html>URI Too Long</html>", INVALID),
+    ("431 header fields too large", 431, b"<html>Request Header Fields Too Large</html>", INVALID),
+    # ... but rate limits are not (Rackspace's overLimit fault is a 413).
+    ("413 overLimit", 413, js({"overLimit": {"code": 413, "retryAfter": FUTURE}}), UNAVAILABLE),
+    ("429", 429, b'{"error": {"code": 429}}', UNAVAILABLE),
 ]
 
 SPECIFIC: dict[str, list[tuple[str, int, bytes, str]]] = {

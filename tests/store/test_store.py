@@ -65,6 +65,15 @@ def test_validate_returns_the_identity_the_token_was_issued_for(
     assert record.status(clock.now) == "active"
 
 
+def test_duplicate_roles_fold_with_str_lower_as_oslo_policy(store: LocalTokenStore) -> None:
+    # "\u017fervice" (long s) casefolds to "service" but is another role
+    # for oslo.policy: neither may swallow the other.
+    token, _ = issue(store, roles=["\u017fervice", "service", "Service", "ADMIN", "admin"])
+    identity = store.validate(token)
+    assert identity.roles == ("\u017fervice", "service", "ADMIN")
+    assert identity.has_role("service")
+
+
 def test_names_default_to_ids_and_domain_and_system_scopes(store: LocalTokenStore) -> None:
     token, _ = issue(store, user_name="bob", domain_name="acme", roles=["admin"])
     identity = store.validate(token)

@@ -310,7 +310,7 @@ def test_bearer_credentials_are_renewed_once_when_refused(server: Server) -> Non
     assert server.state.acquires == 1  # renewed once, then gave up
 
 
-@pytest.mark.parametrize("status", [500, 503, 400])
+@pytest.mark.parametrize("status", [500, 503, 429])
 def test_server_errors_are_unavailable(server: Server, status: int) -> None:
     server.state.status_override = status
     with rfc(server) as validator, pytest.raises(IdentityServiceUnavailable):

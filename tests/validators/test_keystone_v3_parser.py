@@ -250,7 +250,15 @@ def test_401_403_mean_our_service_token_was_refused(status: int) -> None:
     assert info.value.status_code == status
 
 
-@pytest.mark.parametrize("status", [400, 409, 429, 500, 502, 503, 504, 201, 204, 301])
+@pytest.mark.parametrize("status", [400, 413, 414, 431])
+def test_refusals_of_the_request_are_invalid_tokens(status: int) -> None:
+    # Only the subject token varies between validations: a request refused
+    # for its form or size was refused for the token.
+    with pytest.raises(InvalidToken):
+        interpret_validation_response(status, b"<html>Bad Request</html>", now=NOW)
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 502, 503, 504, 201, 204, 301])
 def test_other_statuses_are_unavailable(status: int) -> None:
     with pytest.raises(IdentityServiceUnavailable):
         interpret_validation_response(status, json.dumps({"token": PROJECT}).encode(), now=NOW)
@@ -349,11 +357,16 @@ def test_validation_request_with_catalog_and_allow_expired() -> None:
 
 
 @pytest.mark.parametrize(
-    "token", ["", "a b", "tok\n", "tok\r\nX-Roles: admin", "tök", "\x00abc", "x" * 8193]
+    "token", ["", "a b", "tok\n", "tok\t", "tok\r\nX-Roles: admin", "tök", "\x00abc", "a\x7f"]
 )
 def test_tokens_that_cannot_be_tokens_are_rejected_locally(token: str) -> None:
     with pytest.raises(InvalidToken):
         check_subject_token(token)
+
+
+def test_local_check_has_no_size_limit() -> None:
+    # The middleware's max_token_size is the only size limit.
+    check_subject_token("x" * 100_000)
 
 
 def test_fernet_shaped_token_passes_local_check() -> None:
