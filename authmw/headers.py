@@ -190,8 +190,9 @@ def strip_environ(environ: MutableMapping[str, Any]) -> None:
 
 def _clean(value: str) -> str:
     # Values come from the identity service; never let one carry a line break.
+    # NUL is replaced, not deleted: "\x00admin" must not read as "admin".
     if "\r" in value or "\n" in value or "\0" in value:
-        value = value.replace("\r", " ").replace("\n", " ").replace("\0", "")
+        value = value.replace("\r", " ").replace("\n", " ").replace("\0", "\ufffd")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

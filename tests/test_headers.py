@@ -153,7 +153,7 @@ def test_service_headers_use_the_service_twins() -> None:
 
 def test_header_values_cannot_carry_line_breaks() -> None:
     identity = Identity("u1", user_name="eve\r\nX-Roles: admin\x00")
-    assert dict(h.rendered(identity))["X-User-Name"] == "eve  X-Roles: admin"
+    assert dict(h.rendered(identity))["X-User-Name"] == "eve  X-Roles: admin\ufffd"
 
 
 def test_wsgi_items_are_latin1_strings_and_memoised() -> None:
