@@ -150,6 +150,7 @@ _VALIDATOR: dict[str, tuple[str, Parser]] = {
     "application_credential_secret": ("application_credential_secret", _secret),
     "static_token": ("static_token", _secret),
     "include_service_catalog": ("include_service_catalog", _bool),
+    "service_type": ("service_type", _str),
     "http_connect_timeout": ("http_connect_timeout", _float),
     "http_request_max_retries": ("http_request_max_retries", _int),
     "cafile": ("cafile", _str),
@@ -192,7 +193,6 @@ _MIDDLEWARE: dict[str, tuple[str, Parser]] = {
 _IGNORED: dict[str, str] = {
     "region_name": "authmw validates at auth_url, not at an endpoint from the catalog",
     "interface": "authmw validates at auth_url, not at an endpoint from the catalog",
-    "service_type": "access rules are not enforced by authmw",
     "auth_version": "authmw's KeystoneValidator speaks v3",
     "log_name": "authmw logs to the 'authmw' loggers",
     "auth_section": "authmw reads no oslo.config sections",

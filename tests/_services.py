@@ -367,11 +367,13 @@ class Keystone:
         project: str | None = None,
         name: str | None = None,
         roles: list[str] | None = None,
+        access_rules: list[dict[str, str]] | None = None,
     ) -> dict[str, str]:
         """Create an application credential of a seeded user; returns id, secret, name.
 
         ``project`` defaults to the user's first project grant, ``roles`` to all
-        the user's roles there, ``name`` to a unique one.
+        the user's roles there, ``name`` to a unique one; ``access_rules``
+        (``[{"service": "placement", "method": "GET", "path": "/x/*"}]``) limit it.
         """
         seeded = self.user(user)
         if project is None:
@@ -380,6 +382,8 @@ class Keystone:
         body: dict[str, Any] = {"name": name or f"authmw-{uuid.uuid4().hex[:12]}"}
         if roles is not None:
             body["roles"] = [{"name": r} for r in roles]
+        if access_rules is not None:
+            body["access_rules"] = access_rules
         r = self._client.post(
             f"{self.url}/users/{seeded['id']}/application_credentials",
             json={"application_credential": body},
@@ -399,6 +403,50 @@ class Keystone:
         )
         if r.status_code != 204:
             raise KeystoneError("application credential deletion", r)
+
+    def add_service(self, service_type: str, url: str) -> str:
+        """Put a service of ``service_type`` with ``url`` (every interface) in the catalog.
+
+        Returns its id. Changes this Keystone's catalog for every token: use a
+        private Keystone (``make_keystone``), not the shared one.
+        """
+        r = self._as_admin(
+            "POST", "/services", json={"service": {"type": service_type, "name": service_type}}
+        )
+        if r.status_code != 201:
+            raise KeystoneError("service creation", r)
+        service_id: str = r.json()["service"]["id"]
+        for interface in ("public", "internal", "admin"):
+            endpoint = {
+                "service_id": service_id,
+                "interface": interface,
+                "url": url,
+                "region_id": "RegionOne",
+            }
+            r = self._as_admin("POST", "/endpoints", json={"endpoint": endpoint})
+            if r.status_code != 201:
+                raise KeystoneError("endpoint creation", r)
+        return service_id
+
+    def own_identity_endpoints(self) -> None:
+        """Point the catalog's identity endpoints at this Keystone.
+
+        A private copy keeps its source's catalog; clients that find Keystone
+        through the catalog (keystonemiddleware does) would ask the source.
+        """
+        r = self._as_admin("GET", "/services", params={"type": "identity"})
+        if r.status_code != 200:
+            raise KeystoneError("service list", r)
+        for service in r.json()["services"]:
+            r = self._as_admin("GET", "/endpoints", params={"service_id": service["id"]})
+            if r.status_code != 200:
+                raise KeystoneError("endpoint list", r)
+            for endpoint in r.json()["endpoints"]:
+                r = self._as_admin(
+                    "PATCH", f"/endpoints/{endpoint['id']}", json={"endpoint": {"url": self.url}}
+                )
+                if r.status_code != 200:
+                    raise KeystoneError("endpoint update", r)
 
     # -- observation ---------------------------------------------------------------
 

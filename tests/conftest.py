@@ -3,6 +3,8 @@
 - ``keystone`` (session): the checkout's Keystone (scripts/keystone), seeded.
 - ``keystone_disposable``: a private copy of it on its own port, to stop and start.
 - ``make_keystone(**settings)``: more private copies, e.g. with short-lived tokens.
+- ``catalog_keystone`` (module): a private copy whose catalog also lists
+  ``placement`` and ``compute`` (for application-credential access rules).
 - ``redis_url``: ``redis://127.0.0.1:PORT/0`` of a session-wide redis-server, emptied per test.
 - ``redis_server``: a private redis-server with ``stop()``/``start()``.
 - ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
@@ -33,6 +35,7 @@ _MARKERS = {
     "keystone": "keystone",
     "keystone_disposable": "keystone",
     "make_keystone": "keystone",
+    "catalog_keystone": "keystone",
     "redis_url": "redis",
     "redis_server": "redis",
     "postgres_url": "postgres",
@@ -120,6 +123,30 @@ def make_keystone(keystone: SharedKeystone) -> Iterator[Callable[..., Disposable
     finally:
         for ks in made:
             ks.destroy()
+
+
+CATALOG_SERVICES = {
+    "placement": "http://127.0.0.1:9/placement",
+    "compute": "http://127.0.0.1:9/compute",
+}
+
+
+@pytest.fixture(scope="module")
+def catalog_keystone(keystone: SharedKeystone) -> Iterator[DisposableKeystone]:
+    """A private Keystone whose catalog also lists ``placement`` and ``compute``."""
+    ks = DisposableKeystone(keystone)
+    try:
+        ks.start()
+        ks.own_identity_endpoints()
+        for service_type, url in CATALOG_SERVICES.items():
+            ks.add_service(service_type, url)
+    except (ServiceError, OSError) as e:
+        ks.destroy()
+        _fail("disposable Keystone", e)
+    try:
+        yield ks
+    finally:
+        ks.destroy()
 
 
 @pytest.fixture(scope="session")

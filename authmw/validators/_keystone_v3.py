@@ -16,7 +16,10 @@ from ..errors import IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 
 __all__ = [
+    "ACCESS_RULES_HEADER",
+    "ACCESS_RULES_SUPPORT",
     "ServiceTokenRejected",
+    "access_rules_restriction",
     "build_validation_request",
     "check_subject_token",
     "identity_from_token",
@@ -24,6 +27,11 @@ __all__ = [
 ]
 
 MAX_TOKEN_SIZE = 8192
+
+ACCESS_RULES_HEADER = "OpenStack-Identity-Access-Rules"
+"""Sent with every validation, as keystonemiddleware does: without it Keystone
+answers 404 for a token of an application credential with access rules."""
+ACCESS_RULES_SUPPORT = "1"
 
 
 class ServiceTokenRejected(Exception):
@@ -65,6 +73,7 @@ def build_validation_request(
         headers={
             "X-Auth-Token": service_token,
             "X-Subject-Token": subject_token,
+            ACCESS_RULES_HEADER: ACCESS_RULES_SUPPORT,
             "Accept": "application/json",
         },
     )
@@ -78,6 +87,7 @@ def interpret_validation_response(
     leeway: float = 0.0,
     allow_expired: bool = False,
     include_catalog: bool = False,
+    service_type: str | None = None,
 ) -> Identity:
     """The identity for a ``GET /v3/auth/tokens`` answer.
 
@@ -89,7 +99,9 @@ def interpret_validation_response(
         try:
             data = json.loads(body)
             token = data["token"]
-            identity = identity_from_token(token, include_catalog=include_catalog)
+            identity = identity_from_token(
+                token, include_catalog=include_catalog, service_type=service_type
+            )
         except MALFORMED_ANSWER as exc:
             raise IdentityServiceUnavailable(
                 f"malformed token body from Keystone ({type(exc).__name__})"
@@ -102,6 +114,42 @@ def interpret_validation_response(
     if status_code in (401, 403):
         raise ServiceTokenRejected(status_code)
     raise IdentityServiceUnavailable(f"Keystone answered {status_code} to a token validation")
+
+
+def access_rules_restriction(
+    token: Mapping[str, Any], service_type: str | None
+) -> dict[str, Any] | None:
+    """The ``access_rules`` restriction of a token's application credential, or None.
+
+    None when the token has no application credential or one without access
+    rules (keystonemiddleware then checks nothing). Otherwise the rules,
+    ``service_type`` (this service's, None when not configured) and whether
+    the token's catalog lists that type (checked per request by
+    :mod:`authmw.restrictions`). Raises ``TypeError`` on malformed rules.
+    """
+    app_cred = token.get("application_credential")
+    if not app_cred:
+        return None
+    if not isinstance(app_cred, Mapping):
+        raise TypeError("token.application_credential must be an object")
+    rules = app_cred.get("access_rules")
+    if rules is None:
+        return None
+    if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
+        raise TypeError("token.application_credential.access_rules must be a list of objects")
+    kept = []
+    for rule in rules:
+        fields = {k: rule.get(k) for k in ("service", "method", "path")}
+        if not all(v is None or isinstance(v, str) for v in fields.values()):
+            raise TypeError("an access rule's service, method and path must be strings")
+        kept.append(fields)
+    data: dict[str, Any] = {"service_type": service_type, "rules": kept}
+    if service_type:
+        catalog = token.get("catalog")
+        data["in_catalog"] = isinstance(catalog, list) and any(
+            isinstance(entry, Mapping) and entry.get("type") == service_type for entry in catalog
+        )
+    return data
 
 
 def _named(value: Any) -> tuple[str | None, str | None]:
@@ -126,8 +174,17 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = False) -> Identity:
-    """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data)."""
+def identity_from_token(
+    token: Mapping[str, Any],
+    *,
+    include_catalog: bool = False,
+    service_type: str | None = None,
+) -> Identity:
+    """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data).
+
+    An application credential's access rules become the identity's
+    ``access_rules`` restriction, checked against ``service_type``.
+    """
     if not isinstance(token, Mapping):
         raise TypeError("token must be an object")
     user = token["user"]
@@ -167,6 +224,8 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
     app_cred = token.get("application_credential")
     if app_cred is not None and not isinstance(app_cred, Mapping):
         raise TypeError("token.application_credential must be an object")
+    access_rules = access_rules_restriction(token, service_type)
+    restrictions = {"access_rules": access_rules} if access_rules is not None else {}
 
     return Identity(
         user_id=user_id,
@@ -189,4 +248,5 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
         service_catalog=catalog,
         application_credential=app_cred,
         token_body=token,
+        restrictions=restrictions,
     )
