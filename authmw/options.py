@@ -1,7 +1,10 @@
 """keystonemiddleware's option names, translated for authmw.
 
 A ``[filter:authtoken]`` section or an ``AuthProtocol(app, conf)`` mapping
-carries strings (paste) or Python values; :func:`keystone_options` checks
+carries strings (paste) or Python values, over the ``[keystone_authtoken]``
+section of an oslo.config configuration when one is in use (see
+:mod:`authmw._oslo`: ``oslo_config_config``, ``oslo_config_project``,
+``oslo_config_file``, or the process-wide ``cfg.CONF``); :func:`keystone_options` checks
 every value at start-up and splits them into :class:`~authmw.KeystoneValidator`
 keyword arguments and middleware options. Unknown names give an
 :class:`UnknownOptionWarning`; known keystonemiddleware options that authmw
@@ -195,10 +198,8 @@ _IGNORED: dict[str, str] = {
     "interface": "authmw validates at auth_url, not at an endpoint from the catalog",
     "auth_version": "authmw's KeystoneValidator speaks v3",
     "log_name": "authmw logs to the 'authmw' loggers",
-    "auth_section": "authmw reads no oslo.config sections",
-    "oslo_config_project": "authmw reads no oslo.config files; pass options directly",
-    "oslo_config_file": "authmw reads no oslo.config files; pass options directly",
-    "oslo_config_config": "authmw reads no oslo.config files; pass options directly",
+    "auth_section": "it names an oslo.config section, and no oslo.config source is in use "
+    "(oslo_config_config, oslo_config_project, or a process that uses oslo.config)",
     "cache": "authmw has its own cache (see shared_cache)",
     "memcached_servers": "authmw has its own cache (see shared_cache)",
     "memcache_servers": "authmw has its own cache (see shared_cache)",
@@ -293,9 +294,17 @@ def _warn(message: str, category: type[Warning]) -> None:
 def keystone_options(conf: Mapping[str, Any]) -> KeystoneOptions:
     """Check and split a keystonemiddleware-style option mapping.
 
+    ``oslo_config_config`` / ``oslo_config_project`` / ``oslo_config_file``
+    (or a process-wide ``cfg.CONF`` in a process using oslo.config) add the
+    ``[keystone_authtoken]`` options of that configuration, under those of
+    ``conf``, as keystonemiddleware does (:mod:`authmw._oslo`).
+
     Raises :class:`~authmw.ConfigurationError` for a wrong value (naming the
     option); warns for unknown and ignored names. No network I/O.
     """
+    from ._oslo import with_oslo_options
+
+    conf = with_oslo_options(conf)
     validator: dict[str, Any] = {}
     middleware: dict[str, Any] = {}
     ignored: list[str] = []

@@ -9,7 +9,10 @@ In an existing pipeline, replace keystonemiddleware's filter with::
     ...
 
 or, in code, ``from authmw.paste import AuthProtocol`` instead of
-``from keystonemiddleware.auth_token import AuthProtocol``. Options are
+``from keystonemiddleware.auth_token import AuthProtocol``. An OpenStack
+service that passes its configuration (``filter_factory({},
+oslo_config_config=conf)``) gets its ``[keystone_authtoken]`` section read
+as keystonemiddleware reads it (``pip install 'authmw[openstack]'``). Options are
 keystonemiddleware's names (see :mod:`authmw.options`); every value is checked
 when the filter is built, before the first request.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._oslo import SOURCE_KEYS
 from .options import _IGNORED, _MIDDLEWARE, _VALIDATOR, keystone_options
 from .wsgi import WSGIAuthMiddleware
 
@@ -39,7 +43,13 @@ _SPECIAL = frozenset(
         "default_domain_name",
     )
 )
-_KNOWN = frozenset(_VALIDATOR) | frozenset(_MIDDLEWARE) | frozenset(_IGNORED) | _SPECIAL
+_KNOWN = (
+    frozenset(_VALIDATOR)
+    | frozenset(_MIDDLEWARE)
+    | frozenset(_IGNORED)
+    | _SPECIAL
+    | frozenset(SOURCE_KEYS)
+)
 
 
 class AuthProtocol(WSGIAuthMiddleware):
