@@ -1,4 +1,4 @@
-"""Real servers for the test suite: Keystone, redis-server and PostgreSQL.
+"""Real servers for the test suite: Keystone, redis-server, memcached and PostgreSQL.
 
 The fixtures in conftest.py start these on 127.0.0.1 and stop them at the end.
 Nothing here is mocked: Keystone is the pinned release run by
@@ -700,6 +700,85 @@ class RedisServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- memcached ----------------------------------------------------------------------
+
+
+class MemcachedServer:
+    """A private ``memcached`` on 127.0.0.1 (64 MB), with ``stop()``/``start()`` on one port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = os.environ.get("AUTHMW_MEMCACHED") or shutil.which(
+            "memcached", path=os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin"
+        )
+        if binary is None or not os.access(binary, os.X_OK):
+            raise ServiceError("memcached not found: " + INSTALL_HINT.format(pkg="memcached"))
+        self.binary = binary
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.address = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
+        self._proc = subprocess.Popen(
+            [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", *user],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise ServiceError(f"memcached exited at start: {err[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"memcached did not answer in {timeout}s")
+            time.sleep(0.02)
+
+    def command(self, line: str) -> bytes:
+        """Send one one-line-answer text-protocol command (version, flush_all); its reply."""
+        with socket.create_connection((self.host, self.port), timeout=2) as s:
+            s.sendall(line.encode() + b"\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply
+
+    def ping(self) -> bool:
+        try:
+            return self.command("version").startswith(b"VERSION")
+        except OSError:
+            return False
+
+    def flush(self) -> None:
+        if not self.command("flush_all").startswith(b"OK"):
+            raise ServiceError("memcached flush_all failed")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL, like a crash); returns once it is gone."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def destroy(self) -> None:
+        self.stop()
 
 
 # --- PostgreSQL ---------------------------------------------------------------------

@@ -7,6 +7,7 @@
   ``placement`` and ``compute`` (for application-credential access rules).
 - ``redis_url``: ``redis://127.0.0.1:PORT/0`` of a session-wide redis-server, emptied per test.
 - ``redis_server``: a private redis-server with ``stop()``/``start()``.
+- ``memcached_server``: a private memcached with ``stop()``/``start()`` (``.address``).
 - ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
 - ``postgres_server``: that PostgreSQL (``create_database()``, ``url()``).
 
@@ -23,13 +24,14 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 from _services import (
     DisposableKeystone,
+    MemcachedServer,
     PostgresServer,
     RedisServer,
     ServiceError,
     SharedKeystone,
 )
 
-_Server = TypeVar("_Server", RedisServer, PostgresServer)
+_Server = TypeVar("_Server", RedisServer, PostgresServer, MemcachedServer)
 
 _MARKERS = {
     "keystone": "keystone",
@@ -38,6 +40,7 @@ _MARKERS = {
     "catalog_keystone": "keystone",
     "redis_url": "redis",
     "redis_server": "redis",
+    "memcached_server": "memcached",
     "postgres_url": "postgres",
     "postgres_server": "postgres",
 }
@@ -165,6 +168,12 @@ def redis_url(_redis_session: RedisServer) -> str:
 def redis_server() -> Iterator[RedisServer]:
     """A private, running redis-server (``.url``, ``.stop()``, ``.start()`` on the same port)."""
     yield from _started(RedisServer, "redis-server")
+
+
+@pytest.fixture
+def memcached_server() -> Iterator[MemcachedServer]:
+    """A private, running memcached (``.address``, ``.stop()``, ``.start()`` on the same port)."""
+    yield from _started(MemcachedServer, "memcached")
 
 
 @pytest.fixture(scope="session")
