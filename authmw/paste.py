@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._oslo import SOURCE_KEYS
-from .options import _IGNORED, _MIDDLEWARE, _VALIDATOR, keystone_options
+from .options import _IGNORED, _MEMCACHE_OPTIONS, _MIDDLEWARE, _VALIDATOR, keystone_options
 from .wsgi import WSGIAuthMiddleware
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ _KNOWN = (
     | frozenset(_IGNORED)
     | _SPECIAL
     | frozenset(SOURCE_KEYS)
+    | frozenset(_MEMCACHE_OPTIONS)
 )
 
 
@@ -57,7 +58,11 @@ class AuthProtocol(WSGIAuthMiddleware):
 
     def __init__(self, app: WSGIApplication, conf: Mapping[str, Any]) -> None:
         options = keystone_options(conf)
-        super().__init__(app, options.build_validator(), **options.middleware)
+        middleware = dict(options.middleware)
+        shared = options.build_shared_cache()
+        if shared is not None:
+            middleware["shared_cache"] = shared
+        super().__init__(app, options.build_validator(), **middleware)
 
 
 def filter_factory(
@@ -72,8 +77,12 @@ def filter_factory(
     conf.update(local_conf)
     options = keystone_options(conf)
     validator = options.build_validator()  # wrong values fail now, not at the first request
+    middleware = dict(options.middleware)
+    shared = options.build_shared_cache()
+    if shared is not None:
+        middleware["shared_cache"] = shared
 
     def auth_filter(app: WSGIApplication) -> WSGIAuthMiddleware:
-        return WSGIAuthMiddleware(app, validator, **options.middleware)
+        return WSGIAuthMiddleware(app, validator, **middleware)
 
     return auth_filter

@@ -355,3 +355,67 @@ def test_import_authmw_does_not_import_pymemcache() -> None:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "False"
+
+
+# -- from keystonemiddleware's options ------------------------------------------------
+
+KSM_BASE = {"auth_url": "http://ks/v3", "username": "u", "password": "p", "project_name": "s"}
+
+
+def test_keystonemiddleware_options_build_the_cache(
+    memcached_server: MemcachedServer, namespace: str
+) -> None:
+    from authmw.options import keystone_options
+
+    options = keystone_options(
+        {
+            **KSM_BASE,
+            "memcached_servers": memcached_server.address,
+            "memcache_security_strategy": "encrypt",
+            "memcache_secret_key": SECRET,
+            "service_type": "placement",
+        }
+    )
+    cache = options.build_shared_cache()
+    assert isinstance(cache, MemcacheCache)
+    assert cache.encrypt and cache.namespace == "authmw-placement"
+    assert "memcache" not in repr(options) and SECRET not in repr(options)
+    cache.put(token_digest(GOOD), full_identity(), 60)
+    assert cache.get(token_digest(GOOD)) == full_identity()
+
+
+def test_without_a_security_strategy_memcached_is_not_used() -> None:
+    from authmw.options import IgnoredOptionWarning, keystone_options
+
+    with pytest.warns(IgnoredOptionWarning, match="signed entries"):
+        options = keystone_options({**KSM_BASE, "memcached_servers": "127.0.0.1:11211"})
+    assert options.build_shared_cache() is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        ({"memcache_security_strategy": "MAC"}, "memcache_secret_key"),
+        (
+            {"memcache_security_strategy": "MAC", "memcache_secret_key": "short"},
+            "memcache_secret_key",
+        ),
+        ({"memcache_security_strategy": "SHA1"}, "memcache_security_strategy"),
+        ({"memcache_sasl_enabled": "true"}, "memcache_sasl_enabled"),
+        (
+            {
+                "memcached_servers": "host:port",
+                "memcache_security_strategy": "MAC",
+                "memcache_secret_key": SECRET,
+            },
+            "servers",
+        ),
+    ],
+)
+def test_wrong_memcache_options_fail_at_start_up(extra: dict[str, str], option: str) -> None:
+    from authmw.options import keystone_options
+
+    conf = {**KSM_BASE, "memcached_servers": "127.0.0.1:11211", **extra}
+    with pytest.raises(ConfigurationError) as caught:
+        keystone_options(conf).build_shared_cache()
+    assert caught.value.option == option
