@@ -969,3 +969,124 @@ class PostgresServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- OpenStack Placement ------------------------------------------------------------
+
+
+PLACEMENT_SCRIPTS = REPO / "scripts" / "placement"
+
+
+def placement_venv() -> Path:
+    """Placement's venv (scripts/placement/install.sh builds it once, under .cache/)."""
+    proc = subprocess.run(
+        ["bash", str(PLACEMENT_SCRIPTS / "install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(f"scripts/placement/install.sh failed:\n{proc.stderr[-3000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+class PlacementServer:
+    """OpenStack Placement under gunicorn on 127.0.0.1, SQLite, its own placement.conf.
+
+    ``middleware``: ``keystonemiddleware`` (as shipped) or ``authmw`` (the
+    deployer's swap in scripts/placement/authmw_wsgi.py). ``authtoken``: the
+    ``[keystone_authtoken]`` options. ``records()``: what Placement's policy
+    checks saw for each request (tests/placement_wsgi.py).
+    """
+
+    def __init__(self, venv: Path, middleware: str, authtoken: Mapping[str, str]) -> None:
+        self.venv = venv
+        self.middleware = middleware
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"authmw-placement-{middleware}-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.record = self.workdir / "policy.jsonl"
+        section = "\n".join(f"{k} = {v}" for k, v in authtoken.items())
+        (self.workdir / "placement.conf").write_text(
+            f"[DEFAULT]\nlog_file = {self.workdir / 'placement.log'}\n"
+            "[api]\nauth_strategy = keystone\n"
+            f"[placement_database]\nconnection = sqlite:///{self.workdir / 'placement.db'}\n"
+            "sync_on_startup = true\n"
+            f"[keystone_authtoken]\n{section}\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = {
+            "PATH": f"{self.venv / 'bin'}:/usr/bin:/bin",
+            "PYTHONPATH": f"{REPO}:{REPO / 'tests'}:{PLACEMENT_SCRIPTS}",
+            "OS_PLACEMENT_CONFIG_DIR": str(self.workdir),
+            "AUTHMW_PLACEMENT_MIDDLEWARE": self.middleware,
+            "AUTHMW_PLACEMENT_RECORD": str(self.record),
+            "PYTHONWARNINGS": "ignore",
+        }
+        log = open(self.workdir / "gunicorn.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self._proc = subprocess.Popen(
+            [
+                str(self.venv / "bin" / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+                "--no-control-socket",
+                "placement_wsgi:application",
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self._proc.poll() is not None:
+                raise ServiceError(
+                    f"Placement ({self.middleware}) exited at start:\n"
+                    f"{_tail(self.workdir / 'gunicorn.log', 40)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"Placement ({self.middleware}) did not answer in {timeout}s")
+            time.sleep(0.1)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def log_text(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")
+            for p in (self.workdir / "gunicorn.log", self.workdir / "placement.log")
+            if p.exists()
+        )
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
