@@ -1,7 +1,10 @@
 """keystonemiddleware's option names, translated for authmw.
 
 A ``[filter:authtoken]`` section or an ``AuthProtocol(app, conf)`` mapping
-carries strings (paste) or Python values; :func:`keystone_options` checks
+carries strings (paste) or Python values, over the ``[keystone_authtoken]``
+section of an oslo.config configuration when one is in use (see
+:mod:`authmw._oslo`: ``oslo_config_config``, ``oslo_config_project``,
+``oslo_config_file``, or the process-wide ``cfg.CONF``); :func:`keystone_options` checks
 every value at start-up and splits them into :class:`~authmw.KeystoneValidator`
 keyword arguments and middleware options. Unknown names give an
 :class:`UnknownOptionWarning`; known keystonemiddleware options that authmw
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .memcache import MemcacheCache
     from .validators.keystone import KeystoneValidator
 
 __all__ = [
@@ -150,6 +154,7 @@ _VALIDATOR: dict[str, tuple[str, Parser]] = {
     "application_credential_secret": ("application_credential_secret", _secret),
     "static_token": ("static_token", _secret),
     "include_service_catalog": ("include_service_catalog", _bool),
+    "service_type": ("service_type", _str),
     "http_connect_timeout": ("http_connect_timeout", _float),
     "http_request_max_retries": ("http_request_max_retries", _int),
     "cafile": ("cafile", _str),
@@ -187,25 +192,45 @@ _MIDDLEWARE: dict[str, tuple[str, Parser]] = {
     "acquire_timeout": ("acquire_timeout", _float),
 }
 
+def _strategy(name: str, value: Any) -> str:
+    text = _str(name, value).upper() if isinstance(value, str) and value.strip() else "NONE"
+    if text not in ("NONE", "MAC", "ENCRYPT"):
+        raise ConfigurationError(name, f"must be None, MAC or ENCRYPT, got {value!r}")
+    return text
+
+
+_MEMCACHE_OPTIONS: dict[str, Parser] = {
+    "memcached_servers": _list,
+    "memcache_servers": _list,  # keystonemiddleware's deprecated name
+    "memcache_security_strategy": _strategy,
+    "memcache_secret_key": _secret,
+    "memcache_pool_socket_timeout": _float,
+    "memcache_pool_dead_retry": _float,
+    "memcache_pool_maxsize": _int,
+    "memcache_tls_enabled": _bool,
+    "memcache_tls_cafile": _str,
+    "memcache_tls_certfile": _str,
+    "memcache_tls_keyfile": _str,
+    "memcache_tls_allowed_ciphers": _str,
+    "memcache_sasl_enabled": _bool,
+}
+
+
 # keystonemiddleware/keystoneauth options that only steer things authmw does not
 # have (memcache, catalog lookup of the identity endpoint, oslo.config).
 _IGNORED: dict[str, str] = {
     "region_name": "authmw validates at auth_url, not at an endpoint from the catalog",
     "interface": "authmw validates at auth_url, not at an endpoint from the catalog",
-    "service_type": "access rules are not enforced by authmw",
     "auth_version": "authmw's KeystoneValidator speaks v3",
     "log_name": "authmw logs to the 'authmw' loggers",
-    "auth_section": "authmw reads no oslo.config sections",
-    "oslo_config_project": "authmw reads no oslo.config files; pass options directly",
-    "oslo_config_file": "authmw reads no oslo.config files; pass options directly",
-    "oslo_config_config": "authmw reads no oslo.config files; pass options directly",
+    "auth_section": "it names an oslo.config section, and no oslo.config source is in use "
+    "(oslo_config_config, oslo_config_project, or a process that uses oslo.config)",
     "cache": "authmw has its own cache (see shared_cache)",
-    "memcached_servers": "authmw has its own cache (see shared_cache)",
-    "memcache_servers": "authmw has its own cache (see shared_cache)",
     "enforce_token_bind": "token binding is not supported",
     "trust_id": "trust-scoped service identities are not supported",
 }
 _IGNORED_PREFIXES = ("memcache_",)
+
 _INTERFACES = ("public", "internal", "admin")
 _CHECKED_IGNORED: dict[str, Parser] = {
     "interface": _choice(*_INTERFACES, "publicurl", "internalurl", "adminurl"),
@@ -262,10 +287,21 @@ class KeystoneOptions:
     validator: Mapping[str, Any]
     middleware: Mapping[str, Any]
     ignored: tuple[str, ...] = field(default=())
+    #: keyword arguments of :class:`authmw.memcache.MemcacheCache` (None: no shared cache)
+    memcache: Mapping[str, Any] | None = None
 
     def __repr__(self) -> str:
         shown = {k: ("***" if k in _SECRETS else v) for k, v in self.validator.items()}
+        # (memcache holds the secret key: never shown)
         return f"KeystoneOptions(validator={shown!r}, middleware={dict(self.middleware)!r})"
+
+    def build_shared_cache(self) -> MemcacheCache | None:
+        """The memcached shared cache these options ask for, or None."""
+        if self.memcache is None:
+            return None
+        from .memcache import MemcacheCache
+
+        return MemcacheCache(**self.memcache)
 
     def build_validator(self) -> KeystoneValidator:
         """A :class:`~authmw.KeystoneValidator` from these options (checks them all)."""
@@ -293,15 +329,28 @@ def _warn(message: str, category: type[Warning]) -> None:
 def keystone_options(conf: Mapping[str, Any]) -> KeystoneOptions:
     """Check and split a keystonemiddleware-style option mapping.
 
+    ``oslo_config_config`` / ``oslo_config_project`` / ``oslo_config_file``
+    (or a process-wide ``cfg.CONF`` in a process using oslo.config) add the
+    ``[keystone_authtoken]`` options of that configuration, under those of
+    ``conf``, as keystonemiddleware does (:mod:`authmw._oslo`).
+
     Raises :class:`~authmw.ConfigurationError` for a wrong value (naming the
     option); warns for unknown and ignored names. No network I/O.
     """
+    from ._oslo import with_oslo_options
+
+    conf = with_oslo_options(conf)
     validator: dict[str, Any] = {}
     middleware: dict[str, Any] = {}
     ignored: list[str] = []
     raw: dict[str, Any] = {}
+    memcache_raw: dict[str, Any] = {}
     for name, value in conf.items():
         if name in _PASTE_KEYS:
+            continue
+        if name in _MEMCACHE_OPTIONS:
+            if value is not None:
+                memcache_raw[name] = _MEMCACHE_OPTIONS[name](name, value)
             continue
         if name in _IGNORED or name.startswith(_IGNORED_PREFIXES):
             if name in _CHECKED_IGNORED and value is not None:
@@ -357,7 +406,76 @@ def keystone_options(conf: Mapping[str, Any]) -> KeystoneOptions:
     validator.setdefault("include_service_catalog", True)
     validator.setdefault("http_request_max_retries", 3)
     middleware.setdefault("service_token_roles_required", True)
-    return KeystoneOptions(validator, middleware, tuple(ignored))
+    memcache = _memcache(memcache_raw, validator.get("service_type"), ignored)
+    return KeystoneOptions(validator, middleware, tuple(ignored), memcache)
+
+
+def _memcache(
+    raw: dict[str, Any], service_type: str | None, ignored: list[str]
+) -> dict[str, Any] | None:
+    """MemcacheCache keywords from keystonemiddleware's memcache options, or None."""
+    servers = raw.get("memcached_servers") or raw.get("memcache_servers")
+    if not servers:
+        for name in raw:
+            _warn(f"option {name!r} is ignored: memcached_servers is not set", IgnoredOptionWarning)
+            ignored.append(name)
+        return None
+    if raw.get("memcache_sasl_enabled"):
+        raise ConfigurationError(
+            "memcache_sasl_enabled", "SASL is not supported by authmw's memcached client"
+        )
+    strategy = raw.get("memcache_security_strategy", "NONE")
+    if strategy == "NONE":
+        # authmw shares only signed entries: without a key, no shared cache at all.
+        _warn(
+            "memcached_servers is not used: authmw shares only signed entries; set "
+            "memcache_security_strategy = MAC or ENCRYPT and memcache_secret_key "
+            "(tokens are cached in each process meanwhile)",
+            IgnoredOptionWarning,
+        )
+        ignored.append("memcached_servers")
+        return None
+    secret = raw.get("memcache_secret_key")
+    if secret is None:
+        raise ConfigurationError(
+            "memcache_secret_key", "must be set when memcache_security_strategy is MAC or ENCRYPT"
+        )
+    if len(secret.encode("utf-8")) < 32:
+        raise ConfigurationError(
+            "memcache_secret_key",
+            "must be at least 32 bytes long for authmw (e.g. the output of "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+        )
+    out: dict[str, Any] = {
+        "servers": servers,
+        "secret": secret,
+        "encrypt": strategy == "ENCRYPT",
+        # Services sharing memcached (and a key) must not read each other's
+        # access-rule decisions: one namespace per service type.
+        "namespace": f"authmw-{service_type}" if service_type else "authmw",
+    }
+    if "memcache_pool_socket_timeout" in raw:
+        seconds = raw["memcache_pool_socket_timeout"]
+        out["socket_timeout"] = out["connect_timeout"] = seconds
+    if "memcache_pool_dead_retry" in raw:
+        out["max_retry_interval"] = raw["memcache_pool_dead_retry"]
+    if "memcache_pool_maxsize" in raw:
+        out["max_pool_size"] = raw["memcache_pool_maxsize"]
+    if raw.get("memcache_tls_enabled"):
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=raw.get("memcache_tls_cafile"))
+            if "memcache_tls_certfile" in raw:
+                context.load_cert_chain(
+                    raw["memcache_tls_certfile"], raw.get("memcache_tls_keyfile")
+                )
+            if "memcache_tls_allowed_ciphers" in raw:
+                context.set_ciphers(raw["memcache_tls_allowed_ciphers"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError("memcache_tls_cafile", f"TLS set-up failed: {exc}") from None
+        out["tls_context"] = context
+    return out
 
 
 def _credentials(raw: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ In an existing pipeline, replace keystonemiddleware's filter with::
     ...
 
 or, in code, ``from authmw.paste import AuthProtocol`` instead of
-``from keystonemiddleware.auth_token import AuthProtocol``. Options are
+``from keystonemiddleware.auth_token import AuthProtocol``. An OpenStack
+service that passes its configuration (``filter_factory({},
+oslo_config_config=conf)``) gets its ``[keystone_authtoken]`` section read
+as keystonemiddleware reads it (``pip install 'authmw[openstack]'``). Options are
 keystonemiddleware's names (see :mod:`authmw.options`); every value is checked
 when the filter is built, before the first request.
 """
@@ -19,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .options import _IGNORED, _MIDDLEWARE, _VALIDATOR, keystone_options
+from ._oslo import SOURCE_KEYS
+from .options import _IGNORED, _MEMCACHE_OPTIONS, _MIDDLEWARE, _VALIDATOR, keystone_options
 from .wsgi import WSGIAuthMiddleware
 
 if TYPE_CHECKING:
@@ -39,7 +43,14 @@ _SPECIAL = frozenset(
         "default_domain_name",
     )
 )
-_KNOWN = frozenset(_VALIDATOR) | frozenset(_MIDDLEWARE) | frozenset(_IGNORED) | _SPECIAL
+_KNOWN = (
+    frozenset(_VALIDATOR)
+    | frozenset(_MIDDLEWARE)
+    | frozenset(_IGNORED)
+    | _SPECIAL
+    | frozenset(SOURCE_KEYS)
+    | frozenset(_MEMCACHE_OPTIONS)
+)
 
 
 class AuthProtocol(WSGIAuthMiddleware):
@@ -47,7 +58,11 @@ class AuthProtocol(WSGIAuthMiddleware):
 
     def __init__(self, app: WSGIApplication, conf: Mapping[str, Any]) -> None:
         options = keystone_options(conf)
-        super().__init__(app, options.build_validator(), **options.middleware)
+        middleware = dict(options.middleware)
+        shared = options.build_shared_cache()
+        if shared is not None:
+            middleware["shared_cache"] = shared
+        super().__init__(app, options.build_validator(), **middleware)
 
 
 def filter_factory(
@@ -62,8 +77,12 @@ def filter_factory(
     conf.update(local_conf)
     options = keystone_options(conf)
     validator = options.build_validator()  # wrong values fail now, not at the first request
+    middleware = dict(options.middleware)
+    shared = options.build_shared_cache()
+    if shared is not None:
+        middleware["shared_cache"] = shared
 
     def auth_filter(app: WSGIApplication) -> WSGIAuthMiddleware:
-        return WSGIAuthMiddleware(app, validator, **options.middleware)
+        return WSGIAuthMiddleware(app, validator, **middleware)
 
     return auth_filter

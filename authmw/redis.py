@@ -200,14 +200,14 @@ class _Keys:
 
     __slots__ = ("aead", "mac")
 
-    def __init__(self, secret: bytes, encrypt: bool) -> None:
-        self.mac = hmac.new(secret, b"authmw redis mac v1", hashlib.sha256).digest()
+    def __init__(self, secret: bytes, encrypt: bool, store: str = "redis") -> None:
+        self.mac = hmac.new(secret, f"authmw {store} mac v1".encode(), hashlib.sha256).digest()
         self.aead: Any = None
         if encrypt:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
             self.aead = AESGCM(
-                hmac.new(secret, b"authmw redis aes-256-gcm v1", hashlib.sha256).digest()
+                hmac.new(secret, f"authmw {store} aes-256-gcm v1".encode(), hashlib.sha256).digest()
             )
 
     def marker(self, audit_id: str) -> bytes:
@@ -218,57 +218,27 @@ class _Keys:
         )
 
 
-class RedisCache:
-    """Identities and rejections shared through Redis, MAC-protected, optionally encrypted.
+class _SignedCache:
+    """What a shared cache does the same on any store: entry format (HMAC,
+    encryption), revocation memory, health and back-off. Subclasses do the I/O
+    (``get``/``_write``/``revoke`` and their async forms)."""
 
-    ``secret`` (>= 32 bytes, the same in every process) keys the MAC and
-    the encryption; ``previous_secrets`` are still accepted for reading
-    during a rotation. ``max_ttl`` caps every entry's lifetime and is how
-    long a revocation marker lives, so keep it >= the middleware's
-    ``cache_time``. ``socket_timeout``/``connect_timeout`` bound each Redis
-    call; after a failure Redis is not tried again for ``retry_interval``
-    seconds, doubling up to ``max_retry_interval`` while it stays down.
-    ``client`` / ``async_client_factory`` let you bring configured redis-py
-    clients (Sentinel, TLS, ...) instead of a URL; they should not retry.
-    ``timer`` (POSIX seconds) and ``clock`` (monotonic) are injectable for tests.
-    """
+    _log = log
 
     def __init__(
         self,
-        url: str | None = None,
         *,
         secret: str | bytes,
-        previous_secrets: Iterable[str | bytes] = (),
-        namespace: str = "authmw",
-        encrypt: bool = False,
-        max_ttl: float = 3600.0,
-        socket_timeout: float = 0.1,
-        connect_timeout: float = 0.1,
-        retry_interval: float = 1.0,
-        max_retry_interval: float = 30.0,
-        client: Any = None,
-        async_client_factory: Callable[[], Any] | None = None,
-        timer: Callable[[], float] = time.time,
-        clock: Callable[[], float] = time.monotonic,
+        previous_secrets: Iterable[str | bytes],
+        namespace: str,
+        encrypt: bool,
+        max_ttl: float,
+        retry_interval: float,
+        max_retry_interval: float,
+        timer: Callable[[], float],
+        clock: Callable[[], float],
+        extra: str,
     ) -> None:
-        try:
-            import redis
-            import redis.backoff
-            import redis.retry
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "authmw.redis.RedisCache needs redis-py: pip install 'authmw[redis]'"
-            ) from exc
-        if url is None and client is None:
-            raise ConfigurationError("url", "a Redis URL (or client=) is required")
-        if url is not None:
-            if not isinstance(url, str):
-                raise ConfigurationError("url", f"must be a string, got {url!r}")
-            try:
-                parse_url: Any = redis.connection.parse_url
-                parse_url(url)
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError("url", str(exc)) from None
         if not isinstance(namespace, str) or not namespace or any(c.isspace() for c in namespace):
             raise ConfigurationError("namespace", f"must be a non-empty word, got {namespace!r}")
         secrets = [_secret_bytes("secret", secret)]
@@ -281,132 +251,52 @@ class RedisCache:
                 import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
             except ImportError:
                 raise ConfigurationError(
-                    "encrypt", "needs the 'cryptography' package: pip install 'authmw[redis]'"
+                    "encrypt", f"needs the 'cryptography' package: pip install 'authmw[{extra}]'"
                 ) from None
-        self.url = url
         self.namespace = namespace
         self.max_ttl = _positive_number("max_ttl", max_ttl)
-        self.socket_timeout = _positive_number("socket_timeout", socket_timeout)
-        self.connect_timeout = _positive_number("connect_timeout", connect_timeout)
         self.retry_interval = _positive_number("retry_interval", retry_interval, allow_zero=True)
         self.max_retry_interval = max(
             self.retry_interval,
             _positive_number("max_retry_interval", max_retry_interval, allow_zero=True),
         )
         self.stats = RedisCacheStats()
-        self._keys = [_Keys(s, self.encrypt) for s in secrets]
+        self._keys = [_Keys(s, self.encrypt, extra) for s in secrets]
         self._prefix = f"{namespace}:".encode()
         self._gen_key = self._prefix + b"gen"
         self._marker_prefix = self._prefix + b"rev:"
         self._timer = timer
         self._clock = clock
-        self._redis: Any = redis
-        self._client: Any = client
-        self._async_factory = async_client_factory
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._scripts: tuple[Any, Any] | None = None  # (get, bump) of the blocking client
-        self._async_scripts: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[Any, Any]
-        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        # Health: 0.0 = usable; otherwise the clock time before which Redis is left alone.
+        # Health: 0.0 = usable; otherwise the clock time before which the store is left alone.
         self._retry_at = 0.0
         self._backoff = self.retry_interval
         self._down = False
+        self._failures = 0
         self._last_reject_log = -math.inf
-        self._marker_ttl_ms = math.ceil(self.max_ttl * 1000)
         # token digest -> generation read just before its validation (see _write)
         self._generations: OrderedDict[bytes, int] = OrderedDict()
         # What this process will not go back on (see the module docstring): the
         # highest generation seen, markers -> until when (timer) they hold, and
-        # until when no identity is taken from Redis (memory of markers full).
+        # until when no identity is taken from the store (memory of markers full).
         self._generation = 0
         self._revoked: OrderedDict[bytes, float] = OrderedDict()
         self._distrust_until = -math.inf
 
-    @classmethod
-    def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:
-        """A cache on the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
-        return cls(url, secret=secret, **options)
+    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        raise NotImplementedError
 
-    def __repr__(self) -> str:
-        where = self.url if self.url is not None else "client"
-        if self.url is not None and "@" in self.url:
-            scheme, _, rest = self.url.partition("://")
-            where = f"{scheme}://***@{rest.rpartition('@')[2]}"
-        return f"RedisCache({where!r}, namespace={self.namespace!r}, encrypt={self.encrypt})"
+    async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        raise NotImplementedError
+
+    def revoke(self, audit_id: str | None) -> None:
+        raise NotImplementedError
 
     @property
     def available(self) -> bool:
         """False while Redis is considered down (between a failure and the next retry)."""
         return not self._down
 
-    # -- clients -------------------------------------------------------------
-    def _no_retry(self, module: Any) -> Any:
-        # One immediate retry on a broken connection only (a pooled socket that
-        # went stale while Redis restarted); never on a timeout, which would
-        # double the time a slow Redis costs a request.
-        return module.Retry(
-            self._redis.backoff.NoBackoff(), 1, supported_errors=(self._redis.ConnectionError,)
-        )
-
-    def _sync_client(self) -> Any:
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=self.socket_timeout,
-                        socket_connect_timeout=self.connect_timeout,
-                        retry=self._no_retry(self._redis.retry),
-                    )
-                client = self._client
-        return client
-
-    def _sync_scripts(self) -> tuple[Any, Any]:
-        """The (get, bump) scripts of the blocking client."""
-        scripts = self._scripts
-        if scripts is None:
-            client = self._sync_client()
-            scripts = self._scripts = (
-                client.register_script(_GET_SCRIPT),
-                client.register_script(_BUMP_SCRIPT),
-            )
-        return scripts
-
-    def _async_client(self) -> tuple[Any, tuple[Any, Any]]:
-        """The asyncio client and (get, bump) scripts of the running loop (one per loop)."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            if self._async_factory is not None:
-                client = self._async_factory()
-            elif self.url is None:
-                raise ConfigurationError(
-                    "async_client_factory", "needed for asyncio use when built from client="
-                )
-            else:
-                import redis.asyncio.retry
-
-                aioredis: Any = redis.asyncio
-                client = aioredis.Redis.from_url(
-                    self.url,
-                    socket_timeout=self.socket_timeout,
-                    socket_connect_timeout=self.connect_timeout,
-                    retry=self._no_retry(aioredis.retry),
-                )
-            with self._lock:
-                self._async_clients[loop] = client
-                self._async_scripts[loop] = (
-                    client.register_script(_GET_SCRIPT),
-                    client.register_script(_BUMP_SCRIPT),
-                )
-        return client, self._async_scripts[loop]
-
-    # -- health --------------------------------------------------------------
     def _may_try(self) -> bool:
         if self._retry_at == 0.0:
             return True
@@ -419,8 +309,13 @@ class RedisCache:
             self._retry_at = now + self._backoff
             return True
 
+    def _mark(self) -> int:
+        """Failures so far: an operation started now proves recovery only if none follows."""
+        return self._failures
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         with self._lock:
+            self._failures += 1
             self.stats.errors += 1
             first = not self._down
             if first:
@@ -430,7 +325,7 @@ class RedisCache:
                 self._backoff = min(self._backoff * 2, self.max_retry_interval)
             self._retry_at = self._clock() + self._backoff
         if first:
-            log.warning(
+            self._log.warning(
                 "shared cache %r unavailable (%s failed: %s: %s); using the in-process cache "
                 "and the validator, retrying in %.1fs",
                 self,
@@ -440,18 +335,19 @@ class RedisCache:
                 self._backoff,
             )
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, mark: int | None = None) -> None:
         if not self._down and self._retry_at == 0.0:
             return
         with self._lock:
+            if mark is not None and mark != self._failures:
+                return  # began before a failure another thread saw: proves nothing
             was_down = self._down
             self._down = False
             self._retry_at = 0.0
             self._backoff = self.retry_interval
         if was_down:
-            log.info("shared cache %r reachable again", self)
+            self._log.info("shared cache %r reachable again", self)
 
-    # -- encoding --------------------------------------------------------------
     def _entry_key(self, key: bytes) -> bytes:
         return self._prefix + b"t:" + key.hex().encode("ascii")
 
@@ -528,27 +424,9 @@ class RedisCache:
         now = self._clock()
         if now - self._last_reject_log >= 60.0:  # an attacker must not flood the log
             self._last_reject_log = now
-            log.warning("ignored an unusable shared cache entry (%s)", why)
+            self._log.warning("ignored an unusable shared cache entry (%s)", why)
         return None
 
-    def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
-        value, raw_generation, revoked = reply
-        generation = self._generation_of(raw_generation)
-        if value is None or revoked:
-            if revoked:
-                self.stats.revoked += 1
-                if value is not None:
-                    self._learn_marker(rkey, value, int(revoked) - 1)
-            else:
-                self.stats.misses += 1
-            self._remember_generation(key, generation)
-            return None
-        identity = self._open(rkey, value, generation)
-        if identity is None:
-            self._remember_generation(key, generation)
-        return identity
-
-    # -- what this process does not go back on ------------------------------------
     def _generation_of(self, raw: Any) -> int:
         """The generation entries must carry: Redis's, or a higher one seen before."""
         try:
@@ -624,7 +502,7 @@ class RedisCache:
 
     def _revoke_failed(self, exc: BaseException) -> None:
         # Rare and important: say so every time, not once per outage.
-        log.warning(
+        self._log.warning(
             "could not record a revocation in the shared cache %r (%s: %s); it holds in this "
             "process, but other processes may accept the token until their entries expire "
             "(max %.0fs)",
@@ -646,10 +524,222 @@ class RedisCache:
         try:
             value = self._seal(rkey, generation, self._timer() + ttl, identity)
         except (TypeError, ValueError, struct.error) as exc:  # e.g. JSON cannot hold ``extra``
-            log.debug("identity not written to the shared cache: %s", exc)
+            self._log.debug("identity not written to the shared cache: %s", exc)
             self.stats.dropped_writes += 1
             return None
         return rkey, value, max(1, math.ceil(ttl * 1000))
+
+    def put(self, key: bytes, identity: Identity, ttl: float) -> None:
+        """Share ``identity`` for ``ttl`` seconds (capped by ``max_ttl``); best effort."""
+        self._write(key, identity, ttl)
+
+    def put_invalid(self, key: bytes, ttl: float) -> None:
+        """Share a rejection of the token digest ``key`` for ``ttl`` seconds; best effort."""
+        self._write(key, None, ttl)
+
+    def clear(self) -> None:
+        """Retire every entry of the namespace (same as ``revoke(None)``)."""
+        self.revoke(None)
+
+    async def aput(self, key: bytes, identity: Identity, ttl: float) -> None:
+        """Awaitable :meth:`put`."""
+        await self._awrite(key, identity, ttl)
+
+    async def aput_invalid(self, key: bytes, ttl: float) -> None:
+        """Awaitable :meth:`put_invalid`."""
+        await self._awrite(key, None, ttl)
+
+
+class RedisCache(_SignedCache):
+    """Identities and rejections shared through Redis, MAC-protected, optionally encrypted.
+
+    ``secret`` (>= 32 bytes, the same in every process) keys the MAC and
+    the encryption; ``previous_secrets`` are still accepted for reading
+    during a rotation. ``max_ttl`` caps every entry's lifetime and is how
+    long a revocation marker lives, so keep it >= the middleware's
+    ``cache_time``. ``socket_timeout``/``connect_timeout`` bound each Redis
+    call; after a failure Redis is not tried again for ``retry_interval``
+    seconds, doubling up to ``max_retry_interval`` while it stays down.
+    ``client`` / ``async_client_factory`` let you bring configured redis-py
+    clients (Sentinel, TLS, ...) instead of a URL; they should not retry.
+    ``timer`` (POSIX seconds) and ``clock`` (monotonic) are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        secret: str | bytes,
+        previous_secrets: Iterable[str | bytes] = (),
+        namespace: str = "authmw",
+        encrypt: bool = False,
+        max_ttl: float = 3600.0,
+        socket_timeout: float = 0.1,
+        connect_timeout: float = 0.1,
+        retry_interval: float = 1.0,
+        max_retry_interval: float = 30.0,
+        client: Any = None,
+        async_client_factory: Callable[[], Any] | None = None,
+        timer: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        try:
+            import redis
+            import redis.backoff
+            import redis.retry
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "authmw.redis.RedisCache needs redis-py: pip install 'authmw[redis]'"
+            ) from exc
+        if url is None and client is None:
+            raise ConfigurationError("url", "a Redis URL (or client=) is required")
+        if url is not None:
+            if not isinstance(url, str):
+                raise ConfigurationError("url", f"must be a string, got {url!r}")
+            try:
+                parse_url: Any = redis.connection.parse_url
+                parse_url(url)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError("url", str(exc)) from None
+        super().__init__(
+            secret=secret,
+            previous_secrets=previous_secrets,
+            namespace=namespace,
+            encrypt=encrypt,
+            max_ttl=max_ttl,
+            retry_interval=retry_interval,
+            max_retry_interval=max_retry_interval,
+            timer=timer,
+            clock=clock,
+            extra="redis",
+        )
+        self.url = url
+        self.socket_timeout = _positive_number("socket_timeout", socket_timeout)
+        self.connect_timeout = _positive_number("connect_timeout", connect_timeout)
+        self._redis: Any = redis
+        self._client: Any = client
+        self._async_factory = async_client_factory
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._scripts: tuple[Any, Any] | None = None  # (get, bump) of the blocking client
+        self._async_scripts: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, Any]
+        ] = weakref.WeakKeyDictionary()
+        self._marker_ttl_ms = math.ceil(self.max_ttl * 1000)
+
+    @classmethod
+    def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:
+        """A cache on the Redis server at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        return cls(url, secret=secret, **options)
+
+    def __repr__(self) -> str:
+        where = self.url if self.url is not None else "client"
+        if self.url is not None and "@" in self.url:
+            scheme, _, rest = self.url.partition("://")
+            where = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return f"RedisCache({where!r}, namespace={self.namespace!r}, encrypt={self.encrypt})"
+
+
+    # -- clients -------------------------------------------------------------
+    def _no_retry(self, module: Any) -> Any:
+        # One immediate retry on a broken connection only (a pooled socket that
+        # went stale while Redis restarted); never on a timeout, which would
+        # double the time a slow Redis costs a request.
+        return module.Retry(
+            self._redis.backoff.NoBackoff(), 1, supported_errors=(self._redis.ConnectionError,)
+        )
+
+    def _sync_client(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=self.socket_timeout,
+                        socket_connect_timeout=self.connect_timeout,
+                        retry=self._no_retry(self._redis.retry),
+                    )
+                client = self._client
+        return client
+
+    def _sync_scripts(self) -> tuple[Any, Any]:
+        """The (get, bump) scripts of the blocking client."""
+        scripts = self._scripts
+        if scripts is None:
+            client = self._sync_client()
+            scripts = self._scripts = (
+                client.register_script(_GET_SCRIPT),
+                client.register_script(_BUMP_SCRIPT),
+            )
+        return scripts
+
+    def _async_client(self) -> tuple[Any, tuple[Any, Any]]:
+        """The asyncio client and (get, bump) scripts of the running loop (one per loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            if self._async_factory is not None:
+                client = self._async_factory()
+            elif self.url is None:
+                raise ConfigurationError(
+                    "async_client_factory", "needed for asyncio use when built from client="
+                )
+            else:
+                import redis.asyncio.retry
+
+                aioredis: Any = redis.asyncio
+                client = aioredis.Redis.from_url(
+                    self.url,
+                    socket_timeout=self.socket_timeout,
+                    socket_connect_timeout=self.connect_timeout,
+                    retry=self._no_retry(aioredis.retry),
+                )
+            with self._lock:
+                self._async_clients[loop] = client
+                self._async_scripts[loop] = (
+                    client.register_script(_GET_SCRIPT),
+                    client.register_script(_BUMP_SCRIPT),
+                )
+        return client, self._async_scripts[loop]
+
+    # -- health --------------------------------------------------------------
+
+
+
+    # -- encoding --------------------------------------------------------------
+
+
+
+
+
+    def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
+        value, raw_generation, revoked = reply
+        generation = self._generation_of(raw_generation)
+        if value is None or revoked:
+            if revoked:
+                self.stats.revoked += 1
+                if value is not None:
+                    self._learn_marker(rkey, value, int(revoked) - 1)
+            else:
+                self.stats.misses += 1
+            self._remember_generation(key, generation)
+            return None
+        identity = self._open(rkey, value, generation)
+        if identity is None:
+            self._remember_generation(key, generation)
+        return identity
+
+    # -- what this process does not go back on ------------------------------------
+
+
+
+
+
+
+
+
 
     # -- blocking API ----------------------------------------------------------
     def get(self, key: bytes) -> Identity | None:
@@ -661,6 +751,7 @@ class RedisCache:
         if not self._may_try():
             return None
         rkey = self._entry_key(key)
+        mark = self._mark()
         try:
             reply = self._sync_scripts()[0](
                 keys=[rkey, self._gen_key],
@@ -670,21 +761,16 @@ class RedisCache:
         except Exception as exc:
             self._failed("get", exc)
             return None
-        self._succeeded()
+        self._succeeded(mark)
         return self._read(key, rkey, reply)
 
-    def put(self, key: bytes, identity: Identity, ttl: float) -> None:
-        """Share ``identity`` for ``ttl`` seconds (capped by ``max_ttl``); best effort."""
-        self._write(key, identity, ttl)
 
-    def put_invalid(self, key: bytes, ttl: float) -> None:
-        """Share a rejection of the token digest ``key`` for ``ttl`` seconds; best effort."""
-        self._write(key, None, ttl)
 
     def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
         if not self._may_try():
             self.stats.dropped_writes += 1
             return
+        mark = self._mark()
         try:
             client = self._sync_client()
             generation = self._remembered_generation(key)
@@ -698,7 +784,7 @@ class RedisCache:
             self.stats.dropped_writes += 1
             self._failed("put", exc)
             return
-        self._succeeded()
+        self._succeeded(mark)
         self.stats.writes += 1
 
     def revoke(self, audit_id: str | None) -> None:
@@ -708,6 +794,7 @@ class RedisCache:
         Holds in this process even when Redis cannot be told (logged).
         """
         plan = self._plan_revocation(audit_id)
+        mark = self._mark()
         try:
             client = self._sync_client()
             if plan.generation is not None:
@@ -723,11 +810,8 @@ class RedisCache:
         except Exception as exc:
             self._revoke_failed(exc)
             return
-        self._succeeded()
+        self._succeeded(mark)
 
-    def clear(self) -> None:
-        """Retire every entry of the namespace (same as ``revoke(None)``)."""
-        self.revoke(None)
 
     # -- asyncio API -----------------------------------------------------------
     async def aget(self, key: bytes) -> Identity | None:
@@ -735,6 +819,7 @@ class RedisCache:
         if not self._may_try():
             return None
         rkey = self._entry_key(key)
+        mark = self._mark()
         try:
             client, (script, _) = self._async_client()
             reply = await script(
@@ -745,21 +830,16 @@ class RedisCache:
         except Exception as exc:
             self._failed("get", exc)
             return None
-        self._succeeded()
+        self._succeeded(mark)
         return self._read(key, rkey, reply)
 
-    async def aput(self, key: bytes, identity: Identity, ttl: float) -> None:
-        """Awaitable :meth:`put`."""
-        await self._awrite(key, identity, ttl)
 
-    async def aput_invalid(self, key: bytes, ttl: float) -> None:
-        """Awaitable :meth:`put_invalid`."""
-        await self._awrite(key, None, ttl)
 
     async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
         if not self._may_try():
             self.stats.dropped_writes += 1
             return
+        mark = self._mark()
         try:
             client, _ = self._async_client()
             generation = self._remembered_generation(key)
@@ -773,12 +853,13 @@ class RedisCache:
             self.stats.dropped_writes += 1
             self._failed("put", exc)
             return
-        self._succeeded()
+        self._succeeded(mark)
         self.stats.writes += 1
 
     async def arevoke(self, audit_id: str | None) -> None:
         """Awaitable :meth:`revoke`."""
         plan = self._plan_revocation(audit_id)
+        mark = self._mark()
         try:
             client, (_, bump) = self._async_client()
             if plan.generation is not None:
@@ -793,7 +874,7 @@ class RedisCache:
         except Exception as exc:
             self._revoke_failed(exc)
             return
-        self._succeeded()
+        self._succeeded(mark)
 
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:

@@ -9,6 +9,16 @@ holds whatever the app forgets and however the identity was found.
 Kinds:
 
 - ``"methods"``: the HTTP methods allowed (a read-only key: GET, HEAD, OPTIONS);
+- ``"access_rules"``: a Keystone application credential's access rules
+  (``{"service_type", "in_catalog", "rules": [{"service", "method", "path"}]}``,
+  put there by :class:`~authmw.KeystoneValidator`), checked exactly as
+  keystonemiddleware checks them: no ``service_type`` configured -> 401;
+  ``identity`` + ``GET .../v3/auth/tokens`` -> allowed; the service type not
+  in the token's catalog -> 401; a confirmed service token with the request
+  -> allowed; else a rule must match the service type, the method (exactly)
+  and the path (``*`` or ``{name}`` = one segment, ``**`` = anything) -> or 401.
+  The path is the one inside the app, percent-quoted as webob quotes it
+  (keystonemiddleware matches ``SCRIPT_NAME`` + ``PATH_INFO``).
 
 A kind this version does not know refuses every request (fail closed: a
 newer writer of the token store may have added it).
@@ -16,6 +26,9 @@ newer writer of the token store may have added it).
 
 from __future__ import annotations
 
+import functools
+import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -50,7 +63,64 @@ def _methods(allowed: Any, request: RequestFacts) -> Refusal | None:
     return Refusal(403, f"this token allows only {', '.join(allowed)} requests")
 
 
-CHECKS: dict[str, Check] = {"methods": _methods}
+# keystonemiddleware's message for every refused token (its 401 body says the same).
+_NOT_AUTHENTICATED = "The request you have made requires authentication."
+# What webob leaves unquoted in ``request.path``, the path keystonemiddleware matches.
+_PATH_SAFE = "/~!$&'()*+,;=:@"
+_GLOB_TOKEN = re.compile(
+    r"(?P<tag>{[^}]*})|(?P<wild>\*(?=$|[^\*]))|(?P<rec_wild>\*\*)|(?P<literal>[^{}\*])"
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str] | None:
+    """keystonemiddleware's ``_path_matches`` pattern as a regex (None: not a valid one)."""
+    regex = ""
+    for match in _GLOB_TOKEN.finditer(pattern):
+        if match["tag"] or match["wild"]:
+            regex += r"[^\/]+"
+        if match["rec_wild"]:
+            regex += ".*"
+        if match["literal"]:
+            regex += match["literal"]  # not escaped: keystonemiddleware does not either
+    try:
+        return re.compile(f"^{regex}$")
+    except re.error:
+        return None  # keystonemiddleware fails the request; no rule matches here
+
+
+def _quoted(path: str) -> str:
+    """``path`` percent-quoted as webob's ``request.path`` is (WSGI paths are latin-1)."""
+    try:
+        raw = path.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogateescape")
+    return urllib.parse.quote(raw, safe=_PATH_SAFE)
+
+
+def _access_rules(data: Any, request: RequestFacts) -> Refusal | None:
+    refused = Refusal(401, _NOT_AUTHENTICATED)
+    service_type = data.get("service_type")
+    if not service_type:
+        return refused
+    path = _quoted(request.path)
+    if service_type == "identity" and request.method == "GET" and path.endswith("/v3/auth/tokens"):
+        return None  # a token can always be validated
+    if not data.get("in_catalog"):
+        return refused
+    if request.service_token:
+        return None  # a chain of service calls, not a user-facing request
+    for rule in data.get("rules", ()):
+        if rule.get("method") != request.method or rule.get("service") != service_type:
+            continue
+        pattern = rule.get("path")
+        regex = _glob(pattern) if isinstance(pattern, str) else None
+        if regex is not None and regex.match(path):
+            return None
+    return refused
+
+
+CHECKS: dict[str, Check] = {"methods": _methods, "access_rules": _access_rules}
 """The check of each restriction kind."""
 
 

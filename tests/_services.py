@@ -1,4 +1,4 @@
-"""Real servers for the test suite: Keystone, redis-server and PostgreSQL.
+"""Real servers for the test suite: Keystone, redis-server, memcached and PostgreSQL.
 
 The fixtures in conftest.py start these on 127.0.0.1 and stop them at the end.
 Nothing here is mocked: Keystone is the pinned release run by
@@ -367,11 +367,13 @@ class Keystone:
         project: str | None = None,
         name: str | None = None,
         roles: list[str] | None = None,
+        access_rules: list[dict[str, str]] | None = None,
     ) -> dict[str, str]:
         """Create an application credential of a seeded user; returns id, secret, name.
 
         ``project`` defaults to the user's first project grant, ``roles`` to all
-        the user's roles there, ``name`` to a unique one.
+        the user's roles there, ``name`` to a unique one; ``access_rules``
+        (``[{"service": "placement", "method": "GET", "path": "/x/*"}]``) limit it.
         """
         seeded = self.user(user)
         if project is None:
@@ -380,6 +382,8 @@ class Keystone:
         body: dict[str, Any] = {"name": name or f"authmw-{uuid.uuid4().hex[:12]}"}
         if roles is not None:
             body["roles"] = [{"name": r} for r in roles]
+        if access_rules is not None:
+            body["access_rules"] = access_rules
         r = self._client.post(
             f"{self.url}/users/{seeded['id']}/application_credentials",
             json={"application_credential": body},
@@ -399,6 +403,50 @@ class Keystone:
         )
         if r.status_code != 204:
             raise KeystoneError("application credential deletion", r)
+
+    def add_service(self, service_type: str, url: str) -> str:
+        """Put a service of ``service_type`` with ``url`` (every interface) in the catalog.
+
+        Returns its id. Changes this Keystone's catalog for every token: use a
+        private Keystone (``make_keystone``), not the shared one.
+        """
+        r = self._as_admin(
+            "POST", "/services", json={"service": {"type": service_type, "name": service_type}}
+        )
+        if r.status_code != 201:
+            raise KeystoneError("service creation", r)
+        service_id: str = r.json()["service"]["id"]
+        for interface in ("public", "internal", "admin"):
+            endpoint = {
+                "service_id": service_id,
+                "interface": interface,
+                "url": url,
+                "region_id": "RegionOne",
+            }
+            r = self._as_admin("POST", "/endpoints", json={"endpoint": endpoint})
+            if r.status_code != 201:
+                raise KeystoneError("endpoint creation", r)
+        return service_id
+
+    def own_identity_endpoints(self) -> None:
+        """Point the catalog's identity endpoints at this Keystone.
+
+        A private copy keeps its source's catalog; clients that find Keystone
+        through the catalog (keystonemiddleware does) would ask the source.
+        """
+        r = self._as_admin("GET", "/services", params={"type": "identity"})
+        if r.status_code != 200:
+            raise KeystoneError("service list", r)
+        for service in r.json()["services"]:
+            r = self._as_admin("GET", "/endpoints", params={"service_id": service["id"]})
+            if r.status_code != 200:
+                raise KeystoneError("endpoint list", r)
+            for endpoint in r.json()["endpoints"]:
+                r = self._as_admin(
+                    "PATCH", f"/endpoints/{endpoint['id']}", json={"endpoint": {"url": self.url}}
+                )
+                if r.status_code != 200:
+                    raise KeystoneError("endpoint update", r)
 
     # -- observation ---------------------------------------------------------------
 
@@ -654,6 +702,85 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+# --- memcached ----------------------------------------------------------------------
+
+
+class MemcachedServer:
+    """A private ``memcached`` on 127.0.0.1 (64 MB), with ``stop()``/``start()`` on one port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = os.environ.get("AUTHMW_MEMCACHED") or shutil.which(
+            "memcached", path=os.environ.get("PATH", "") + ":/usr/bin:/usr/sbin"
+        )
+        if binary is None or not os.access(binary, os.X_OK):
+            raise ServiceError("memcached not found: " + INSTALL_HINT.format(pkg="memcached"))
+        self.binary = binary
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.address = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.running:
+            return
+        user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
+        self._proc = subprocess.Popen(
+            [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", *user],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise ServiceError(f"memcached exited at start: {err[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"memcached did not answer in {timeout}s")
+            time.sleep(0.02)
+
+    def command(self, line: str) -> bytes:
+        """Send one one-line-answer text-protocol command (version, flush_all); its reply."""
+        with socket.create_connection((self.host, self.port), timeout=2) as s:
+            s.sendall(line.encode() + b"\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply
+
+    def ping(self) -> bool:
+        try:
+            return self.command("version").startswith(b"VERSION")
+        except OSError:
+            return False
+
+    def flush(self) -> None:
+        if not self.command("flush_all").startswith(b"OK"):
+            raise ServiceError("memcached flush_all failed")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL, like a crash); returns once it is gone."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def destroy(self) -> None:
+        self.stop()
+
+
 # --- PostgreSQL ---------------------------------------------------------------------
 
 
@@ -838,6 +965,127 @@ class PostgresServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- OpenStack Placement ------------------------------------------------------------
+
+
+PLACEMENT_SCRIPTS = REPO / "scripts" / "placement"
+
+
+def placement_venv() -> Path:
+    """Placement's venv (scripts/placement/install.sh builds it once, under .cache/)."""
+    proc = subprocess.run(
+        ["bash", str(PLACEMENT_SCRIPTS / "install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(f"scripts/placement/install.sh failed:\n{proc.stderr[-3000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+class PlacementServer:
+    """OpenStack Placement under gunicorn on 127.0.0.1, SQLite, its own placement.conf.
+
+    ``middleware``: ``keystonemiddleware`` (as shipped) or ``authmw`` (the
+    deployer's swap in scripts/placement/authmw_wsgi.py). ``authtoken``: the
+    ``[keystone_authtoken]`` options. ``records()``: what Placement's policy
+    checks saw for each request (tests/placement_wsgi.py).
+    """
+
+    def __init__(self, venv: Path, middleware: str, authtoken: Mapping[str, str]) -> None:
+        self.venv = venv
+        self.middleware = middleware
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"authmw-placement-{middleware}-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.record = self.workdir / "policy.jsonl"
+        section = "\n".join(f"{k} = {v}" for k, v in authtoken.items())
+        (self.workdir / "placement.conf").write_text(
+            f"[DEFAULT]\nlog_file = {self.workdir / 'placement.log'}\n"
+            "[api]\nauth_strategy = keystone\n"
+            f"[placement_database]\nconnection = sqlite:///{self.workdir / 'placement.db'}\n"
+            "sync_on_startup = true\n"
+            f"[keystone_authtoken]\n{section}\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = {
+            "PATH": f"{self.venv / 'bin'}:/usr/bin:/bin",
+            "PYTHONPATH": f"{REPO}:{REPO / 'tests'}:{PLACEMENT_SCRIPTS}",
+            "OS_PLACEMENT_CONFIG_DIR": str(self.workdir),
+            "AUTHMW_PLACEMENT_MIDDLEWARE": self.middleware,
+            "AUTHMW_PLACEMENT_RECORD": str(self.record),
+            "PYTHONWARNINGS": "ignore",
+        }
+        log = open(self.workdir / "gunicorn.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self._proc = subprocess.Popen(
+            [
+                str(self.venv / "bin" / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+                "--no-control-socket",
+                "placement_wsgi:application",
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self._proc.poll() is not None:
+                raise ServiceError(
+                    f"Placement ({self.middleware}) exited at start:\n"
+                    f"{_tail(self.workdir / 'gunicorn.log', 40)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"Placement ({self.middleware}) did not answer in {timeout}s")
+            time.sleep(0.1)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def log_text(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")
+            for p in (self.workdir / "gunicorn.log", self.workdir / "placement.log")
+            if p.exists()
+        )
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
     def destroy(self) -> None:
         self.stop()

@@ -3,8 +3,11 @@
 - ``keystone`` (session): the checkout's Keystone (scripts/keystone), seeded.
 - ``keystone_disposable``: a private copy of it on its own port, to stop and start.
 - ``make_keystone(**settings)``: more private copies, e.g. with short-lived tokens.
+- ``catalog_keystone`` (module): a private copy whose catalog also lists
+  ``placement`` and ``compute`` (for application-credential access rules).
 - ``redis_url``: ``redis://127.0.0.1:PORT/0`` of a session-wide redis-server, emptied per test.
 - ``redis_server``: a private redis-server with ``stop()``/``start()``.
+- ``memcached_server``: a private memcached with ``stop()``/``start()`` (``.address``).
 - ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
 - ``postgres_server``: that PostgreSQL (``create_database()``, ``url()``).
 
@@ -21,20 +24,23 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 from _services import (
     DisposableKeystone,
+    MemcachedServer,
     PostgresServer,
     RedisServer,
     ServiceError,
     SharedKeystone,
 )
 
-_Server = TypeVar("_Server", RedisServer, PostgresServer)
+_Server = TypeVar("_Server", RedisServer, PostgresServer, MemcachedServer)
 
 _MARKERS = {
     "keystone": "keystone",
     "keystone_disposable": "keystone",
     "make_keystone": "keystone",
+    "catalog_keystone": "keystone",
     "redis_url": "redis",
     "redis_server": "redis",
+    "memcached_server": "memcached",
     "postgres_url": "postgres",
     "postgres_server": "postgres",
 }
@@ -122,6 +128,30 @@ def make_keystone(keystone: SharedKeystone) -> Iterator[Callable[..., Disposable
             ks.destroy()
 
 
+CATALOG_SERVICES = {
+    "placement": "http://127.0.0.1:9/placement",
+    "compute": "http://127.0.0.1:9/compute",
+}
+
+
+@pytest.fixture(scope="module")
+def catalog_keystone(keystone: SharedKeystone) -> Iterator[DisposableKeystone]:
+    """A private Keystone whose catalog also lists ``placement`` and ``compute``."""
+    ks = DisposableKeystone(keystone)
+    try:
+        ks.start()
+        ks.own_identity_endpoints()
+        for service_type, url in CATALOG_SERVICES.items():
+            ks.add_service(service_type, url)
+    except (ServiceError, OSError) as e:
+        ks.destroy()
+        _fail("disposable Keystone", e)
+    try:
+        yield ks
+    finally:
+        ks.destroy()
+
+
 @pytest.fixture(scope="session")
 def _redis_session() -> Iterator[RedisServer]:
     yield from _started(RedisServer, "redis-server")
@@ -138,6 +168,12 @@ def redis_url(_redis_session: RedisServer) -> str:
 def redis_server() -> Iterator[RedisServer]:
     """A private, running redis-server (``.url``, ``.stop()``, ``.start()`` on the same port)."""
     yield from _started(RedisServer, "redis-server")
+
+
+@pytest.fixture
+def memcached_server() -> Iterator[MemcachedServer]:
+    """A private, running memcached (``.address``, ``.stop()``, ``.start()`` on the same port)."""
+    yield from _started(MemcachedServer, "memcached")
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,20 @@ from ._remote import ServiceTokenRejected, answer_error, check_subject_token
 from ._roles import usable_roles
 
 __all__ = [
+    "ACCESS_RULES_HEADER",
+    "ACCESS_RULES_SUPPORT",
     "ServiceTokenRejected",
+    "access_rules_restriction",
     "build_validation_request",
     "check_subject_token",
     "identity_from_token",
     "interpret_validation_response",
 ]
+
+ACCESS_RULES_HEADER = "OpenStack-Identity-Access-Rules"
+"""Sent with every validation, as keystonemiddleware does: without it Keystone
+answers 404 for a token of an application credential with access rules."""
+ACCESS_RULES_SUPPORT = "1"
 
 
 def build_validation_request(
@@ -47,6 +55,7 @@ def build_validation_request(
         headers={
             "X-Auth-Token": service_token,
             "X-Subject-Token": subject_token,
+            ACCESS_RULES_HEADER: ACCESS_RULES_SUPPORT,
             "Accept": "application/json",
         },
     )
@@ -60,6 +69,7 @@ def interpret_validation_response(
     leeway: float = 0.0,
     allow_expired: bool = False,
     include_catalog: bool = False,
+    service_type: str | None = None,
 ) -> Identity:
     """The identity for a ``GET /v3/auth/tokens`` answer.
 
@@ -71,7 +81,9 @@ def interpret_validation_response(
         try:
             data = json.loads(body)
             token = data["token"]
-            identity = identity_from_token(token, include_catalog=include_catalog)
+            identity = identity_from_token(
+                token, include_catalog=include_catalog, service_type=service_type
+            )
         except MALFORMED_ANSWER as exc:
             raise IdentityServiceUnavailable(
                 f"malformed token body from Keystone ({type(exc).__name__})"
@@ -80,6 +92,42 @@ def interpret_validation_response(
             raise InvalidToken("token expired")
         return identity
     raise answer_error(status_code, body, "Keystone")
+
+
+def access_rules_restriction(
+    token: Mapping[str, Any], service_type: str | None
+) -> dict[str, Any] | None:
+    """The ``access_rules`` restriction of a token's application credential, or None.
+
+    None when the token has no application credential or one without access
+    rules (keystonemiddleware then checks nothing). Otherwise the rules,
+    ``service_type`` (this service's, None when not configured) and whether
+    the token's catalog lists that type (checked per request by
+    :mod:`authmw.restrictions`). Raises ``TypeError`` on malformed rules.
+    """
+    app_cred = token.get("application_credential")
+    if not app_cred:
+        return None
+    if not isinstance(app_cred, Mapping):
+        raise TypeError("token.application_credential must be an object")
+    rules = app_cred.get("access_rules")
+    if rules is None:
+        return None
+    if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
+        raise TypeError("token.application_credential.access_rules must be a list of objects")
+    kept = []
+    for rule in rules:
+        fields = {k: rule.get(k) for k in ("service", "method", "path")}
+        if not all(v is None or isinstance(v, str) for v in fields.values()):
+            raise TypeError("an access rule's service, method and path must be strings")
+        kept.append(fields)
+    data: dict[str, Any] = {"service_type": service_type, "rules": kept}
+    if service_type:
+        catalog = token.get("catalog")
+        data["in_catalog"] = isinstance(catalog, list) and any(
+            isinstance(entry, Mapping) and entry.get("type") == service_type for entry in catalog
+        )
+    return data
 
 
 def _named(value: Any) -> tuple[str | None, str | None]:
@@ -104,8 +152,17 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = False) -> Identity:
-    """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data)."""
+def identity_from_token(
+    token: Mapping[str, Any],
+    *,
+    include_catalog: bool = False,
+    service_type: str | None = None,
+) -> Identity:
+    """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data).
+
+    An application credential's access rules become the identity's
+    ``access_rules`` restriction, checked against ``service_type``.
+    """
     if not isinstance(token, Mapping):
         raise TypeError("token must be an object")
     user = token["user"]
@@ -146,6 +203,8 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
     app_cred = token.get("application_credential")
     if app_cred is not None and not isinstance(app_cred, Mapping):
         raise TypeError("token.application_credential must be an object")
+    access_rules = access_rules_restriction(token, service_type)
+    restrictions = {"access_rules": access_rules} if access_rules is not None else {}
 
     return Identity(
         user_id=user_id,
@@ -168,4 +227,5 @@ def identity_from_token(token: Mapping[str, Any], *, include_catalog: bool = Fal
         service_catalog=catalog,
         application_credential=app_cred,
         token_body=token,
+        restrictions=restrictions,
     )

@@ -460,20 +460,38 @@ class RemoteValidator:
         token is dropped and a fresh one tried once.
         """
         self._check_token(token)
+        return (yield from self._ask(token, allow_expired, self._build_request, self._parse_answer))
+
+    def _ask(
+        self,
+        token: str,
+        allow_expired: bool,
+        build: Callable[[str, str | None, bool], httpx.Request],
+        parse: Callable[[int, bytes, str, bool], Identity],
+    ) -> Generator[_Step, Any, Identity]:
+        """One question about ``token`` (``build`` the request, ``parse`` the answer),
+        with a fresh service token once if the first one is refused."""
         for attempt in (1, 2):
             credential: str | None = None
             if self.auth is not None:
                 credential = yield self.auth
-            status, body = yield self._build_request(token, credential, allow_expired)
+            status, body = yield build(token, credential, allow_expired)
             try:
-                return self._interpret(status, body, token, allow_expired)
+                return self._interpret(parse, status, body, token, allow_expired)
             except ServiceTokenRejected as exc:
                 self._on_rejected(credential, exc, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _interpret(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+    def _interpret(
+        self,
+        parse: Callable[[int, bytes, str, bool], Identity],
+        status: int,
+        body: bytes,
+        token: str,
+        allow_expired: bool,
+    ) -> Identity:
         try:
-            return self._parse_answer(status, body, token, allow_expired)
+            return parse(status, body, token, allow_expired)
         except InvalidToken as exc:
             self._log.debug("token %s rejected: %s", fingerprint(token), exc)
             raise

@@ -14,9 +14,11 @@ token header values with digests. To silence them instead:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
@@ -30,7 +32,7 @@ from ..client.keystone_v3 import (
 from ..errors import ConfigurationError
 from ..identity import Identity
 from ._keystone_v3 import build_validation_request, interpret_validation_response
-from ._remote import DEFAULT_TIMEOUT, RemoteValidator, given_service_auth
+from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth
 
 __all__ = ["DEFAULT_TIMEOUT", "KeystoneValidator"]
 
@@ -58,6 +60,13 @@ class KeystoneValidator(RemoteValidator):
     (5xx, network, TLS, timeout, malformed answer, service identity refused
     twice). Nothing else escapes. ``include_service_catalog`` asks Keystone for
     the catalog and puts it in ``Identity.service_catalog``.
+
+    Application credentials with access rules: every validation tells Keystone
+    that the rules will be enforced (``OpenStack-Identity-Access-Rules: 1``,
+    as keystonemiddleware does), and the rules go into the identity's
+    ``access_rules`` restriction, checked on every request against
+    ``service_type`` (this service's type in the catalog, e.g. ``placement``;
+    without it such tokens are refused, as keystonemiddleware refuses them).
 
     HTTP: one pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient`
     created in the running event loop (a new one if the loop changes).
@@ -95,6 +104,7 @@ class KeystoneValidator(RemoteValidator):
         application_credential_secret: str | None = None,
         static_token: str | None = None,
         include_service_catalog: bool = False,
+        service_type: str | None = None,
         expiry_leeway: float = 0.0,
         timeout: float | httpx.Timeout | None = None,
         http_connect_timeout: float | None = None,
@@ -111,6 +121,15 @@ class KeystoneValidator(RemoteValidator):
     ) -> None:
         self.base_url = keystone_v3_url(auth_url)
         self.include_service_catalog = bool(include_service_catalog)
+        if service_type is not None and (
+            not isinstance(service_type, str) or not service_type.strip()
+        ):
+            raise ConfigurationError(
+                "service_type", f"must be a non-empty string, got {service_type!r}"
+            )
+        self.service_type = service_type.strip() if service_type is not None else None
+        self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
         super().__init__(
             expiry_leeway=expiry_leeway,
             timeout=timeout,
@@ -161,6 +180,17 @@ class KeystoneValidator(RemoteValidator):
         )
 
     def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        identity = self._identity(status, body, allow_expired)
+        if (
+            self.service_type
+            and "access_rules" in identity.restrictions
+            and identity.token_body is not None
+            and "catalog" not in identity.token_body
+        ):
+            raise _CatalogNeeded
+        return self._checked(identity)
+
+    def _identity(self, status: int, body: bytes, allow_expired: bool) -> Identity:
         return interpret_validation_response(
             status,
             body,
@@ -168,7 +198,71 @@ class KeystoneValidator(RemoteValidator):
             leeway=self.expiry_leeway,
             allow_expired=allow_expired,
             include_catalog=self.include_service_catalog,
+            service_type=self.service_type,
         )
+
+    def _checked(self, identity: Identity) -> Identity:
+        """``identity``, after one WARNING per cause when its access rules will refuse it."""
+        rules = identity.restrictions.get("access_rules")
+        if rules is None:
+            return identity
+        if not self.service_type:
+            self._warn_once(
+                "service_type",
+                "refusing tokens with application-credential access rules: set "
+                "service_type (this service's type in the Keystone catalog) to enforce them",
+            )
+        elif not rules.get("in_catalog"):
+            self._warn_once(
+                "catalog",
+                f"refusing tokens with access rules: service_type {self.service_type!r} "
+                "is not a service type in their catalog",
+            )
+        return identity
+
+    def _warn_once(self, what: str, message: str) -> None:
+        with self._warn_lock:
+            if what in self._warned:
+                return
+            self._warned.add(what)
+        self._log.warning(message)
+
+    def _flow(self, token: str, allow_expired: bool) -> Generator[_Step, Any, Identity]:
+        self._check_token(token)
+        try:
+            return (
+                yield from self._ask(token, allow_expired, self._build_request, self._parse_answer)
+            )
+        except _CatalogNeeded:
+            # Validated without the catalog, but the access-rule check needs it
+            # (keystonemiddleware would fail here): ask once more, with it.
+            return (
+                yield from self._ask(
+                    token, allow_expired, self._build_catalog_request, self._parse_catalog_answer
+                )
+            )
+
+    def _build_catalog_request(
+        self, token: str, credential: str | None, allow_expired: bool
+    ) -> httpx.Request:
+        assert credential is not None
+        return build_validation_request(
+            self.base_url, credential, token, include_catalog=True, allow_expired=allow_expired
+        )
+
+    def _parse_catalog_answer(
+        self, status: int, body: bytes, token: str, allow_expired: bool
+    ) -> Identity:
+        identity = self._checked(self._identity(status, body, allow_expired))
+        if identity.token_body is None or "catalog" not in identity.token_body:
+            return identity
+        # Keep the identity as a validation without the catalog would give it.
+        kept = {k: v for k, v in identity.token_body.items() if k != "catalog"}
+        return dataclasses.replace(identity, token_body=kept)
+
+
+class _CatalogNeeded(Exception):
+    """An access-rule token was validated without the catalog the check needs."""
 
 
 def _service_auth(

@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
