@@ -190,7 +190,12 @@ class Pipeline:
             return decision
         if refused.status == 401:
             if self.core.delay_auth_decision:
-                return Decision(None, status="Invalid")
+                return Decision(
+                    None,
+                    status="Invalid",
+                    service_identity=decision.service_identity,
+                    service_status=decision.service_status,
+                )
             return Decision(None, self.responses.unauthorized(refused.message))
         return Decision(None, self.responses.forbidden(refused.message))
 
@@ -329,6 +334,14 @@ class Pipeline:
         return decision
 
     # -- 6: answer --------------------------------------------------------------------------------
+    @staticmethod
+    def answer_environ(
+        environ: Environ, start_response: StartResponse, rejection: Rejection
+    ) -> list[bytes]:
+        """Answer a WSGI request with ``rejection`` (no body for HEAD)."""
+        start_response(rejection.status_line, list(rejection.headers))
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [rejection.body]
+
     def challenging_start_response(self, start_response: StartResponse) -> StartResponse:
         """``start_response`` adding the challenge to the app's own 401 (no identity)."""
         challenge = self.responses.challenge_header
@@ -396,7 +409,8 @@ class Pipeline:
             await send(
                 {"type": "http.response.start", "status": rejection.status, "headers": headers}
             )
-            await send({"type": "http.response.body", "body": rejection.body})
+            body = b"" if scope.get("method") == "HEAD" else rejection.body
+            await send({"type": "http.response.body", "body": body})
             return
         message = await receive()
         if message.get("type") != "websocket.connect":
@@ -430,6 +444,7 @@ def _environ_facts(environ: Environ) -> RequestFacts:
         environ.get("PATH_INFO", ""),
         environ.get("REMOTE_ADDR"),
         False,
+        environ.get("SCRIPT_NAME", ""),
     )
 
 
@@ -439,7 +454,7 @@ def _scope_facts(scope: Scope) -> RequestFacts:
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :] or "/"
     client = scope.get("client")
-    return RequestFacts(_method(scope), path, client[0] if client else None, False)
+    return RequestFacts(_method(scope), path, client[0] if client else None, False, root_path)
 
 
 def _accepting(send: Send, subprotocol: str) -> Send:

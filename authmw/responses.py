@@ -85,14 +85,16 @@ def websocket_close_code(status: int) -> int:
     return _WS_TRY_AGAIN_LATER if status == 503 else _WS_POLICY_VIOLATION
 
 
-def _response(status: int, message: str, *extra: tuple[str, str]) -> Rejection:
+def _response(
+    status: int, message: str, *extra: tuple[str, str], reason: str | None = None
+) -> Rejection:
     body = error_body(status, message)
     headers = (
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),
         *extra,
     )
-    return Rejection(status, body, headers, message)
+    return Rejection(status, body, headers, reason or message)
 
 
 class Responses:
@@ -109,10 +111,20 @@ class Responses:
         self._retry_after = retry_after
 
     def unauthorized(
-        self, message: str = NOT_AUTHENTICATED, *, challenge: str | None = None
+        self, reason: str = NOT_AUTHENTICATED, *, challenge: str | None = None
     ) -> Rejection:
-        """401 with the challenge (every configured one, unless ``challenge`` is given)."""
-        return _response(401, message, ("WWW-Authenticate", challenge or self.challenge))
+        """401 with the challenge (every configured one, unless ``challenge`` is given).
+
+        The body says what keystonemiddleware's says, whatever the reason: a
+        client learns nothing about why its credentials failed; ``reason``
+        goes to the logs (:attr:`Rejection.reason`).
+        """
+        return _response(
+            401,
+            NOT_AUTHENTICATED,
+            ("WWW-Authenticate", challenge or self.challenge),
+            reason=reason,
+        )
 
     def forbidden(self, message: str = "Forbidden.") -> Rejection:
         """403: authenticated, not allowed."""

@@ -17,8 +17,9 @@ Kinds:
   in the token's catalog -> 401; a confirmed service token with the request
   -> allowed; else a rule must match the service type, the method (exactly)
   and the path (``*`` or ``{name}`` = one segment, ``**`` = anything) -> or 401.
-  The path is the one inside the app, percent-quoted as webob quotes it
-  (keystonemiddleware matches ``SCRIPT_NAME`` + ``PATH_INFO``).
+  The path is ``SCRIPT_NAME`` + ``PATH_INFO`` (ASGI ``root_path`` + the
+  path inside the app), percent-quoted as webob quotes it, as
+  keystonemiddleware matches it.
 
 A kind this version does not know refuses every request (fail closed: a
 newer writer of the token store may have added it).
@@ -45,6 +46,8 @@ class RequestFacts(NamedTuple):
     """The client address (the connection's, or a trusted proxy's forwarded one)."""
     service_token: bool
     """True when a valid service token came with the request."""
+    script_name: str = ""
+    """Where the app is mounted (WSGI ``SCRIPT_NAME``; ASGI ``root_path``)."""
 
 
 class Refusal(NamedTuple):
@@ -103,7 +106,7 @@ def _access_rules(data: Any, request: RequestFacts) -> Refusal | None:
     service_type = data.get("service_type")
     if not service_type:
         return refused
-    path = _quoted(request.path)
+    path = _quoted(request.script_name) + _quoted(request.path)  # webob's request.path
     if service_type == "identity" and request.method == "GET" and path.endswith("/v3/auth/tokens"):
         return None  # a token can always be validated
     if not data.get("in_catalog"):

@@ -42,10 +42,8 @@ class WSGIAuthMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         decision = self.pipeline.run_environ(environ)
-        rejection = decision.rejection
-        if rejection is not None:
-            start_response(rejection.status_line, list(rejection.headers))
-            return [rejection.body]
+        if decision.rejection is not None:
+            return self.pipeline.answer_environ(environ, start_response, decision.rejection)
         if decision.challenged:
             start_response = self.pipeline.challenging_start_response(start_response)
         return self.app(environ, start_response)

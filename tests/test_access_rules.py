@@ -214,15 +214,14 @@ def test_invalid_service_token_with_delayed_decision_is_an_intended_difference(
     assert ksm_seen["HTTP_X_IDENTITY_STATUS"] == "Confirmed"  # the rules were skipped
     assert amw_seen["HTTP_X_IDENTITY_STATUS"] == "Invalid"  # authmw checked them
     assert "HTTP_X_USER_ID" not in amw_seen
-    # authmw/pipeline.py drops the service token's status with a refused user token
-    assert "HTTP_X_SERVICE_IDENTITY_STATUS" not in amw_seen
+    assert amw_seen["HTTP_X_SERVICE_IDENTITY_STATUS"] == "Invalid"  # as keystonemiddleware
 
 
 def test_delayed_refusal_with_a_valid_service_token(
     catalog_keystone: Any, restricted: str
 ) -> None:
-    """service_type unset: both refuse the user token; keystonemiddleware still passes the
-    confirmed service token's headers on, authmw (its pipeline) passes neither."""
+    """service_type unset: both refuse the user token and pass the confirmed service
+    token's headers on."""
     pair = Pair(catalog_keystone, delay_auth_decision="true")
     service = catalog_keystone.issue_token(**SERVICE_USER)
     headers = {"X-Auth-Token": restricted, "X-Service-Token": service}
@@ -233,7 +232,8 @@ def test_delayed_refusal_with_a_valid_service_token(
     assert ksm_seen["HTTP_X_IDENTITY_STATUS"] == amw_seen["HTTP_X_IDENTITY_STATUS"] == "Invalid"
     assert "HTTP_X_USER_ID" not in ksm_seen and "HTTP_X_USER_ID" not in amw_seen
     assert ksm_seen["HTTP_X_SERVICE_IDENTITY_STATUS"] == "Confirmed"
-    assert "HTTP_X_SERVICE_IDENTITY_STATUS" not in amw_seen
+    assert amw_seen["HTTP_X_SERVICE_IDENTITY_STATUS"] == "Confirmed"
+    assert amw_seen["HTTP_X_SERVICE_USER_ID"] == ksm_seen["HTTP_X_SERVICE_USER_ID"]
 
 
 def test_without_the_catalog_authmw_asks_again_with_it(
@@ -268,7 +268,7 @@ def test_wsgi_middleware_with_a_validator(catalog_keystone: Any, restricted: str
     validator.close()
 
 
-def test_asgi_middleware_checks_the_path_inside_the_app(
+def test_asgi_middleware_checks_the_mount_point_and_the_path(
     catalog_keystone: Any, restricted: str
 ) -> None:
     async def ok(request: StarletteRequest) -> JSONResponse:
@@ -279,11 +279,14 @@ def test_asgi_middleware_checks_the_path_inside_the_app(
     )
     app = Starlette(routes=[Route("/{path:path}", ok, methods=["GET", "POST"])])
     app.add_middleware(ASGIAuthMiddleware, validator=validator)
+    headers = {"X-Auth-Token": restricted}
+    with TestClient(app) as client:
+        assert client.get("/resource_providers/x", headers=headers).status_code == 200
+        assert client.post("/resource_providers/x", headers=headers).status_code == 401
+        assert client.get("/allocations", headers=headers).status_code == 401
+    # Like keystonemiddleware (SCRIPT_NAME + PATH_INFO), the rules see the mount point.
     with TestClient(app, root_path="/placement") as client:
-        headers = {"X-Auth-Token": restricted}
-        assert client.get("/placement/resource_providers/x", headers=headers).status_code == 200
-        assert client.post("/placement/resource_providers/x", headers=headers).status_code == 401
-        assert client.get("/placement/allocations", headers=headers).status_code == 401
+        assert client.get("/placement/resource_providers/x", headers=headers).status_code == 401
 
 
 def test_every_validation_declares_access_rule_support() -> None:
