@@ -43,166 +43,213 @@ def _ksm_opts(cfg: Any) -> list[Any]:
     """keystonemiddleware 13.0.1's own options, verbatim (oslo.config compares
     options by value: equal ones may be registered by both, in any order)."""
     return [
-        cfg.StrOpt('www_authenticate_uri',
-                   help='Complete "public" Identity API endpoint. This endpoint'
-                   ' should not be an "admin" endpoint, as it should be accessible'
-                   ' by all end users. Unauthenticated clients are redirected to'
-                   ' this endpoint to authenticate. Although this endpoint should'
-                   ' ideally be unversioned, client support in the wild varies.'),
-        cfg.StrOpt('auth_version',
-                   help='API version of the Identity API endpoint.'),
-        cfg.StrOpt('interface',
-                   default='internal',
-                   help='Interface to use for the Identity API endpoint. Valid'
-                   ' values are "public", "internal" (default) or "admin".'),
-        cfg.BoolOpt('delay_auth_decision',
-                    default=False,
-                    help='Do not handle authorization requests within the'
-                    ' middleware, but delegate the authorization decision to'
-                    ' downstream WSGI components.'),
-        cfg.IntOpt('http_connect_timeout',
-                   help='Request timeout value for communicating with Identity'
-                   ' API server.'),
-        cfg.IntOpt('http_request_max_retries',
-                   default=3,
-                   help='How many times are we trying to reconnect when'
-                   ' communicating with Identity API Server.'),
-        cfg.StrOpt('cache',
-                   help='Request environment key where the Swift cache object is'
-                   ' stored. When auth_token middleware is deployed with a Swift'
-                   ' cache, use this option to have the middleware share a caching'
-                   ' backend with swift. Otherwise, use the ``memcached_servers``'
-                   ' option instead.'),
-        cfg.StrOpt('certfile',
-                   help='Required if identity server requires client certificate'),
-        cfg.StrOpt('keyfile',
-                   help='Required if identity server requires client certificate'),
-        cfg.StrOpt('cafile',
-                   help='A PEM encoded Certificate Authority to use when '
-                        'verifying HTTPs connections. Defaults to system CAs.'),
-        cfg.BoolOpt('insecure', default=False, help='Verify HTTPS connections.'),
-        cfg.StrOpt('region_name',
-                   help='The region in which the identity server can be found.'),
-        cfg.ListOpt('memcached_servers',
-                    deprecated_name='memcache_servers',
-                    help='Optionally specify a list of memcached server(s) to'
-                    ' use for caching. If left undefined, tokens will instead be'
-                    ' cached in-process.'),
-        cfg.IntOpt('token_cache_time',
-                   default=300,
-                   help='In order to prevent excessive effort spent validating'
-                   ' tokens, the middleware caches previously-seen tokens for a'
-                   ' configurable duration (in seconds). Set to -1 to disable'
-                   ' caching completely.'),
-        cfg.StrOpt('memcache_security_strategy',
-                   default='None',
-                   choices=('None', 'MAC', 'ENCRYPT'),
-                   ignore_case=True,
-                   help='(Optional) If defined, indicate whether token data'
-                   ' should be authenticated or authenticated and encrypted.'
-                   ' If MAC, token data is authenticated (with HMAC) in the cache.'
-                   ' If ENCRYPT, token data is encrypted and authenticated in the'
-                   ' cache. If the value is not one of these options or empty,'
-                   ' auth_token will raise an exception on initialization.'),
-        cfg.StrOpt('memcache_secret_key',
-                   secret=True,
-                   help='(Optional, mandatory if memcache_security_strategy is'
-                   ' defined) This string is used for key derivation.'),
-        cfg.BoolOpt('memcache_tls_enabled',
-                    default=False,
-                    help='(Optional) Global toggle for TLS usage when comunicating'
-                    ' with the caching servers.'),
-        cfg.StrOpt('memcache_tls_cafile',
-                   help='(Optional) Path to a file of concatenated CA certificates'
-                   ' in PEM format necessary to establish the caching server\'s'
-                   ' authenticity. If tls_enabled is False, this option is'
-                   ' ignored.'),
-        cfg.StrOpt('memcache_tls_certfile',
-                   help='(Optional) Path to a single file in PEM format containing'
-                   ' the client\'s certificate as well as any number of CA'
-                   ' certificates needed to establish the certificate\'s'
-                   ' authenticity. This file is only required when client side'
-                   ' authentication is necessary. If tls_enabled is False, this'
-                   ' option is ignored.'),
-        cfg.StrOpt('memcache_tls_keyfile',
-                   help='(Optional) Path to a single file containing the client\'s'
-                   ' private key in. Otherwhise the private key will be taken from'
-                   ' the file specified in tls_certfile. If tls_enabled is False,'
-                   ' this option is ignored.'),
-        cfg.StrOpt('memcache_tls_allowed_ciphers',
-                   help='(Optional) Set the available ciphers for sockets created'
-                   ' with the TLS context. It should be a string in the OpenSSL'
-                   ' cipher list format. If not specified, all OpenSSL enabled'
-                   ' ciphers will be available.'),
-        cfg.IntOpt('memcache_pool_dead_retry',
-                   default=5 * 60,
-                   help='(Optional) Number of seconds memcached server is'
-                   ' considered dead before it is tried again.'),
-        cfg.IntOpt('memcache_pool_maxsize',
-                   default=10,
-                   help='(Optional) Maximum total number of open connections to'
-                   ' every memcached server.'),
-        cfg.IntOpt('memcache_pool_socket_timeout',
-                   default=3,
-                   help='(Optional) Socket timeout in seconds for communicating '
-                        'with a memcached server.'),
-        cfg.IntOpt('memcache_pool_unused_timeout',
-                   default=60,
-                   help='(Optional) Number of seconds a connection to memcached'
-                   ' is held unused in the pool before it is closed.'),
-        cfg.IntOpt('memcache_pool_conn_get_timeout',
-                   default=10,
-                   help='(Optional) Number of seconds that an operation will wait '
-                        'to get a memcached client connection from the pool.'),
-        cfg.BoolOpt('memcache_use_advanced_pool',
-                    default=True,
-                    help='(Optional) Use the advanced (eventlet safe) memcached '
-                         'client pool.'),
-        cfg.BoolOpt('include_service_catalog',
-                    default=True,
-                    help='(Optional) Indicate whether to set the X-Service-Catalog'
-                    ' header. If False, middleware will not ask for service'
-                    ' catalog on token validation and will not set the'
-                    ' X-Service-Catalog header.'),
-        cfg.StrOpt('enforce_token_bind',
-                   default='permissive',
-                   help='Used to control the use and type of token binding. Can'
-                   ' be set to: "disabled" to not check token binding.'
-                   ' "permissive" (default) to validate binding information if the'
-                   ' bind type is of a form known to the server and ignore it if'
-                   ' not. "strict" like "permissive" but if the bind type is'
-                   ' unknown the token will be rejected. "required" any form of'
-                   ' token binding is needed to be allowed. Finally the name of a'
-                   ' binding method that must be present in tokens.'),
-        cfg.ListOpt('service_token_roles', default=['service'],
-                    help='A choice of roles that must be present in a service'
-                    ' token. Service tokens are allowed to request that an expired'
-                    ' token can be used and so this check should tightly control'
-                    ' that only actual services should be sending this token.'
-                    ' Roles here are applied as an ANY check so any role in this'
-                    ' list must be present. For backwards compatibility reasons'
-                    ' this currently only affects the allow_expired check.'),
-        cfg.BoolOpt('service_token_roles_required', default=True,
-                    help='When set to True, service tokens must contain a role'
-                    ' from the service_token_roles list to be considered valid.'
-                    ' This prevents end-user tokens from being used as service'
-                    ' tokens and ensures proper service-to-service authentication.'
-                    ' Setting this to False is NOT RECOMMENDED as it allows any'
-                    ' valid token to be used as a service token, which can bypass'
-                    ' access-rule checks and weaken composite-auth protections.'),
-        cfg.StrOpt('service_type',
-                   help='The name or type of the service as it appears in the'
-                   ' service catalog. This is used to validate tokens that have'
-                   ' restricted access rules.'),
-        cfg.BoolOpt('memcache_sasl_enabled',
-                    default=False,
-                    help='Enable the SASL(Simple Authentication and Security'
-                         ' Layer) if the SASL_enable is true, else disable.'),
-        cfg.StrOpt('memcache_username',
-                   help='the user name for the SASL'),
-        cfg.StrOpt('memcache_password',
-                   secret=True,
-                   help='the username password for SASL'),
+        cfg.StrOpt(
+            "www_authenticate_uri",
+            help='Complete "public" Identity API endpoint. This endpoint'
+            ' should not be an "admin" endpoint, as it should be accessible'
+            " by all end users. Unauthenticated clients are redirected to"
+            " this endpoint to authenticate. Although this endpoint should"
+            " ideally be unversioned, client support in the wild varies.",
+        ),
+        cfg.StrOpt("auth_version", help="API version of the Identity API endpoint."),
+        cfg.StrOpt(
+            "interface",
+            default="internal",
+            help="Interface to use for the Identity API endpoint. Valid"
+            ' values are "public", "internal" (default) or "admin".',
+        ),
+        cfg.BoolOpt(
+            "delay_auth_decision",
+            default=False,
+            help="Do not handle authorization requests within the"
+            " middleware, but delegate the authorization decision to"
+            " downstream WSGI components.",
+        ),
+        cfg.IntOpt(
+            "http_connect_timeout",
+            help="Request timeout value for communicating with Identity API server.",
+        ),
+        cfg.IntOpt(
+            "http_request_max_retries",
+            default=3,
+            help="How many times are we trying to reconnect when"
+            " communicating with Identity API Server.",
+        ),
+        cfg.StrOpt(
+            "cache",
+            help="Request environment key where the Swift cache object is"
+            " stored. When auth_token middleware is deployed with a Swift"
+            " cache, use this option to have the middleware share a caching"
+            " backend with swift. Otherwise, use the ``memcached_servers``"
+            " option instead.",
+        ),
+        cfg.StrOpt("certfile", help="Required if identity server requires client certificate"),
+        cfg.StrOpt("keyfile", help="Required if identity server requires client certificate"),
+        cfg.StrOpt(
+            "cafile",
+            help="A PEM encoded Certificate Authority to use when "
+            "verifying HTTPs connections. Defaults to system CAs.",
+        ),
+        cfg.BoolOpt("insecure", default=False, help="Verify HTTPS connections."),
+        cfg.StrOpt("region_name", help="The region in which the identity server can be found."),
+        cfg.ListOpt(
+            "memcached_servers",
+            deprecated_name="memcache_servers",
+            help="Optionally specify a list of memcached server(s) to"
+            " use for caching. If left undefined, tokens will instead be"
+            " cached in-process.",
+        ),
+        cfg.IntOpt(
+            "token_cache_time",
+            default=300,
+            help="In order to prevent excessive effort spent validating"
+            " tokens, the middleware caches previously-seen tokens for a"
+            " configurable duration (in seconds). Set to -1 to disable"
+            " caching completely.",
+        ),
+        cfg.StrOpt(
+            "memcache_security_strategy",
+            default="None",
+            choices=("None", "MAC", "ENCRYPT"),
+            ignore_case=True,
+            help="(Optional) If defined, indicate whether token data"
+            " should be authenticated or authenticated and encrypted."
+            " If MAC, token data is authenticated (with HMAC) in the cache."
+            " If ENCRYPT, token data is encrypted and authenticated in the"
+            " cache. If the value is not one of these options or empty,"
+            " auth_token will raise an exception on initialization.",
+        ),
+        cfg.StrOpt(
+            "memcache_secret_key",
+            secret=True,
+            help="(Optional, mandatory if memcache_security_strategy is"
+            " defined) This string is used for key derivation.",
+        ),
+        cfg.BoolOpt(
+            "memcache_tls_enabled",
+            default=False,
+            help="(Optional) Global toggle for TLS usage when comunicating"
+            " with the caching servers.",
+        ),
+        cfg.StrOpt(
+            "memcache_tls_cafile",
+            help="(Optional) Path to a file of concatenated CA certificates"
+            " in PEM format necessary to establish the caching server's"
+            " authenticity. If tls_enabled is False, this option is"
+            " ignored.",
+        ),
+        cfg.StrOpt(
+            "memcache_tls_certfile",
+            help="(Optional) Path to a single file in PEM format containing"
+            " the client's certificate as well as any number of CA"
+            " certificates needed to establish the certificate's"
+            " authenticity. This file is only required when client side"
+            " authentication is necessary. If tls_enabled is False, this"
+            " option is ignored.",
+        ),
+        cfg.StrOpt(
+            "memcache_tls_keyfile",
+            help="(Optional) Path to a single file containing the client's"
+            " private key in. Otherwhise the private key will be taken from"
+            " the file specified in tls_certfile. If tls_enabled is False,"
+            " this option is ignored.",
+        ),
+        cfg.StrOpt(
+            "memcache_tls_allowed_ciphers",
+            help="(Optional) Set the available ciphers for sockets created"
+            " with the TLS context. It should be a string in the OpenSSL"
+            " cipher list format. If not specified, all OpenSSL enabled"
+            " ciphers will be available.",
+        ),
+        cfg.IntOpt(
+            "memcache_pool_dead_retry",
+            default=5 * 60,
+            help="(Optional) Number of seconds memcached server is"
+            " considered dead before it is tried again.",
+        ),
+        cfg.IntOpt(
+            "memcache_pool_maxsize",
+            default=10,
+            help="(Optional) Maximum total number of open connections to every memcached server.",
+        ),
+        cfg.IntOpt(
+            "memcache_pool_socket_timeout",
+            default=3,
+            help="(Optional) Socket timeout in seconds for communicating with a memcached server.",
+        ),
+        cfg.IntOpt(
+            "memcache_pool_unused_timeout",
+            default=60,
+            help="(Optional) Number of seconds a connection to memcached"
+            " is held unused in the pool before it is closed.",
+        ),
+        cfg.IntOpt(
+            "memcache_pool_conn_get_timeout",
+            default=10,
+            help="(Optional) Number of seconds that an operation will wait "
+            "to get a memcached client connection from the pool.",
+        ),
+        cfg.BoolOpt(
+            "memcache_use_advanced_pool",
+            default=True,
+            help="(Optional) Use the advanced (eventlet safe) memcached client pool.",
+        ),
+        cfg.BoolOpt(
+            "include_service_catalog",
+            default=True,
+            help="(Optional) Indicate whether to set the X-Service-Catalog"
+            " header. If False, middleware will not ask for service"
+            " catalog on token validation and will not set the"
+            " X-Service-Catalog header.",
+        ),
+        cfg.StrOpt(
+            "enforce_token_bind",
+            default="permissive",
+            help="Used to control the use and type of token binding. Can"
+            ' be set to: "disabled" to not check token binding.'
+            ' "permissive" (default) to validate binding information if the'
+            " bind type is of a form known to the server and ignore it if"
+            ' not. "strict" like "permissive" but if the bind type is'
+            ' unknown the token will be rejected. "required" any form of'
+            " token binding is needed to be allowed. Finally the name of a"
+            " binding method that must be present in tokens.",
+        ),
+        cfg.ListOpt(
+            "service_token_roles",
+            default=["service"],
+            help="A choice of roles that must be present in a service"
+            " token. Service tokens are allowed to request that an expired"
+            " token can be used and so this check should tightly control"
+            " that only actual services should be sending this token."
+            " Roles here are applied as an ANY check so any role in this"
+            " list must be present. For backwards compatibility reasons"
+            " this currently only affects the allow_expired check.",
+        ),
+        cfg.BoolOpt(
+            "service_token_roles_required",
+            default=True,
+            help="When set to True, service tokens must contain a role"
+            " from the service_token_roles list to be considered valid."
+            " This prevents end-user tokens from being used as service"
+            " tokens and ensures proper service-to-service authentication."
+            " Setting this to False is NOT RECOMMENDED as it allows any"
+            " valid token to be used as a service token, which can bypass"
+            " access-rule checks and weaken composite-auth protections.",
+        ),
+        cfg.StrOpt(
+            "service_type",
+            help="The name or type of the service as it appears in the"
+            " service catalog. This is used to validate tokens that have"
+            " restricted access rules.",
+        ),
+        cfg.BoolOpt(
+            "memcache_sasl_enabled",
+            default=False,
+            help="Enable the SASL(Simple Authentication and Security"
+            " Layer) if the SASL_enable is true, else disable.",
+        ),
+        cfg.StrOpt("memcache_username", help="the user name for the SASL"),
+        cfg.StrOpt("memcache_password", secret=True, help="the username password for SASL"),
     ]
 
 

@@ -26,6 +26,8 @@ CACHE_DEFAULTS: Mapping[str, Any] = {
     "negative_cache_time": 10.0,
     "cache_size": 10_000,
     "shared_cache": None,
+    "refresh_after": None,
+    "stale_if_error": 0.0,
 }
 GUARD_DEFAULTS: Mapping[str, Any] = {
     "failure_threshold": 5,
@@ -101,6 +103,8 @@ def build_stack(
         negative_cache_time=options["negative_cache_time"],
         maxsize=_checks.integer("cache_size", options["cache_size"], 1),
         shared=shared,
+        refresh_after=options["refresh_after"],
+        stale_if_error=options["stale_if_error"],
         timer=timer,
     )
     return cache, guards

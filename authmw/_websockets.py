@@ -27,6 +27,7 @@ from typing import Any
 
 from .headers import IDENTITY_KEY
 from .identity import Identity
+from .validators.base import Revocation, revokes
 
 __all__ = ["CLOSE_CODE", "SocketWatch"]
 
@@ -50,10 +51,10 @@ class _Socket:
     """
 
     __slots__ = (
-        "audit_ids",
         "closed",
         "deadline",
         "ended",
+        "identity",
         "loop",
         "pending",
         "scope",
@@ -68,7 +69,7 @@ class _Socket:
         self.server_receive = receive
         self.server_send = send
         self.loop = asyncio.get_running_loop()
-        self.audit_ids: frozenset[str] = frozenset()
+        self.identity: Identity | None = None
         self.deadline = math.inf
         self.closed = False
         self.ended: asyncio.Future[None] = self.loop.create_future()  # set once authmw closes it
@@ -81,7 +82,7 @@ class _Socket:
         if message.get("type") == "websocket.accept":
             identity = self.scope.get(IDENTITY_KEY)
             if isinstance(identity, Identity):
-                self.audit_ids = frozenset(identity.audit_ids)
+                self.identity = identity
                 self.deadline = identity.expires_timestamp
                 self.watch._add(self)
         await self.server_send(message)
@@ -187,13 +188,17 @@ class SocketWatch:
         with self._lock:
             self._sockets.discard(socket)
 
-    def revoked(self, audit_id: str | None) -> None:
-        """Close the sockets of the token with ``audit_id`` (every socket when None).
+    def revoked(self, revocation: Revocation) -> None:
+        """Close the sockets of the tokens ``revocation`` names (every socket for None).
 
         Safe to call from any thread: the closing runs in each socket's loop.
         """
         with self._lock:
-            doomed = [s for s in self._sockets if audit_id is None or audit_id in s.audit_ids]
+            doomed = [
+                s
+                for s in self._sockets
+                if s.identity is not None and revokes(revocation, s.identity)
+            ]
         for socket in doomed:
             log.info("closing a websocket: its token was revoked")
             try:

@@ -17,6 +17,18 @@ callers waiting for it get that second answer. Each check-and-store happens
 under the lock, so a revocation either sees the entry (and drops it) or
 voids it.
 
+With ``refresh_after``, a hit on an entry older than that is still served
+and one background re-validation (coalesced, never on the request's path)
+replaces or evicts it: a role removed in the identity service is seen
+within ``refresh_after`` plus one validation. With ``stale_if_error``, while
+the validator cannot answer, an identity validated earlier and not expired
+is served past ``cache_time`` for up to that many seconds (marked
+``identity.stale``); a token this process saw rejected or revoked stays
+rejected. Neither happens after a definite rejection.
+
+A shared cache that publishes revocations (Redis) tells this cache about
+revocations made in other processes at once.
+
 The lock guards the dictionaries only; no I/O ever runs under it.
 """
 
@@ -27,15 +39,21 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from cachetools import LRUCache
-
-from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
+from . import _checks
+from ._entries import Entries, Lifetimes
+from .errors import IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
-from .validators.base import RevocationListener, Validator, ValidatorWrapper, validate_async
+from .validators.base import (
+    Revocation,
+    RevocationListener,
+    Validator,
+    ValidatorWrapper,
+    blocking_executor,
+    validate_async,
+)
 
 __all__ = ["CacheStats", "CachedValidator", "SharedCache"]
 
@@ -43,9 +61,6 @@ log = logging.getLogger("authmw.cache")
 
 _sha256 = hashlib.sha256
 
-# Revocations remembered for validations in flight; one older than this many
-# revocations ago counts as concerning every token.
-_REVOCATION_LOG = 1024
 # Validations of one token voided in a row by revocations before giving up (503).
 _ATTEMPTS = 3
 
@@ -76,8 +91,10 @@ class CacheStats:
         "invalid",
         "misses",
         "negative_hits",
+        "refreshed",
         "revalidated",
         "shared_hits",
+        "stale_served",
         "stored",
     )
 
@@ -90,6 +107,8 @@ class CacheStats:
         self.stored = 0
         self.invalid = 0
         self.revalidated = 0  # answers voided by a revocation during their validation
+        self.refreshed = 0  # background re-validations (refresh_after) that completed
+        self.stale_served = 0  # identities served past cache_time in an outage
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -116,10 +135,12 @@ class CachedValidator(ValidatorWrapper):
 
     ``cache_time=0`` turns positive caching off (every request reaches the
     validator, so revocation is immediate); coalescing of simultaneous
-    requests stays on. ``timer`` returns POSIX seconds and is injectable for
+    requests stays on. ``refresh_after`` and ``stale_if_error``: see the
+    module docstring. ``timer`` returns POSIX seconds and is injectable for
     tests.
     """
 
+    @_checks.checked_keywords
     def __init__(
         self,
         validator: Validator,
@@ -129,40 +150,43 @@ class CachedValidator(ValidatorWrapper):
         maxsize: int = 10_000,
         negative_maxsize: int = 10_000,
         shared: SharedCache | None = None,
+        refresh_after: float | None = None,
+        stale_if_error: float = 0.0,
         timer: Callable[[], float] = time.time,
         flight_timeout: float = 60.0,
     ) -> None:
-        for option, value in (
-            ("cache_time", cache_time),
-            ("negative_cache_time", negative_cache_time),
-            ("flight_timeout", flight_timeout),
-        ):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigurationError(option, f"must be a number >= 0, got {value!r}")
-        for option, size in (("cache_size", maxsize), ("negative_cache_size", negative_maxsize)):
-            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                raise ConfigurationError(option, f"must be an integer >= 1, got {size!r}")
+        lifetimes = Lifetimes(
+            _checks.number("cache_time", cache_time),
+            _checks.number("negative_cache_time", negative_cache_time),
+            _checks.number("stale_if_error", stale_if_error),
+        )
         self.validator = validator
-        self.cache_time = float(cache_time)
-        self.negative_cache_time = float(negative_cache_time)
+        self.cache_time = lifetimes.cache_time
+        self.negative_cache_time = lifetimes.negative_cache_time
+        self.stale_if_error = lifetimes.stale_if_error
+        self.refresh_after = (
+            None if refresh_after is None else _checks.positive("refresh_after", refresh_after)
+        )
         self.shared = shared
         self.stats = CacheStats()
-        self._timer = timer
-        self._flight_timeout = flight_timeout
-        self._lock = threading.Lock()
-        # key -> (identity, valid_until)
-        self._positive: LRUCache[bytes, tuple[Identity, float]] = LRUCache(maxsize)
-        # key -> valid_until
-        self._negative: LRUCache[bytes, float] = LRUCache(negative_maxsize)
+        self.entries = Entries(
+            lifetimes,
+            _checks.integer("cache_size", maxsize, 1),
+            _checks.integer("negative_cache_size", negative_maxsize, 1),
+        )
+        self._lock = self.entries.lock
+        self._timer = _checks.function("timer", timer)
+        self._flight_timeout = _checks.number("flight_timeout", flight_timeout)
         self._flights: dict[bytes, _Flight] = {}
-        # Revocations so far, and the audit ids of the latest (None: every token).
-        self._epoch = 0
-        self._revocations: deque[str | None] = deque(maxlen=_REVOCATION_LOG)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[Identity]] = {}
+        self._refreshing: set[bytes] = set()
         self._listeners: list[RevocationListener] = []
         listen = getattr(validator, "add_revocation_listener", None)
         if listen is not None:
             listen(self.invalidate)
+        subscribe = getattr(shared, "subscribe", None)
+        if subscribe is not None:  # revocations made in other processes
+            subscribe(self._revoked_elsewhere)
 
     # -- the hot path ------------------------------------------------------
     def lookup(
@@ -175,26 +199,26 @@ class CachedValidator(ValidatorWrapper):
         key = _cache_key(token, allow_expired)
         now = self._timer()
         with self._lock:
-            identity = self._cached(key, now)
-            if identity is None and count_miss:
-                self.stats.misses += 1
+            found = self._cached(key, now)
+            if found is None:
+                if count_miss:
+                    self.stats.misses += 1
+                return None
+        identity, stored_at = found
+        if self.refresh_after is not None and now - stored_at >= self.refresh_after:
+            self._refresh(key, token, allow_expired)
         return identity
 
-    def _cached(self, key: bytes, now: float) -> Identity | None:
-        """Look ``key`` up; the caller holds the lock."""
-        entry = self._positive.get(key)
-        if entry is not None:
-            if now < entry[1]:
-                self.stats.hits += 1
-                return entry[0]
-            del self._positive[key]
-        until = self._negative.get(key)
-        if until is not None:
-            if now < until:
-                self.stats.negative_hits += 1
-                raise InvalidToken("token rejected recently (cached)")
-            del self._negative[key]
-        return None
+    def _cached(self, key: bytes, now: float) -> tuple[Identity, float] | None:
+        """Look ``key`` up, counting; the caller holds the lock."""
+        try:
+            found = self.entries.fresh(key, now)
+        except InvalidToken:
+            self.stats.negative_hits += 1
+            raise
+        if found is not None:
+            self.stats.hits += 1
+        return found
 
     # -- blocking ----------------------------------------------------------
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
@@ -207,9 +231,9 @@ class CachedValidator(ValidatorWrapper):
             now = self._timer()
             with self._lock:
                 # Another thread may have finished this validation since our lookup.
-                cached = self._cached(key, now)
-                if cached is not None:
-                    return cached
+                found = self._cached(key, now)
+                if found is not None:
+                    return found[0]
                 flight = self._flights.get(key)
                 leader = flight is None
                 if flight is None:
@@ -243,15 +267,18 @@ class CachedValidator(ValidatorWrapper):
 
     def _settle(self, key: bytes, token: str, allow_expired: bool) -> Identity:
         """An answer not older than any revocation that may concern it, cached."""
-        for _attempt in range(_ATTEMPTS):
-            since = self._revocation_epoch()
-            identity, from_shared = self._fetch(key, token, allow_expired)
-            ttl = self._store(key, identity, allow_expired, since)
-            if ttl is None:
-                continue  # a revocation came in meanwhile: ask again
-            if self.shared is not None and ttl > 0 and not from_shared:
-                self.shared.put(key, identity, ttl)
-            return identity
+        try:
+            for _attempt in range(_ATTEMPTS):
+                since = self.entries.epoch()
+                identity, from_shared = self._fetch(key, token, allow_expired)
+                ttl = self._store(key, identity, allow_expired, since)
+                if ttl is None:
+                    continue  # a revocation came in meanwhile: ask again
+                if self.shared is not None and ttl > 0 and not from_shared:
+                    self.shared.put(key, identity, ttl)
+                return identity
+        except IdentityServiceUnavailable as exc:
+            return self._stale_or_raise(key, allow_expired, exc)
         raise IdentityServiceUnavailable("revocations kept overtaking the token's validation")
 
     def _fetch(self, key: bytes, token: str, allow_expired: bool) -> tuple[Identity, bool]:
@@ -287,9 +314,9 @@ class CachedValidator(ValidatorWrapper):
         task_key = (key, id(loop))
         now = self._timer()
         with self._lock:
-            cached = self._cached(key, now)
-            if cached is not None:
-                return cached
+            found = self._cached(key, now)
+            if found is not None:
+                return found[0]
             task = self._tasks.get(task_key)
             if task is None or task.done():
                 task = loop.create_task(self._afetch(key, token, allow_expired))
@@ -309,15 +336,18 @@ class CachedValidator(ValidatorWrapper):
 
     async def _afetch(self, key: bytes, token: str, allow_expired: bool) -> Identity:
         """Awaitable :meth:`_settle`."""
-        for _attempt in range(_ATTEMPTS):
-            since = self._revocation_epoch()
-            identity, from_shared = await self._afetch_once(key, token, allow_expired)
-            ttl = self._store(key, identity, allow_expired, since)
-            if ttl is None:
-                continue  # a revocation came in meanwhile: ask again
-            if self.shared is not None and ttl > 0 and not from_shared:
-                await self.shared.aput(key, identity, ttl)
-            return identity
+        try:
+            for _attempt in range(_ATTEMPTS):
+                since = self.entries.epoch()
+                identity, from_shared = await self._afetch_once(key, token, allow_expired)
+                ttl = self._store(key, identity, allow_expired, since)
+                if ttl is None:
+                    continue  # a revocation came in meanwhile: ask again
+                if self.shared is not None and ttl > 0 and not from_shared:
+                    await self.shared.aput(key, identity, ttl)
+                return identity
+        except IdentityServiceUnavailable as exc:
+            return self._stale_or_raise(key, allow_expired, exc)
         raise IdentityServiceUnavailable("revocations kept overtaking the token's validation")
 
     async def _afetch_once(
@@ -343,92 +373,108 @@ class CachedValidator(ValidatorWrapper):
             raise
         return identity, False
 
+    # -- refresh and stale answers -------------------------------------------------------------
+    def _refresh(self, key: bytes, token: str, allow_expired: bool) -> None:
+        """Start one background re-validation of ``key`` unless one runs already."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        try:
+            blocking_executor().submit(self._refresh_now, key, token, allow_expired)
+        except RuntimeError:  # interpreter shutting down
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _refresh_now(self, key: bytes, token: str, allow_expired: bool) -> None:
+        try:
+            since = self.entries.epoch()
+            identity = self.validator.validate(token, allow_expired=allow_expired)
+        except InvalidToken:
+            self._store_invalid(key)
+            if self.shared is not None:
+                self.shared.put_invalid(key, self.negative_cache_time)
+            self.stats.refreshed += 1
+        except Exception as exc:  # an outage: keep the entry as it is
+            log.debug("background re-validation failed (%s); entry kept", type(exc).__name__)
+        else:
+            ttl = self._store(key, identity, allow_expired, since)
+            if ttl and self.shared is not None:
+                self.shared.put(key, identity, ttl)
+            self.stats.refreshed += 1
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _stale_or_raise(
+        self, key: bytes, allow_expired: bool, outage: IdentityServiceUnavailable
+    ) -> Identity:
+        """In an outage: the identity validated earlier (marked stale), 401 for a token
+        rejected or revoked here, else the outage itself (503)."""
+        if self.stale_if_error > 0:
+            identity = self.entries.stale(key, self._timer(), allow_expired)
+            if identity is not None:
+                self.stats.stale_served += 1
+                log.info("identity service unavailable: serving a cached identity (stale)")
+                return identity.served_stale()
+        raise outage
+
     # -- storage -----------------------------------------------------------
     def _usable(self, identity: Identity, allow_expired: bool) -> bool:
-        return allow_expired or not identity.is_expired(self._timer())
-
-    def _revocation_epoch(self) -> int:
-        with self._lock:
-            return self._epoch
-
-    def _revoked_since(self, since: int, identity: Identity) -> bool:
-        """Whether a revocation after epoch ``since`` may concern ``identity`` (lock held)."""
-        missed = self._epoch - since
-        if missed == 0:
+        now = self._timer()
+        if not allow_expired and identity.is_expired(now):
             return False
-        if missed > len(self._revocations):
-            return True  # some fell out of the log: assume the worst
-        audit_ids = identity.audit_ids
-        for index in range(1, missed + 1):
-            audit_id = self._revocations[-index]
-            if audit_id is None or audit_id in audit_ids:
-                return True
-        return False
+        return not self.entries.matched(identity, now)
 
     def _store(
         self, key: bytes, identity: Identity, allow_expired: bool, since: int
     ) -> float | None:
-        """Cache ``identity`` validated since revocation epoch ``since``.
-
-        Returns the TTL given (0 when not cached), or None when a revocation
-        came in meanwhile that may concern the token: then nothing is cached
-        and the answer must not be used.
-        """
-        now = self._timer()
-        until = now + self.cache_time
-        if not allow_expired:
-            until = min(until, identity.expires_timestamp)
-        ttl = until - now
-        with self._lock:
-            if self._revoked_since(since, identity):
-                self.stats.revalidated += 1
-                return None
-            if ttl <= 0:
-                return 0.0
-            self._positive[key] = (identity, until)
-            self._negative.pop(key, None)
+        ttl = self.entries.store(key, identity, allow_expired, since, self._timer())
+        if ttl is None:
+            self.stats.revalidated += 1
+        elif ttl > 0:
             self.stats.stored += 1
         return ttl
 
     def _store_invalid(self, key: bytes) -> None:
-        with self._lock:
-            self.stats.invalid += 1
-            if self.negative_cache_time > 0:
-                self._negative[key] = self._timer() + self.negative_cache_time
-            self._positive.pop(key, None)
+        self.stats.invalid += 1
+        self.entries.store_invalid(key, self._timer())
 
-    def invalidate(self, audit_id: str | None = None) -> None:
-        """Drop entries of the token with ``audit_id`` (every entry when None).
+    def invalidate(self, audit_id: Revocation = None) -> None:
+        """Drop the entries of the tokens a revocation names: a token's audit id, a
+        matcher (Keystone's revocation events), or None for every entry.
 
         Validations in flight that may concern the token are voided (see the
         module docstring); the shared cache is told too.
         """
-        with self._lock:
-            self._epoch += 1
-            self._revocations.append(audit_id)
-            if audit_id is None:
-                self._positive.clear()
-            else:
-                stale = [k for k, (i, _) in self._positive.items() if audit_id in i.audit_ids]
-                for k in stale:
-                    del self._positive[k]
+        dropped = self.entries.revoke(audit_id, self._timer())
         if self.shared is not None:
-            self.shared.revoke(audit_id)
+            if audit_id is None or isinstance(audit_id, str):
+                self.shared.revoke(audit_id)
+            else:
+                for audit in {i.audit_ids[0] for i in dropped if i.audit_ids}:
+                    self.shared.revoke(audit)
+        self._tell(audit_id)
+
+    def _revoked_elsewhere(self, audit_id: str | None) -> None:
+        """A revocation another process published: drop it here, without publishing it."""
+        self.entries.revoke(audit_id, self._timer())
+        self._tell(audit_id)
+
+    def _tell(self, revocation: Revocation) -> None:
         for listener in list(self._listeners):
             try:
-                listener(audit_id)
+                listener(revocation)
             except Exception:
                 log.exception("revocation listener %r failed", listener)
 
     def add_revocation_listener(self, listener: RevocationListener) -> None:
-        """Call ``listener(audit_id)`` after each :meth:`invalidate` (from any thread)."""
+        """Call ``listener(revocation)`` after each revocation seen here (from any thread)."""
         self._listeners.append(listener)
 
     def clear(self) -> None:
         """Forget every positive and negative entry."""
-        with self._lock:
-            self._positive.clear()
-            self._negative.clear()
+        self.entries.clear()
 
     def __len__(self) -> int:
-        return len(self._positive)
+        return len(self.entries)

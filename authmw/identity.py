@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 from collections.abc import Iterable, Mapping
@@ -101,6 +102,9 @@ class Identity:
     _expires_ts: float = field(init=False, repr=False, compare=False)
     # Per-identity memo for rendered forms (header lists); see authmw.headers.
     _memo: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+    #: True for an identity served past ``cache_time`` while the identity
+    #: service could not answer (``stale_if_error``).
+    stale: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_id, str) or not self.user_id:
@@ -209,6 +213,12 @@ class Identity:
                 value = datetime.fromisoformat(value)
             kwargs[name] = value
         return cls(**kwargs)
+
+    def served_stale(self) -> Identity:
+        """A copy marked :attr:`stale` (served from the cache during an outage)."""
+        copy = dataclasses.replace(self)
+        object.__setattr__(copy, "stale", True)
+        return copy
 
     def with_roles(self, roles: Iterable[str]) -> Identity:
         """Copy with other roles (for tests and local tooling)."""

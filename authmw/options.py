@@ -192,6 +192,7 @@ _MIDDLEWARE: dict[str, tuple[str, Parser]] = {
     "acquire_timeout": ("acquire_timeout", _float),
 }
 
+
 def _strategy(name: str, value: Any) -> str:
     text = _str(name, value).upper() if isinstance(value, str) and value.strip() else "NONE"
     if text not in ("NONE", "MAC", "ENCRYPT"):

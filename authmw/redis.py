@@ -640,7 +640,6 @@ class RedisCache(_SignedCache):
             where = f"{scheme}://***@{rest.rpartition('@')[2]}"
         return f"RedisCache({where!r}, namespace={self.namespace!r}, encrypt={self.encrypt})"
 
-
     # -- clients -------------------------------------------------------------
     def _no_retry(self, module: Any) -> Any:
         # One immediate retry on a broken connection only (a pooled socket that
@@ -706,13 +705,7 @@ class RedisCache(_SignedCache):
 
     # -- health --------------------------------------------------------------
 
-
-
     # -- encoding --------------------------------------------------------------
-
-
-
-
 
     def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
         value, raw_generation, revoked = reply
@@ -732,14 +725,6 @@ class RedisCache(_SignedCache):
         return identity
 
     # -- what this process does not go back on ------------------------------------
-
-
-
-
-
-
-
-
 
     # -- blocking API ----------------------------------------------------------
     def get(self, key: bytes) -> Identity | None:
@@ -763,8 +748,6 @@ class RedisCache(_SignedCache):
             return None
         self._succeeded(mark)
         return self._read(key, rkey, reply)
-
-
 
     def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
         if not self._may_try():
@@ -812,7 +795,6 @@ class RedisCache(_SignedCache):
             return
         self._succeeded(mark)
 
-
     # -- asyncio API -----------------------------------------------------------
     async def aget(self, key: bytes) -> Identity | None:
         """Awaitable :meth:`get` on the running loop's asyncio client."""
@@ -832,8 +814,6 @@ class RedisCache(_SignedCache):
             return None
         self._succeeded(mark)
         return self._read(key, rkey, reply)
-
-
 
     async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
         if not self._may_try():

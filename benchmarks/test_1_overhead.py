@@ -135,9 +135,11 @@ def test_authmw_cache_size(
     until = expires.timestamp()
     with cache._lock:  # fill the cache directly with synthetic identities
         for n in range(filled["count"], size - 1):
-            cache._positive[token_digest(f"synthetic-token-{n:08d}")] = (
+            cache.entries._positive[token_digest(f"synthetic-token-{n:08d}")] = (
                 _synthetic(n, expires),
                 until,
+                until,
+                until - 3600,
             )
     filled["count"] = max(filled["count"], size - 1)
     assert len(cache) == size

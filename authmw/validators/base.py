@@ -14,15 +14,39 @@ from ..identity import Identity
 
 __all__ = [
     "AsyncValidator",
+    "Revocation",
     "RevocationListener",
+    "RevocationMatcher",
     "Validator",
     "ValidatorWrapper",
+    "blocking_executor",
+    "revokes",
     "run_blocking",
     "validate_async",
 ]
 
-RevocationListener = Callable[["str | None"], None]
-"""Called with the revoked token's audit id (None: anything may have changed)."""
+
+@runtime_checkable
+class RevocationMatcher(Protocol):
+    """A revocation naming tokens by what they are (a Keystone revocation event)."""
+
+    def matches(self, identity: Identity) -> bool: ...
+
+
+Revocation = str | None | RevocationMatcher
+"""What a revocation names: a token's audit id, every token (None), or a matcher."""
+
+RevocationListener = Callable[[Revocation], None]
+"""Called with each revocation (see :data:`Revocation`)."""
+
+
+def revokes(revocation: Revocation, identity: Identity) -> bool:
+    """True if ``revocation`` concerns the token behind ``identity``."""
+    if revocation is None:
+        return True
+    if isinstance(revocation, str):
+        return revocation in identity.audit_ids
+    return revocation.matches(identity)
 
 
 @runtime_checkable
@@ -48,6 +72,11 @@ class AsyncValidator(Validator, Protocol):
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+
+
+def blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """authmw's worker threads for blocking validations."""
+    return _blocking_executor()
 
 
 def _blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
