@@ -75,6 +75,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from ._redis_listen import RevocationChannel, sign, verify
 from .errors import ConfigurationError, InvalidToken
 from .identity import Identity
 
@@ -327,12 +328,16 @@ class _SignedCache:
         if first:
             self._log.warning(
                 "shared cache %r unavailable (%s failed: %s: %s); using the in-process cache "
-                "and the validator, retrying in %.1fs",
+                "and the validator, retrying in %.1fs%s",
                 self,
                 operation,
                 type(exc).__name__,
                 exc,
                 self._backoff,
+                "; until it is back, tokens revoked in other processes stay accepted here "
+                "until their entries expire (cache_time)"
+                if getattr(self, "_subscriptions", None)
+                else "",
             )
 
     def _succeeded(self, mark: int | None = None) -> None:
@@ -627,6 +632,8 @@ class RedisCache(_SignedCache):
             asyncio.AbstractEventLoop, tuple[Any, Any]
         ] = weakref.WeakKeyDictionary()
         self._marker_ttl_ms = math.ceil(self.max_ttl * 1000)
+        self._channel = self._prefix + b"revocations"
+        self._subscriptions: list[RevocationChannel] = []
 
     @classmethod
     def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:
@@ -785,11 +792,11 @@ class RedisCache(_SignedCache):
                 self._generation_of(
                     bump(keys=[self._gen_key], args=[plan.generation], client=client)
                 )
-            else:
-                pipe = client.pipeline(transaction=False)
-                for marker in plan.markers:
-                    pipe.set(marker, b"1", px=self._marker_ttl_ms)
-                pipe.execute()
+            pipe = client.pipeline(transaction=False)
+            for marker in plan.markers:
+                pipe.set(marker, b"1", px=self._marker_ttl_ms)
+            pipe.publish(self._channel, self._announcement(audit_id))
+            pipe.execute()
         except Exception as exc:
             self._revoke_failed(exc)
             return
@@ -846,22 +853,59 @@ class RedisCache(_SignedCache):
                 self._generation_of(
                     await bump(keys=[self._gen_key], args=[plan.generation], client=client)
                 )
-            else:
-                pipe = client.pipeline(transaction=False)
-                for marker in plan.markers:
-                    pipe.set(marker, b"1", px=self._marker_ttl_ms)
-                await pipe.execute()
+            pipe = client.pipeline(transaction=False)
+            for marker in plan.markers:
+                pipe.set(marker, b"1", px=self._marker_ttl_ms)
+            pipe.publish(self._channel, self._announcement(audit_id))
+            await pipe.execute()
         except Exception as exc:
             self._revoke_failed(exc)
             return
         self._succeeded(mark)
 
+    # -- revocations from other processes -------------------------------------------------------
+    def subscribe(self, callback: Callable[[str | None], None]) -> RevocationChannel:
+        """Call ``callback(audit_id)`` for each revocation another process publishes
+        (None: every token), from a listening thread; see :mod:`authmw._redis_listen`."""
+        channel = RevocationChannel(
+            self._listening_client,
+            self._channel,
+            self._accept_announcement,
+            callback,
+            self.retry_interval,
+            self.max_retry_interval,
+            lambda exc: self._failed("subscribe", exc),
+            self._succeeded,
+        )
+        self._subscriptions.append(channel)
+        return channel
+
+    def _announcement(self, audit_id: str | None) -> bytes:
+        return sign(self._keys[0].mac, self._prefix, audit_id)
+
+    def _accept_announcement(self, message: bytes) -> tuple[bool, str | None]:
+        return verify([keys.mac for keys in self._keys], self._prefix, message)
+
+    def _listening_client(self) -> Any:
+        """A client for the subscription: the given one, or one without a read timeout."""
+        if self._client is not None and self.url is None:
+            return self._client
+        return self._redis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=5.0,
+            health_check_interval=15,
+        )
+
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
-        """Close the blocking client's connections."""
+        """Close the blocking client's connections and stop listening for revocations."""
         with self._lock:
             client, self._client = self._client, None
             self._scripts = None
+            subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.close()
         if client is not None:
             client.close()
 
