@@ -165,6 +165,7 @@ _VALIDATOR: dict[str, tuple[str, Parser]] = {
     "timeout": ("timeout", _float),
     "renew_margin": ("renew_margin", _float),
     "max_connections": ("max_connections", _int),
+    "revocation_poll_interval": ("revocation_poll_interval", _float),
 }
 
 # name -> (middleware keyword, parser)
@@ -190,6 +191,10 @@ _MIDDLEWARE: dict[str, tuple[str, Parser]] = {
     "circuit_cooldown": ("circuit_cooldown", _float),
     "max_concurrency": ("max_concurrency", _int),
     "acquire_timeout": ("acquire_timeout", _float),
+    "refresh_after": ("refresh_after", _float),
+    "stale_if_error": ("stale_if_error", _float),
+    "token_sources": ("token_sources", _list),
+    "hide_credentials": ("hide_credentials", _bool),
 }
 
 

@@ -62,7 +62,10 @@ def _validator(config: dict[str, Any]) -> Validator:
         from authmw.validators.keystone import KeystoneValidator
 
         return KeystoneValidator(
-            config["keystone_url"], timeout=config.get("timeout", 5.0), **config["service"]
+            config["keystone_url"],
+            timeout=config.get("timeout", 5.0),
+            **config["service"],
+            **config.get("validator_options", {}),
         )
     raise ValueError(f"unknown validator {kind!r}")
 
@@ -125,6 +128,7 @@ def wsgi_app() -> WSGIAuthMiddleware:
                 "script_name": environ.get("SCRIPT_NAME", ""),
                 "raw_uri": environ.get("RAW_URI"),
                 "method": environ.get("REQUEST_METHOD"),
+                "pid": os.getpid(),
                 "identity": _identity_json(environ.get("authmw.identity")),
                 "identity_headers": {
                     k: v for k, v in sorted(environ.items()) if k in _STRIPPED_KEYS
@@ -174,6 +178,7 @@ def asgi_app() -> ASGIAuthMiddleware:
                 "raw_path": scope.get("raw_path", b"").decode("latin-1"),
                 "root_path": scope.get("root_path", ""),
                 "method": scope.get("method"),
+                "pid": os.getpid(),
                 "identity": _identity_json(scope.get("authmw.identity")),
                 "identity_headers": identity_headers,
                 "headers": {

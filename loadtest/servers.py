@@ -96,10 +96,12 @@ class Server:
         workdir: Path,
         threads: int = 8,
         access_log: bool = False,
+        workers: int = 1,
     ) -> None:
         if kind not in ("gunicorn", "uvicorn"):
             raise ValueError(kind)
         self.kind = kind
+        self.workers = workers
         self.access_log = access_log
         self.workdir = workdir
         self.threads = threads
@@ -121,7 +123,7 @@ class Server:
                 "--worker-class",
                 "gthread",
                 "--workers",
-                "1",
+                str(self.workers),
                 "--threads",
                 str(self.threads),
                 "--bind",
@@ -153,6 +155,7 @@ class Server:
             "on",
             "--timeout-graceful-shutdown",
             "3",
+            *(["--workers", str(self.workers)] if self.workers > 1 else []),
         ]
 
     def start(self, timeout: float = 30.0) -> None:

@@ -47,6 +47,7 @@ _DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
 _V = TypeVar("_V", bound="RemoteValidator")
+_R = TypeVar("_R")
 
 # A step of the validation flow: the service identity whose token is needed,
 # or a request to send.
@@ -418,7 +419,15 @@ class RemoteValidator:
     # -- validation ---------------------------------------------------------------------------
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """The identity behind ``token``; see the class docstring for errors."""
-        flow = self._flow(token, allow_expired)
+        return self.run(self._flow(token, allow_expired))
+
+    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        """Async form of :meth:`validate`."""
+        return await self.arun(self._flow(token, allow_expired))
+
+    def run(self, flow: Generator[_Step, Any, _R]) -> _R:
+        """Drive a sans-I/O flow with the blocking client: its steps are the service
+        identity (send back its token) and requests (send back ``(status, body)``)."""
         reply: Any = None
         try:
             while True:
@@ -429,14 +438,13 @@ class RemoteValidator:
                 else:
                     reply = step.get_token(client)
         except StopIteration as done:
-            identity: Identity = done.value
-            return identity
+            result: _R = done.value
+            return result
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
 
-    async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """Async form of :meth:`validate`."""
-        flow = self._flow(token, allow_expired)
+    async def arun(self, flow: Generator[_Step, Any, _R]) -> _R:
+        """Async form of :meth:`run`."""
         reply: Any = None
         try:
             while True:
@@ -447,8 +455,8 @@ class RemoteValidator:
                 else:
                     reply = await step.aget_token(client)
         except StopIteration as done:
-            identity: Identity = done.value
-            return identity
+            result: _R = done.value
+            return result
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from .. import _checks
 from ..client._base import TokenAuth
 from ..client.keystone_v3 import (
     KeystoneV3ApplicationCredential,
@@ -33,6 +34,8 @@ from ..errors import ConfigurationError
 from ..identity import Identity
 from ._keystone_v3 import build_validation_request, interpret_validation_response
 from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth
+from ._revocation_follower import RevocationFollower
+from .base import RevocationListener
 
 __all__ = ["DEFAULT_TIMEOUT", "KeystoneValidator"]
 
@@ -105,6 +108,7 @@ class KeystoneValidator(RemoteValidator):
         static_token: str | None = None,
         include_service_catalog: bool = False,
         service_type: str | None = None,
+        revocation_poll_interval: float | None = None,
         expiry_leeway: float = 0.0,
         timeout: float | httpx.Timeout | None = None,
         http_connect_timeout: float | None = None,
@@ -128,6 +132,10 @@ class KeystoneValidator(RemoteValidator):
                 "service_type", f"must be a non-empty string, got {service_type!r}"
             )
         self.service_type = service_type.strip() if service_type is not None else None
+        self.revocations: RevocationFollower | None = None
+        if revocation_poll_interval is not None:
+            interval = _checks.positive("revocation_poll_interval", revocation_poll_interval)
+            self.revocations = RevocationFollower(self, interval)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         super().__init__(
@@ -166,6 +174,18 @@ class KeystoneValidator(RemoteValidator):
 
     def __repr__(self) -> str:
         return f"KeystoneValidator({self.base_url!r}, auth={self.auth!r})"
+
+    def add_revocation_listener(self, listener: RevocationListener) -> None:
+        """With ``revocation_poll_interval``: hand Keystone's revocation events to
+        ``listener`` (the middleware's cache registers itself); polling starts now."""
+        if self.revocations is not None:
+            self.revocations.add_listener(listener)
+
+    def close(self) -> None:
+        """Close the blocking client and stop following revocation events."""
+        if self.revocations is not None:
+            self.revocations.close()
+        super().close()
 
     def _build_request(
         self, token: str, credential: str | None, allow_expired: bool
