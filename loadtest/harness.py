@@ -8,6 +8,10 @@ once while a fault is applied:
 
 ``normal``; ``keystone-down`` (Keystone stopped, then started again, and the
 time until each server validates a fresh token again measured);
+``keystone-down-stale`` (servers of their own with a short ``cache_time``
+and ``stale_if_error``: Keystone stopped longer than ``cache_time``, tokens
+validated before keep working, new ones get 503, tokens revoked and seen
+rejected before stay 401, then Keystone is back);
 ``keystone-slow`` (every answer delayed, below the validator's timeout);
 ``keystone-stalled`` (delayed beyond the timeout); ``redis-down`` (when the
 servers share a Redis cache); ``normal-after``. A soak repeats the cycle.
@@ -79,6 +83,11 @@ class Settings:
     cache_time: float = 3600.0
     validator_timeout: float = 5.0
     steady_phases: int = 0  # after the cycles: phases with no token the servers have not seen
+    # The stale-if-error outage: servers of their own with a short cache_time.
+    stale_cache_time: float = 2.0
+    stale_if_error: float = 3600.0
+    stale_tokens: int = 6  # validated before the outage, each server
+    stale_revoked: int = 3  # validated, revoked and seen rejected before the outage
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,9 +141,42 @@ class PhaseResult:
     after: dict[str, int] = field(default_factory=dict)
     recovery_s: float | None = None
     seconds: float = 0.0
+    stale_served: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _get(server: Server, token: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/items", headers={"X-Auth-Token": token})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def _count(result: PhaseResult, request: dict[str, Any], row: Any) -> None:
+    """Count one request's outcome into ``result``."""
+    status, _latency, seen_user, _ = row
+    result.requests += 1
+    key = str(status)
+    result.statuses[key] = result.statuses.get(key, 0) + 1
+    kind = request["kind"]
+    if status == 200 and (
+        kind in ("revoked", "invalid", "missing") or seen_user != request["user_id"]
+    ):
+        result.wrongly_accepted += 1
+    if kind in ("valid", "fresh") and status == 401:
+        result.valid_told_invalid += 1
+    if request["cached"] and status != 200:
+        result.wrongly_rejected_cached += 1
+    if status == 503:
+        result.unavailable += 1
+    if (status >= 500 and status != 503) or status == 0:
+        result.server_errors += 1
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -253,6 +295,7 @@ class Harness:
         s = self.settings
         phases = 6 * s.cycles
         fresh = (s.fresh_per_phase + 2) * phases  # + recovery probes
+        fresh += 2 * (s.stale_tokens + s.stale_revoked + s.fresh_per_phase + 2)
         started = time.monotonic()
         issued = self._issue(s.warm_tokens + fresh + s.revoked_tokens)
         self._warm = [Token(t, u, "valid") for t, u in issued[: s.warm_tokens]]
@@ -375,27 +418,14 @@ class Harness:
             for request, row in zip(plan["requests"], rows, strict=True):
                 if request["target"] != target:
                     continue
+                _count(result, request, row)
                 status, latency, seen_user, _ = row
-                result.requests += 1
-                key = str(status)
-                result.statuses[key] = result.statuses.get(key, 0) + 1
                 latencies.append(latency)
-                kind = request["kind"]
                 if status == 200:
-                    if kind in ("revoked", "invalid", "missing") or seen_user != request["user_id"]:
-                        result.wrongly_accepted += 1
-                    elif kind in ("valid", "fresh"):
+                    if request["kind"] in ("valid", "fresh") and seen_user == request["user_id"]:
                         self.cached[target].add(request["token"])
                     if request["cached"]:
                         cached_latencies.append(latency)
-                elif kind in ("valid", "fresh") and status == 401:
-                    result.valid_told_invalid += 1
-                if request["cached"] and status != 200:
-                    result.wrongly_rejected_cached += 1
-                if status == 503:
-                    result.unavailable += 1
-                if (status >= 500 and status != 503) or status == 0:
-                    result.server_errors += 1
             result.p50_ms = _percentile(latencies, 0.5)
             result.p99_ms = _percentile(latencies, 0.99)
             result.p50_cached_ms = _percentile(cached_latencies, 0.5)
@@ -454,6 +484,97 @@ class Harness:
             time.sleep(0.1)
         return recovered
 
+    def _stale_outage(self) -> None:
+        """Keystone down for longer than ``cache_time`` with ``stale_if_error`` on."""
+        s = self.settings
+        servers: dict[str, Server] = {}
+        try:
+            for kind in ("gunicorn", "uvicorn"):
+                config = {
+                    "validator": "keystone",
+                    "keystone_url": self.keystone.url,
+                    "service": self._service(),
+                    "timeout": s.validator_timeout,
+                    "options": {
+                        "cache_time": s.stale_cache_time,
+                        "stale_if_error": s.stale_if_error,
+                    },
+                }
+                servers[kind] = Server(kind, config, self.workdir, threads=s.server_threads)
+                servers[kind].start()
+            warm = {name: self._fresh(s.stale_tokens) for name in servers}
+            doomed = {name: self._fresh(s.stale_revoked) for name in servers}
+            for name, server in servers.items():
+                for token in warm[name] + doomed[name]:
+                    assert _get(server, token.value) == 200, "a valid token was refused"
+            for name in servers:
+                for token in doomed[name]:
+                    self.keystone.revoke(token.value)
+            time.sleep(s.stale_cache_time + 0.5)
+            for name, server in servers.items():  # each server sees the revoked ones refused
+                for token in doomed[name]:
+                    assert _get(server, token.value) == 401, "a revoked token was accepted"
+            started = time.monotonic()
+            self.keystone.stop()
+            time.sleep(s.stale_cache_time + 0.5)  # every entry is past cache_time now
+            rng = secrets.SystemRandom()
+            requests = []
+            for name in servers:
+                revoked = [Token(t.value, None, "revoked") for t in doomed[name]]
+                fresh = self._fresh(s.fresh_per_phase)
+                for _ in range(s.requests_per_phase // 2):
+                    requests.append(_stale_request(name, rng.choice(warm[name]), True))
+                requests += [_stale_request(name, t, False) for t in revoked * 4]
+                requests += [_stale_request(name, t, False) for t in fresh]
+            rng.shuffle(requests)
+            before = {name: server.sample(self.keystone.port) for name, server in servers.items()}
+            plan = {
+                "targets": {name: server.url for name, server in servers.items()},
+                "concurrency": s.concurrency,
+                "requests": requests,
+            }
+            rows = self._generate(plan)
+            self.keystone.start()
+            recovery = self._recovered(servers)
+            after = {name: server.sample(self.keystone.port) for name, server in servers.items()}
+            for name, server in servers.items():
+                result = PhaseResult(
+                    server=name,
+                    phase="keystone-down-stale",
+                    cycle=s.cycles,
+                    seconds=round(time.monotonic() - started, 1),
+                    recovery_s=recovery[name],
+                    before=before[name].as_dict(),
+                    after=after[name].as_dict(),
+                )
+                for request, row in zip(requests, rows, strict=True):
+                    if request["target"] == name:
+                        _count(result, request, row)
+                result.stale_served = int(server.stats().get("stale_served", 0))
+                self.results.append(result)
+                self.log(
+                    f"[stale] {name:8s} {result.requests:5d} req {result.statuses} "
+                    f"wrong+ {result.wrongly_accepted} wrong- {result.wrongly_rejected_cached} "
+                    f"stale {result.stale_served} recovery {result.recovery_s}s"
+                )
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    def _recovered(self, servers: dict[str, Server]) -> dict[str, float]:
+        """Seconds until each of ``servers`` validates a never-seen token again."""
+        started = time.monotonic()
+        probes = {name: self._fresh(1)[0] for name in servers}
+        recovered: dict[str, float] = {}
+        while len(recovered) < len(servers):
+            if time.monotonic() - started > self.settings.recovery_limit:
+                raise RuntimeError(f"no recovery within {self.settings.recovery_limit}s")
+            for name, server in servers.items():
+                if name not in recovered and _get(server, probes[name].value) == 200:
+                    recovered[name] = round(time.monotonic() - started, 2)
+            time.sleep(0.1)
+        return recovered
+
     def run(self) -> dict[str, Any]:
         """Every phase, ``settings.cycles`` times; the figures as a JSON-ready dict."""
         s = self.settings
@@ -489,6 +610,8 @@ class Harness:
                 calls = self._count_calls("redis-down", calls)
             self._phase("normal-after", cycle)
             calls = self._count_calls("normal-after", calls)
+        self._stale_outage()
+        calls = self._count_calls("keystone-down-stale", calls)
         for _ in range(s.steady_phases):
             # Tokens seen before only: the caches keep the same keys (a rejection that
             # expired from the negative cache is asked again and stored under its old key).
@@ -506,11 +629,23 @@ class Harness:
         }
 
 
+def _stale_request(target: str, token: Token, cached: bool) -> dict[str, Any]:
+    return {
+        "target": target,
+        "kind": token.kind,
+        "token": token.value,
+        "user_id": token.user_id,
+        "cached": cached,
+    }
+
+
 def summarize(results: list[PhaseResult]) -> dict[str, Any]:
     """Totals the tests assert on."""
     first_normal: dict[str, PhaseResult] = {}
     last: dict[str, PhaseResult] = {}
     for r in results:
+        if r.phase == "keystone-down-stale":
+            continue  # servers of its own
         if r.phase == "normal" and r.server not in first_normal:
             first_normal[r.server] = r
         last[r.server] = r

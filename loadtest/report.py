@@ -357,7 +357,12 @@ def render(
             "validating a never-seen token); **keystone-slow** (every Keystone answer delayed "
             f"{s['slow_delay']} s); **keystone-stalled** (delayed {s['stall_delay']} s, past "
             "the timeout; *recovery* counted from the delay's removal); **redis-down** (the "
-            "shared cache stopped, then started); **normal-after**.\n"
+            "shared cache stopped, then started); **normal-after**; **keystone-down-stale** "
+            f"(servers of their own with `cache_time` {s.get('stale_cache_time', 2):g} s and "
+            f"`stale_if_error` {s.get('stale_if_error', 3600):g} s; Keystone stopped for longer "
+            "than `cache_time`: tokens validated before the outage are served from the cache "
+            "(expected 200), never-seen tokens get 503, tokens revoked and seen rejected before "
+            "the outage 401).\n"
         )
         checks = load.get("assertions", [])
         failing = [c["id"] for c in checks if c["outcome"] != "passed"]
@@ -458,7 +463,11 @@ def render(
         if cycles >= 2:
             lines = []
             for server in load["rss_kb"]:
-                mine = [p for p in load["phases"] if p["server"] == server]
+                mine = [
+                    p
+                    for p in load["phases"]
+                    if p["server"] == server and p["phase"] != "keystone-down-stale"
+                ]
                 cycled = [p for p in mine if p["phase"] != "steady"]
                 first_end = [p for p in cycled if p["cycle"] == 1][-1]["after"]["rss_kb"]
                 last_end = cycled[-1]["after"]["rss_kb"]
