@@ -340,7 +340,7 @@ class Issuer:
             "claims": ClaimMapping.keycloak(client_id),
         }
         values.update(options)
-        return cls(realm_url.rstrip("/"), **values)
+        return cls(_checks.text("realm_url", realm_url).rstrip("/"), **values)
 
     @classmethod
     def keyrock(cls, application_id: str, secret: str | bytes, **options: Any) -> Issuer:

@@ -582,3 +582,18 @@ def test_secret_is_not_in_repr() -> None:
     issuer = Issuer.keyrock("app-1", "s3cret-s3cret-s3cret")
     assert "s3cret" not in repr(issuer)
     assert "s3cret" not in repr(JWTValidator(issuer))
+
+
+def test_no_token_reaches_a_log_record(caplog: pytest.LogCaptureFixture) -> None:
+    good = token(RSA)
+    bad = [token(ATTACKER), token(RSA, claims(aud="x")), "x" + good, good + "x"]
+    with caplog.at_level(logging.DEBUG):
+        V.validate(good)
+        for text in bad:
+            with pytest.raises(InvalidToken):
+                V.validate(text)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "rejected" in logged  # fingerprints are logged...
+    for text in (good, *bad):
+        for part in text.split("."):
+            assert part not in logged  # ...never a token or a piece of one
