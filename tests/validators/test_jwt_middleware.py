@@ -258,3 +258,63 @@ def test_retired_key_drops_cached_identities_through_the_middleware(
     clock.now += 61
     assert status(oidc_provider.token("reader")) == 200  # fetches: the old key is gone
     assert status(old) == 401  # its cached identity went with it
+
+
+def test_a_websocket_closes_when_its_key_is_retired(oidc_provider: OIDCProvider) -> None:
+    """The socket's identity carries its key's marker: a fetch without the key closes it."""
+    clock = Clock()
+    validator = jwt_validator(oidc_provider, keys_max_age=60, min_refresh_interval=10, clock=clock)
+    old = oidc_provider.token("admin")
+    old_kid = oidc_provider.signing_kid()
+    events: list[str] = []
+    accepted: list[asyncio.Event] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        events.append("accepted")
+        accepted[0].set()
+        message = await receive()  # authmw answers this when it ends the socket
+        events.append(message["type"])
+
+    mw = ASGIAuthMiddleware(app, validator, token_sources=BEARER)
+
+    async def run() -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+        never = asyncio.Event()
+        connected = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await never.wait()  # the client says nothing more
+            return {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = http_scope(
+            "/socket",
+            headers=[(b"authorization", f"Bearer {old}".encode())],
+            type="websocket",
+            scheme="ws",
+            subprotocols=[],
+        )
+        scope.pop("method")
+        accepted.append(asyncio.Event())
+        socket = asyncio.ensure_future(mw(scope, receive, send))
+        await asyncio.wait_for(accepted[0].wait(), 10)
+        # The provider rotates and retires the key; the next fetch sees it gone.
+        oidc_provider.sign_with(oidc_provider.publish_key())
+        oidc_provider.retire_key(old_kid)
+        clock.now += 61
+        assert (await validator.avalidate(oidc_provider.token())).user_id == "reader"
+        await asyncio.wait_for(socket, 10)
+        return sent
+
+    sent = asyncio.run(run())
+    assert events == ["accepted", "websocket.disconnect"]
+    closes = [m for m in sent if m["type"] == "websocket.close"]
+    assert closes and closes[0]["code"] == 1008
