@@ -21,6 +21,7 @@ from .store import IssuedToken, LocalTokenStore, TokenRecord
 from .validators.base import AsyncValidator, Validator
 from .validators.chain import ChainValidator
 from .validators.introspection import HTTPIntrospectionValidator, IntrospectionMapping
+from .validators.jwt import ClaimMapping, Issuer, JWTValidator
 from .validators.keystone import KeystoneValidator
 from .validators.keystone_v2 import KeystoneV2Validator
 from .validators.memory import InMemoryValidator
@@ -36,6 +37,7 @@ __all__ = [
     "CachedValidator",
     "ChainValidator",
     "CircuitBreaker",
+    "ClaimMapping",
     "ConfigurationError",
     "Decision",
     "Forbidden",
@@ -47,6 +49,8 @@ __all__ = [
     "IntrospectionMapping",
     "InvalidToken",
     "IssuedToken",
+    "Issuer",
+    "JWTValidator",
     "KeystoneV2Validator",
     "KeystoneValidator",
     "LocalTokenStore",

@@ -1,9 +1,11 @@
-"""Real servers for the test suite: Keystone, redis-server, memcached and PostgreSQL.
+"""Real servers for the test suite: Keystone, redis-server, memcached, PostgreSQL, OpenID.
 
 The fixtures in conftest.py start these on 127.0.0.1 and stop them at the end.
 Nothing here is mocked: Keystone is the pinned release run by
 scripts/keystone/start.sh, Redis and PostgreSQL are the Debian servers that
-scripts/install-services.sh installs.
+scripts/install-services.sh installs, and the OpenID Connect provider is
+panva's oidc-provider (pinned by scripts/oidc/package-lock.json) run by
+scripts/oidc/server.mjs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import glob
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +33,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 KEYSTONE_SCRIPTS = REPO / "scripts" / "keystone"
+OIDC_SCRIPTS = REPO / "scripts" / "oidc"
 INSTALL_HINT = "install it with `bash scripts/install-services.sh` (Debian: apt-get install {pkg})"
 
 
@@ -1090,3 +1094,187 @@ class PlacementServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- OpenID Connect provider ------------------------------------------------------------
+
+
+def oidc_modules() -> Path:
+    """node_modules holding oidc-provider, installed by scripts/oidc/install.sh if needed."""
+    home = Path(os.environ.get("AUTHMW_OIDC_HOME") or REPO / ".cache" / "oidc")
+    if shutil.which("node") is None:
+        raise ServiceError(
+            "node not found: install Node.js >= 20.19 (Debian: apt-get install nodejs npm)"
+        )
+    proc = subprocess.run(
+        ["bash", str(OIDC_SCRIPTS / "install.sh")],
+        env={**os.environ, "AUTHMW_OIDC_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(
+            f"scripts/oidc/install.sh failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return home / "node_modules"
+
+
+class OIDCProvider:
+    """A private oidc-provider (scripts/oidc/server.mjs) on its own port, with its own keys.
+
+    ``url`` is the issuer. Clients of the client-credentials grant:
+    :attr:`CLIENTS`; audiences (resource indicators) and how their tokens are
+    signed: :attr:`RESOURCES`. ``stop()`` kills it (connections refused until
+    ``start()``, which keeps port and keys). The admin hook rotates keys for
+    real (:meth:`publish_key`, :meth:`sign_with`, :meth:`retire_key`) and counts
+    the requests the provider served (:meth:`stats`).
+    """
+
+    CLIENTS = {
+        "reader": "reader-secret-0123456789",
+        "admin": "admin-secret-0123456789",
+        "weird": "weird-secret-0123456789",
+    }
+    RESOURCES = {
+        "RS256": "https://api.example/rs",
+        "ES256": "https://api.example/es",
+        "EdDSA": "https://api.example/ed",
+        "PS256": "https://api.example/ps",
+    }
+    OTHER_AUDIENCE = "https://other.example/"
+
+    def __init__(self, modules: Path) -> None:
+        self.modules = modules
+        self.workdir = Path(tempfile.mkdtemp(prefix="authmw-oidc-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._admin_secret = secrets.token_hex(16)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._client = httpx.Client(timeout=30.0)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start (again) on the same port with the same keys; returns once it answers."""
+        if self.running:
+            return
+        log_path = self.workdir / "oidc.log"
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        env = {
+            **os.environ,
+            "AUTHMW_OIDC_PORT": str(self.port),
+            "AUTHMW_OIDC_STATE": str(self.workdir),
+            "AUTHMW_OIDC_ADMIN_SECRET": self._admin_secret,
+            "AUTHMW_OIDC_MODULES": str(self.modules),
+        }
+        self._proc = subprocess.Popen(
+            ["node", str(OIDC_SCRIPTS / "server.mjs")],
+            env=env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise ServiceError(f"oidc-provider exited at start:\n{_tail(log_path)}")
+            try:
+                if (
+                    self._client.get(f"{self.url}/.well-known/openid-configuration").status_code
+                    == 200
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(
+                    f"oidc-provider did not answer in {timeout}s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.05)
+        self.reset_stats()
+
+    def stop(self) -> None:
+        """Kill it at once (like a crash); returns once its port is closed."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        deadline = time.monotonic() + 10
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def destroy(self) -> None:
+        self.stop()
+        self._client.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def token(
+        self, client: str = "reader", resource: str | None = None, scope: str | None = None
+    ) -> str:
+        """A JWT access token for ``client`` (client-credentials grant) for ``resource``."""
+        form = {"grant_type": "client_credentials", "resource": resource or self.RESOURCES["RS256"]}
+        if scope is not None:
+            form["scope"] = scope
+        r = self._client.post(f"{self.url}/token", data=form, auth=(client, self.CLIENTS[client]))
+        if r.status_code != 200:
+            raise AssertionError(f"token for {client}: HTTP {r.status_code} {r.text[:300]}")
+        token: str = r.json()["access_token"]
+        return token
+
+    # -- admin hook ----------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, **params: str) -> Any:
+        r = self._client.request(
+            method,
+            f"{self.url}/__admin/{path}",
+            params=params,
+            headers={"X-Admin-Secret": self._admin_secret},
+        )
+        if r.status_code != 200:
+            raise AssertionError(f"admin {method} {path}: HTTP {r.status_code} {r.text[:300]}")
+        return r.json()
+
+    def stats(self) -> dict[str, int]:
+        """Requests served since the start or the last reset: ``jwks``, ``discovery``, ``token``."""
+        stats: dict[str, int] = self._admin("GET", "stats")
+        return stats
+
+    def reset_stats(self) -> None:
+        self._admin("POST", "stats/reset")
+
+    def keys(self) -> list[dict[str, Any]]:
+        """``[{"kid", "alg", "signing"}]``: the keys in the JWKS."""
+        keys: list[dict[str, Any]] = self._admin("GET", "keys")
+        return keys
+
+    def signing_kid(self, alg: str = "RS256") -> str:
+        return next(str(k["kid"]) for k in self.keys() if k["alg"] == alg and k["signing"])
+
+    def publish_key(self, alg: str = "RS256") -> str:
+        """Add a new key to the JWKS (tokens are still signed with the old one); its kid."""
+        return str(self._admin("POST", "keys", alg=alg)["kid"])
+
+    def sign_with(self, kid: str) -> None:
+        """Sign the tokens of the key's algorithm with it from now on."""
+        self._admin("POST", f"keys/{kid}/sign")
+
+    def retire_key(self, kid: str) -> None:
+        """Remove a (non-signing) key from the JWKS."""
+        self._admin("DELETE", f"keys/{kid}")
+
+    def jwks_fault(self, mode: str) -> None:
+        """Make the JWKS endpoint answer ``500``, ``redirect``, ``huge``, ``garbage`` or ``ok``."""
+        self._admin("POST", "jwks-fault", mode=mode)

@@ -10,25 +10,30 @@
 - ``memcached_server``: a private memcached with ``stop()``/``start()`` (``.address``).
 - ``postgres_url``: URL of a fresh database on a session-wide PostgreSQL.
 - ``postgres_server``: that PostgreSQL (``create_database()``, ``url()``).
+- ``oidc_provider``: a private OpenID Connect provider (oidc-provider), with its own keys.
 
 A server that cannot start fails the test with the reason (never a skip).
-Tests using these fixtures get the ``keystone``/``redis``/``postgres`` marker,
+Tests using these fixtures get the ``keystone``/``redis``/``postgres``/``oidc`` marker,
 so ``pytest -m "not keystone"`` leaves them out.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import pytest
 from _services import (
     DisposableKeystone,
     MemcachedServer,
+    OIDCProvider,
     PostgresServer,
     RedisServer,
     ServiceError,
     SharedKeystone,
+    oidc_modules,
 )
 
 _Server = TypeVar("_Server", RedisServer, PostgresServer, MemcachedServer)
@@ -43,6 +48,7 @@ _MARKERS = {
     "memcached_server": "memcached",
     "postgres_url": "postgres",
     "postgres_server": "postgres",
+    "oidc_provider": "oidc",
 }
 
 
@@ -190,3 +196,26 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def _oidc_modules() -> Path:
+    try:
+        return oidc_modules()
+    except (ServiceError, OSError, subprocess.SubprocessError) as e:
+        _fail("the OpenID Connect provider", e)
+
+
+@pytest.fixture
+def oidc_provider(_oidc_modules: Path) -> Iterator[OIDCProvider]:
+    """A private, running oidc-provider with fresh keys (``stop()``/``start()`` keep them)."""
+    provider = OIDCProvider(_oidc_modules)
+    try:
+        provider.start()
+    except (ServiceError, OSError) as e:
+        provider.destroy()
+        _fail("the OpenID Connect provider", e)
+    try:
+        yield provider
+    finally:
+        provider.destroy()

@@ -35,6 +35,7 @@ EXTRAS = [
     "prometheus_client",
 ]
 EXTRAS += ["webob", "rest_framework", "uvicorn", "gunicorn", "paste", "pastedeploy"]
+EXTRAS += ["joserfc"]  # the JOSE library: imported when a JWTValidator is built
 
 # Modules on the request path of every user: none may pull in a framework or extra.
 CORE_MODULES = [
@@ -49,6 +50,7 @@ CORE_MODULES = [
     "authmw.asgi",
     "authmw.validators.base",
     "authmw.validators.memory",
+    "authmw.validators.jwt",
 ]
 
 

@@ -1,15 +1,25 @@
-"""The real servers the suite starts: Keystone, redis-server, PostgreSQL."""
+"""The real servers the suite starts: Keystone, redis-server, PostgreSQL, an OpenID provider."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import redis
-from _services import DisposableKeystone, Keystone, PostgresServer, RedisServer, ServiceError
+from _services import (
+    DisposableKeystone,
+    Keystone,
+    OIDCProvider,
+    PostgresServer,
+    RedisServer,
+    ServiceError,
+)
 
 
 def test_project_scoped_token(keystone: Keystone) -> None:
@@ -168,3 +178,56 @@ def test_missing_server_binaries_say_how_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AUTHMW_PG_BINDIR", "/nonexistent")
     with pytest.raises(ServiceError, match=r"install-services\.sh"):
         PostgresServer()
+
+
+def _jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    header, payload, _ = token.split(".")
+    return (
+        json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))),
+        json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))),
+    )
+
+
+def test_oidc_provider_issues_jwt_access_tokens(oidc_provider: OIDCProvider) -> None:
+    discovery = httpx.get(f"{oidc_provider.url}/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == oidc_provider.url
+    assert discovery["jwks_uri"] == f"{oidc_provider.url}/jwks"
+    for alg, resource in oidc_provider.RESOURCES.items():
+        header, claims = _jwt_parts(oidc_provider.token("admin", resource))
+        assert header["alg"] == alg
+        assert header["typ"] == "at+jwt"
+        assert header["kid"] == oidc_provider.signing_kid(alg)
+        assert claims["iss"] == oidc_provider.url
+        assert claims["aud"] == resource
+        assert claims["client_id"] == claims["sub"] == "admin"
+        assert claims["roles"] == ["admin", "member", "reader"]
+    jwks = httpx.get(discovery["jwks_uri"]).json()["keys"]
+    assert all("d" not in key for key in jwks)  # public keys only
+    assert oidc_provider.stats() == {"jwks": 1, "discovery": 1, "token": 4}
+
+
+def test_oidc_provider_rotates_keys_and_survives_restarts(oidc_provider: OIDCProvider) -> None:
+    old = oidc_provider.signing_kid("RS256")
+    new = oidc_provider.publish_key("RS256")
+    assert _jwt_parts(oidc_provider.token())[0]["kid"] == old  # published, not signing yet
+    oidc_provider.sign_with(new)
+    assert _jwt_parts(oidc_provider.token())[0]["kid"] == new
+    oidc_provider.retire_key(old)
+    kids = {key["kid"] for key in httpx.get(f"{oidc_provider.url}/jwks").json()["keys"]}
+    assert new in kids and old not in kids
+
+    oidc_provider.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{oidc_provider.url}/jwks")
+    oidc_provider.start()
+    assert _jwt_parts(oidc_provider.token())[0]["kid"] == new  # same keys after the outage
+
+
+def test_oidc_provider_jwks_faults(oidc_provider: OIDCProvider) -> None:
+    oidc_provider.jwks_fault("500")
+    assert httpx.get(f"{oidc_provider.url}/jwks").status_code == 500
+    oidc_provider.jwks_fault("redirect")
+    assert httpx.get(f"{oidc_provider.url}/jwks").status_code == 302
+    oidc_provider.jwks_fault("ok")
+    assert httpx.get(f"{oidc_provider.url}/jwks").status_code == 200
+    assert oidc_provider.stats()["jwks"] == 3

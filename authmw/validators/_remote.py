@@ -1,8 +1,10 @@
-"""What every validator that asks a remote service does the same way.
+"""What every validator that talks to a remote service does the same way.
 
-:class:`RemoteValidator` owns the HTTP clients (one pooled blocking client,
+:class:`RemoteService` owns the HTTP clients (one pooled blocking client,
 one async client per event loop), their options (timeouts, TLS, limits,
-retries), the service identity's token, error mapping and logging (token
+retries) and the limits on answers; validators that only fetch keys
+(:class:`~authmw.JWTValidator`) use it as it is. :class:`RemoteValidator`
+adds the service identity's token, error mapping and logging (token
 fingerprints only). It runs one sans-I/O validation flow, :meth:`~RemoteValidator._flow`,
 from the thin :meth:`~RemoteValidator.validate` and :meth:`~RemoteValidator.avalidate`
 drivers. A concrete validator supplies only its own sans-I/O parts: the token
@@ -46,7 +48,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 _DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 
-_V = TypeVar("_V", bound="RemoteValidator")
+_V = TypeVar("_V", bound="RemoteService")
 _R = TypeVar("_R")
 
 # A step of the validation flow: the service identity whose token is needed,
@@ -269,32 +271,25 @@ class _AnswerBudget:
         return b"".join(self.chunks)
 
 
-# -- the validator --------------------------------------------------------------------------
+# -- HTTP to a remote service ----------------------------------------------------------------
 
 
-class RemoteValidator:
-    """Base of the validators that ask a remote service about each token.
+class RemoteService:
+    """HTTP to one remote service, with the limits every request of authmw's gets.
 
-    Subclasses set :attr:`auth` (the service identity, or ``None``) and the
-    wording class attributes, and implement :meth:`_build_request` and
-    :meth:`_parse_answer` (and :meth:`_check_token` if their tokens have more
-    rules), all without I/O.
-
-    HTTP: one pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient`
-    made in each running event loop (a client cannot be used from another
-    loop). ``http_request_max_retries`` extra tries of a request whose
-    connection was refused, or dropped if the request is a GET/HEAD; timeouts are
-    not retried, and the service login is tried once per call.
+    One pooled :class:`httpx.Client`, and one :class:`httpx.AsyncClient` made
+    in each running event loop (a client cannot be used from another loop);
+    no redirects; timeouts that must be finite; answers limited in size
+    (:attr:`max_answer_bytes`) and in the time to receive them; and
+    ``http_request_max_retries`` extra tries of a request whose connection was
+    refused, or dropped if the request is a GET/HEAD (timeouts are not
+    retried). A failure to get an answer is :class:`IdentityServiceUnavailable`.
+    Used by the validators that ask a service about each token
+    (:class:`RemoteValidator`) and by those that only fetch keys.
     """
 
-    #: The service identity whose token goes with each request (``None``: none).
-    auth: TokenAuth | None
     #: How messages name the remote side ("Keystone", "the identity service").
     service: ClassVar[str] = "the identity service"
-    #: What the remote side refuses when it refuses our service token.
-    credentials_name: ClassVar[str] = "the service identity"
-    #: Appended to the error logged when a fresh service token is refused.
-    refusal_hint: ClassVar[str] = ""
     _log: ClassVar[logging.Logger] = logging.getLogger("authmw.validators")
     #: Largest answer read (decoded bytes); Keystone's biggest, with a catalog, are far smaller.
     max_answer_bytes: ClassVar[int] = 4 * 1024 * 1024
@@ -302,7 +297,6 @@ class RemoteValidator:
     def __init__(
         self,
         *,
-        expiry_leeway: float,
         timeout: float | httpx.Timeout | None,
         http_connect_timeout: float | None,
         http_request_max_retries: int,
@@ -311,11 +305,9 @@ class RemoteValidator:
         keyfile: str | None,
         insecure: bool,
         max_connections: int,
-        clock: Callable[[], float],
         transport: httpx.BaseTransport | None,
         async_transport: httpx.AsyncBaseTransport | None,
     ) -> None:
-        self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
         self.timeout = _timeout(timeout, http_connect_timeout)
         # The whole answer must arrive within connect + read timeout.
         self._answer_seconds = (self.timeout.connect or 0.0) + (self.timeout.read or 0.0) or 30.0
@@ -325,7 +317,6 @@ class RemoteValidator:
             max_connections=connections, max_keepalive_connections=connections
         )
         self._verify = _ssl_context(cafile, certfile, keyfile, bool(insecure))
-        self._clock = clock
         self._transport = transport
         if async_transport is None and isinstance(transport, httpx.AsyncBaseTransport):
             async_transport = transport  # e.g. one httpx.MockTransport for both
@@ -335,25 +326,6 @@ class RemoteValidator:
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, httpx.AsyncClient
         ] = weakref.WeakKeyDictionary()
-
-    # -- what a subclass supplies (no I/O) -------------------------------------------------
-    def _check_token(self, token: str) -> None:
-        """Reject, before any I/O, what cannot be a token."""
-        check_subject_token(token)
-
-    def _build_request(
-        self, token: str, credential: str | None, allow_expired: bool
-    ) -> httpx.Request:
-        """The request asking about ``token``; ``credential`` is the service token, if any."""
-        raise NotImplementedError
-
-    def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
-        """The identity for an answer.
-
-        Raises :class:`InvalidToken`, :class:`ServiceTokenRejected` or
-        :class:`IdentityServiceUnavailable`.
-        """
-        raise NotImplementedError
 
     # -- clients ------------------------------------------------------------------------------
     def _sync_client(self) -> httpx.Client:
@@ -415,6 +387,126 @@ class RemoteValidator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    # -- sending --------------------------------------------------------------------------------
+    def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
+        attempt = 0
+        while True:
+            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
+            try:
+                response = client.send(request, auth=None, stream=True)
+                try:
+                    budget.check_length(response)
+                    for chunk in response.iter_bytes():
+                        budget.add(chunk)
+                finally:
+                    response.close()
+            except (httpx.HTTPError, OSError) as exc:
+                attempt += 1
+                time.sleep(self._retry_delay(request, exc, attempt))
+                continue
+            return response.status_code, budget.body()
+
+    async def _asend(self, client: httpx.AsyncClient, request: httpx.Request) -> tuple[int, bytes]:
+        attempt = 0
+        while True:
+            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
+            try:
+                response = await client.send(request, auth=None, stream=True)
+                try:
+                    budget.check_length(response)
+                    async for chunk in response.aiter_bytes():
+                        budget.add(chunk)
+                finally:
+                    await response.aclose()
+            except (httpx.HTTPError, OSError) as exc:
+                attempt += 1
+                await asyncio.sleep(self._retry_delay(request, exc, attempt))
+                continue
+            return response.status_code, budget.body()
+
+    def _retry_delay(self, request: httpx.Request, exc: BaseException, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt``, or the error to give up with."""
+        # Only the exception type is reported: its text may hold the URL, and a
+        # v2.0 URL holds the user's token.
+        name = type(exc).__name__
+        if attempt <= self.max_retries and _retryable(request, exc):
+            self._log.info("connection to %s failed (%s); retrying", self.service, name)
+            return _backoff(attempt)
+        self._log.warning("%s unreachable: %s", self.service, name)
+        raise IdentityServiceUnavailable(f"{self.service} unreachable ({name})") from None
+
+
+# -- the validator --------------------------------------------------------------------------
+
+
+class RemoteValidator(RemoteService):
+    """Base of the validators that ask a remote service about each token.
+
+    Subclasses set :attr:`auth` (the service identity, or ``None``) and the
+    wording class attributes, and implement :meth:`_build_request` and
+    :meth:`_parse_answer` (and :meth:`_check_token` if their tokens have more
+    rules), all without I/O.
+
+    HTTP as :class:`RemoteService`; the service login is tried once per call.
+    """
+
+    #: The service identity whose token goes with each request (``None``: none).
+    auth: TokenAuth | None
+    #: What the remote side refuses when it refuses our service token.
+    credentials_name: ClassVar[str] = "the service identity"
+    #: Appended to the error logged when a fresh service token is refused.
+    refusal_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        expiry_leeway: float,
+        timeout: float | httpx.Timeout | None,
+        http_connect_timeout: float | None,
+        http_request_max_retries: int,
+        cafile: str | None,
+        certfile: str | None,
+        keyfile: str | None,
+        insecure: bool,
+        max_connections: int,
+        clock: Callable[[], float],
+        transport: httpx.BaseTransport | None,
+        async_transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
+        super().__init__(
+            timeout=timeout,
+            http_connect_timeout=http_connect_timeout,
+            http_request_max_retries=http_request_max_retries,
+            cafile=cafile,
+            certfile=certfile,
+            keyfile=keyfile,
+            insecure=insecure,
+            max_connections=max_connections,
+            transport=transport,
+            async_transport=async_transport,
+        )
+        self._clock = clock
+
+    # -- what a subclass supplies (no I/O) -------------------------------------------------
+    def _check_token(self, token: str) -> None:
+        """Reject, before any I/O, what cannot be a token."""
+        check_subject_token(token)
+
+    def _build_request(
+        self, token: str, credential: str | None, allow_expired: bool
+    ) -> httpx.Request:
+        """The request asking about ``token``; ``credential`` is the service token, if any."""
+        raise NotImplementedError
+
+    def _parse_answer(self, status: int, body: bytes, token: str, allow_expired: bool) -> Identity:
+        """The identity for an answer.
+
+        Raises :class:`InvalidToken`, :class:`ServiceTokenRejected` or
+        :class:`IdentityServiceUnavailable`.
+        """
+        raise NotImplementedError
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
@@ -532,51 +624,3 @@ class RemoteValidator:
     def _login_refused(self, exc: AuthenticationFailed) -> IdentityServiceUnavailable:
         self._log.error("could not obtain a service token for %s: %s", self.service, exc)
         return IdentityServiceUnavailable(f"service identity refused: {exc}")
-
-    # -- sending --------------------------------------------------------------------------------
-    def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
-        attempt = 0
-        while True:
-            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
-            try:
-                response = client.send(request, auth=None, stream=True)
-                try:
-                    budget.check_length(response)
-                    for chunk in response.iter_bytes():
-                        budget.add(chunk)
-                finally:
-                    response.close()
-            except (httpx.HTTPError, OSError) as exc:
-                attempt += 1
-                time.sleep(self._retry_delay(request, exc, attempt))
-                continue
-            return response.status_code, budget.body()
-
-    async def _asend(self, client: httpx.AsyncClient, request: httpx.Request) -> tuple[int, bytes]:
-        attempt = 0
-        while True:
-            budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
-            try:
-                response = await client.send(request, auth=None, stream=True)
-                try:
-                    budget.check_length(response)
-                    async for chunk in response.aiter_bytes():
-                        budget.add(chunk)
-                finally:
-                    await response.aclose()
-            except (httpx.HTTPError, OSError) as exc:
-                attempt += 1
-                await asyncio.sleep(self._retry_delay(request, exc, attempt))
-                continue
-            return response.status_code, budget.body()
-
-    def _retry_delay(self, request: httpx.Request, exc: BaseException, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt``, or the error to give up with."""
-        # Only the exception type is reported: its text may hold the URL, and a
-        # v2.0 URL holds the user's token.
-        name = type(exc).__name__
-        if attempt <= self.max_retries and _retryable(request, exc):
-            self._log.info("connection to %s failed (%s); retrying", self.service, name)
-            return _backoff(attempt)
-        self._log.warning("%s unreachable: %s", self.service, name)
-        raise IdentityServiceUnavailable(f"{self.service} unreachable ({name})") from None
