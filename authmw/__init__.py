@@ -18,6 +18,7 @@ from .identity import Identity
 from .paste import filter_factory
 from .resilience import CircuitBreaker, GuardedValidator
 from .store import IssuedToken, LocalTokenStore, TokenRecord
+from .throttle import Throttle
 from .validators.base import AsyncValidator, Validator
 from .validators.chain import ChainValidator
 from .validators.introspection import HTTPIntrospectionValidator, IntrospectionMapping
@@ -57,6 +58,7 @@ __all__ = [
     "NotAuthenticated",
     "Rejection",
     "ScopeMismatch",
+    "Throttle",
     "TokenRecord",
     "Validator",
     "WSGIAuthMiddleware",

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import _checks
+from . import _checks, _telemetry
 from ._entries import Entries, Lifetimes
 from .errors import IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
@@ -240,6 +240,7 @@ class CachedValidator(ValidatorWrapper):
                     flight = self._flights[key] = _Flight()
                 else:
                     self.stats.coalesced += 1
+                    _telemetry.cache_outcome.set("coalesced")
             if leader:
                 return self._lead(flight, key, token, allow_expired)
             if not flight.done.wait(self._flight_timeout):
@@ -324,6 +325,7 @@ class CachedValidator(ValidatorWrapper):
                 task.add_done_callback(lambda t: self._task_done(task_key, t))
             else:
                 self.stats.coalesced += 1
+                _telemetry.cache_outcome.set("coalesced")
         # shield: a cancelled caller must not cancel the validation the others wait for.
         return await asyncio.shield(task)
 

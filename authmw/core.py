@@ -14,18 +14,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _checks
 from . import headers as _headers
 from ._hashing import fingerprint
 from ._stack import build_stack
 from .cache import SharedCache
+
+if TYPE_CHECKING:
+    from .audit import AuditRecord
+    from .tracing import Tracing
+from ._clients import ClientAddresses
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken, ScopeMismatch
 from .identity import Identity
 from .responses import NOT_AUTHENTICATED, Rejection, Responses, error_body
 from .routes import PublicRoutes
 from .sources import Source, parse_sources
+from .throttle import Throttle
 from .validators.base import Validator, validate_async
 
 __all__ = ["AuthCore", "Decision", "Rejection", "error_body"]
@@ -137,6 +143,10 @@ class AuthCore:
         shared_cache: SharedCache | None = None,
         refresh_after: float | None = None,
         stale_if_error: float = 0.0,
+        trusted_proxies: Iterable[str] = (),
+        on_decision: Callable[[AuditRecord], Any] | None = None,
+        throttle: Throttle | None = None,
+        tracing: Tracing | None = None,
         service_token_roles: Iterable[str] = ("service",),
         service_token_roles_required: bool = True,
         fiware_service_scope: bool = False,
@@ -169,6 +179,18 @@ class AuthCore:
             "service_token_roles_required", service_token_roles_required
         )
         self.fiware_service_scope = _checks.flag("fiware_service_scope", fiware_service_scope)
+        self.clients = ClientAddresses(trusted_proxies)
+        self.on_decision = (
+            None if on_decision is None else _checks.function("on_decision", on_decision)
+        )
+        if throttle is not None and not isinstance(throttle, Throttle):
+            raise ConfigurationError("throttle", f"must be an authmw.Throttle, got {throttle!r}")
+        self.throttle = throttle
+        if tracing is not None and not callable(getattr(tracing, "authentication", None)):
+            raise ConfigurationError(
+                "tracing", f"must be an authmw.tracing.Tracing, got {tracing!r}"
+            )
+        self.tracing = tracing
         self.public_routes = PublicRoutes(public_routes)
         self.retry_after = _checks.number("retry_after", retry_after)
         self.timer = _checks.function("timer", timer)
@@ -199,6 +221,8 @@ class AuthCore:
         #: The (first) guard and its breaker; a ChainValidator has one per member.
         self.guard = self.guards[0]
         self.breaker = self.guard.breaker
+        if throttle is not None:
+            throttle.share(shared_cache)
         uri = None
         if www_authenticate_uri is not None:
             uri = _checks.header_text("www_authenticate_uri", www_authenticate_uri)

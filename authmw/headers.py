@@ -45,6 +45,9 @@ so a check deep in a view answers with the same challenge and ``Retry-After``.""
 FIWARE_SERVICE = "Fiware-Service"
 FIWARE_SERVICE_PATH = "Fiware-ServicePath"
 ORIGIN = "Origin"
+X_FORWARDED_FOR = "X-Forwarded-For"
+REQUEST_IDS = ("X-OpenStack-Request-ID", "X-Request-Id")
+"""Headers a request id is read from (audit records, sent on to the identity service)."""
 ACCESS_CONTROL_REQUEST_METHOD = "Access-Control-Request-Method"
 
 IDENTITY_STATUS = "X-Identity-Status"

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from . import headers as _headers
+from ._observe import Observer
 from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
 from ._websockets import SocketWatch
 from .core import AuthCore, Decision
@@ -47,6 +48,10 @@ PUBLIC = Decision(None, status="Invalid", public=True)
 ANONYMOUS = Decision(None, status="Invalid")
 """The decision for a request without credentials where anonymous requests pass."""
 
+_FORWARDED_KEY = _headers.environ_key(_headers.X_FORWARDED_FOR)
+_FORWARDED_NAME = _headers.X_FORWARDED_FOR.lower().encode()
+_REQUEST_ID_KEYS = tuple(_headers.environ_key(name) for name in _headers.REQUEST_IDS)
+_REQUEST_ID_NAMES = frozenset(name.lower().encode() for name in _headers.REQUEST_IDS)
 _STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)
 _SERVICE_STATUS_KEY = _headers.environ_key(_headers.SERVICE_IDENTITY_STATUS)
 _STATUS_NAME = _headers.IDENTITY_STATUS.lower().encode()
@@ -63,7 +68,7 @@ class Pipeline:
     answered 401 (unless the core delays decisions).
     """
 
-    __slots__ = ("anonymous", "core", "responses", "scanner", "sockets")
+    __slots__ = ("anonymous", "core", "observer", "responses", "scanner", "sockets")
 
     def __init__(self, core: AuthCore, *, anonymous: bool = False) -> None:
         self.core = core
@@ -72,6 +77,9 @@ class Pipeline:
         self.scanner = Scanner(core)
         self.sockets = SocketWatch(core.timer)
         core.cache.add_revocation_listener(self.sockets.revoked)
+        # Audit, tracing, throttling: a slower path of its own, taken only when asked for.
+        watched = core.on_decision, core.tracing, core.throttle
+        self.observer = Observer(self) if any(w is not None for w in watched) else None
 
     @classmethod
     def build(
@@ -155,10 +163,16 @@ class Pipeline:
     def decide(self, credentials: Credentials) -> Decision:
         """The decision for these credentials, blocking on the validator when needed."""
         decision = self.cached_decision(credentials)
-        if decision is not None:
-            return decision
-        core = self.core
-        return core.authenticate(
+        return decision if decision is not None else self.validated(credentials)
+
+    async def adecide(self, credentials: Credentials) -> Decision:
+        """The decision for these credentials, awaiting the validator when needed."""
+        decision = self.cached_decision(credentials)
+        return decision if decision is not None else await self.avalidated(credentials)
+
+    def validated(self, credentials: Credentials) -> Decision:
+        """The decision, asking the validator (blocking)."""
+        return self.core.authenticate(
             credentials.token,
             credentials.service_token,
             credentials.fiware_service,
@@ -166,17 +180,51 @@ class Pipeline:
             credentials.source,
         )
 
-    async def adecide(self, credentials: Credentials) -> Decision:
-        """The decision for these credentials, awaiting the validator when needed."""
-        decision = self.cached_decision(credentials)
-        if decision is not None:
-            return decision
+    async def avalidated(self, credentials: Credentials) -> Decision:
+        """The decision, asking the validator (awaiting)."""
         return await self.core.authenticate_async(
             credentials.token,
             credentials.service_token,
             credentials.fiware_service,
             credentials.fiware_service_path,
             credentials.source,
+        )
+
+    # -- what restrictions, audit and throttling look at -------------------------------------
+    def environ_facts(self, environ: Environ) -> RequestFacts:
+        """The request's facts (client through ``trusted_proxies``, request id)."""
+        get = environ.get
+        return RequestFacts(
+            get("REQUEST_METHOD", ""),
+            get("PATH_INFO", ""),
+            self.core.clients.client(get("REMOTE_ADDR"), get(_FORWARDED_KEY)),
+            False,
+            get("SCRIPT_NAME", ""),
+            next((get(key) for key in _REQUEST_ID_KEYS if key in environ), None),
+        )
+
+    def scope_facts(self, scope: Scope) -> RequestFacts:
+        """The facts of an ASGI request (path inside the app, ``root_path`` apart)."""
+        path = scope.get("path", "")
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :] or "/"
+        forwarded: list[str] = []
+        request_id = None
+        for name, value in scope.get("headers") or ():
+            folded = name.lower()
+            if folded == _FORWARDED_NAME:
+                forwarded.append(value.decode("latin-1"))
+            elif folded in _REQUEST_ID_NAMES and request_id is None:
+                request_id = value.decode("latin-1")
+        client = scope.get("client")
+        return RequestFacts(
+            _method(scope),
+            path,
+            self.core.clients.client(client[0] if client else None, ",".join(forwarded)),
+            False,
+            root_path,
+            request_id,
         )
 
     def restricted(self, decision: Decision, request: RequestFacts) -> Decision:
@@ -226,25 +274,35 @@ class Pipeline:
         credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
-            decision = PUBLIC
-        else:
-            decision = self.decide(credentials)
-        return self._finish_environ(environ, decision)
+            return self._public_environ(environ)
+        if self.observer is not None:
+            decision = self.observer.decide(credentials, self.environ_facts(environ))
+            return self._inject_environ(environ, decision)
+        return self._finish_environ(environ, self.decide(credentials))
 
     async def arun_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """:meth:`run_environ`, awaiting the validator."""
         credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
-            decision = PUBLIC
-        else:
-            decision = await self.adecide(credentials)
-        return self._finish_environ(environ, decision)
+            return self._public_environ(environ)
+        if self.observer is not None:
+            decision = await self.observer.adecide(credentials, self.environ_facts(environ))
+            return self._inject_environ(environ, decision)
+        return self._finish_environ(environ, await self.adecide(credentials))
+
+    def _public_environ(self, environ: Environ) -> Decision:
+        if self.observer is not None:
+            self.observer.record(PUBLIC, None, self.environ_facts(environ), 0.0, False)
+        return self._inject_environ(environ, PUBLIC)
 
     def _finish_environ(self, environ: Environ, decision: Decision) -> Decision:
         identity = decision.identity
         if identity is not None and identity.restrictions:
-            decision = self.restricted(decision, _environ_facts(environ))
+            decision = self.restricted(decision, self.environ_facts(environ))
+        return self._inject_environ(environ, decision)
+
+    def _inject_environ(self, environ: Environ, decision: Decision) -> Decision:
         if decision.rejection is None:
             self.inject_environ(environ, decision)
         return decision
@@ -280,7 +338,12 @@ class Pipeline:
         the decision, or None when :meth:`resolve_scope` must await the validator."""
         scope, credentials = self.prepare_scope(scope, copy=copy)
         if credentials is None:
+            if self.observer is not None:
+                self.observer.record(PUBLIC, None, self.scope_facts(scope), 0.0, False)
             return scope, PUBLIC
+        if self.observer is not None:  # the whole decision in resolve_scope, observed
+            scope[CREDENTIALS_KEY] = credentials
+            return scope, None
         decision = self.cached_decision(credentials)
         if decision is None:
             scope[CREDENTIALS_KEY] = credentials
@@ -323,12 +386,17 @@ class Pipeline:
         credentials = scope.pop(CREDENTIALS_KEY, None)
         if not isinstance(credentials, Credentials):
             credentials = NO_CREDENTIALS
+        if self.observer is not None:
+            decision = await self.observer.adecide(credentials, self.scope_facts(scope))
+            if decision.rejection is None:
+                self.inject_scope(scope, decision)
+            return decision
         return self._finish_scope(scope, await self.adecide(credentials))
 
     def _finish_scope(self, scope: Scope, decision: Decision) -> Decision:
         identity = decision.identity
         if identity is not None and identity.restrictions:
-            decision = self.restricted(decision, _scope_facts(scope))
+            decision = self.restricted(decision, self.scope_facts(scope))
         if decision.rejection is None:
             self.inject_scope(scope, decision)
         return decision
@@ -436,25 +504,6 @@ class Pipeline:
 
 def _method(scope: Scope) -> str:
     return str(scope.get("method", "GET")) if scope["type"] == "http" else "GET"
-
-
-def _environ_facts(environ: Environ) -> RequestFacts:
-    return RequestFacts(
-        environ.get("REQUEST_METHOD", ""),
-        environ.get("PATH_INFO", ""),
-        environ.get("REMOTE_ADDR"),
-        False,
-        environ.get("SCRIPT_NAME", ""),
-    )
-
-
-def _scope_facts(scope: Scope) -> RequestFacts:
-    path = scope.get("path", "")
-    root_path = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :] or "/"
-    client = scope.get("client")
-    return RequestFacts(_method(scope), path, client[0] if client else None, False, root_path)
 
 
 def _accepting(send: Send, subprotocol: str) -> Send:

@@ -863,6 +863,41 @@ class RedisCache(_SignedCache):
             return
         self._succeeded(mark)
 
+    # -- counters (failed-attempt throttling) -----------------------------------------------------
+    def count(self, key: bytes, delta: int, window: float) -> int | None:
+        """Add ``delta`` to the counter ``key`` (created for ``window`` seconds); the new value,
+        or None when Redis cannot answer."""
+        if not self._may_try():
+            return None
+        mark = self._mark()
+        try:
+            pipe = self._sync_client().pipeline(transaction=True)
+            pipe.set(self._prefix + key, 0, px=max(1, math.ceil(window * 1000)), nx=True)
+            pipe.incrby(self._prefix + key, delta)
+            value = pipe.execute()[1]
+        except Exception as exc:
+            self._failed("count", exc)
+            return None
+        self._succeeded(mark)
+        return int(value)
+
+    async def acount(self, key: bytes, delta: int, window: float) -> int | None:
+        """Awaitable :meth:`count`."""
+        if not self._may_try():
+            return None
+        mark = self._mark()
+        try:
+            client, _ = self._async_client()
+            pipe = client.pipeline(transaction=True)
+            pipe.set(self._prefix + key, 0, px=max(1, math.ceil(window * 1000)), nx=True)
+            pipe.incrby(self._prefix + key, delta)
+            value = (await pipe.execute())[1]
+        except Exception as exc:
+            self._failed("count", exc)
+            return None
+        self._succeeded(mark)
+        return int(value)
+
     # -- revocations from other processes -------------------------------------------------------
     def subscribe(self, callback: Callable[[str | None], None]) -> RevocationChannel:
         """Call ``callback(audit_id)`` for each revocation another process publishes

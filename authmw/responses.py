@@ -135,6 +135,14 @@ class Responses:
         seconds = max(1, math.ceil(self._retry_after()))
         return _response(503, message, ("Retry-After", str(seconds)))
 
+    def too_many(self, retry_after: float) -> Rejection:
+        """429: this client failed to authenticate too often; try again later."""
+        return _response(
+            429,
+            "Too many failed authentications; try again later.",
+            ("Retry-After", str(max(1, math.ceil(retry_after)))),
+        )
+
     def for_error(self, exc: AuthError) -> Rejection:
         """The answer to an access error raised by a check or a view."""
         if isinstance(exc, (NotAuthenticated, InvalidToken)):

@@ -48,6 +48,8 @@ class RequestFacts(NamedTuple):
     """True when a valid service token came with the request."""
     script_name: str = ""
     """Where the app is mounted (WSGI ``SCRIPT_NAME``; ASGI ``root_path``)."""
+    request_id: str | None = None
+    """The request's ``X-OpenStack-Request-ID`` or ``X-Request-Id`` (audit records)."""
 
 
 class Refusal(NamedTuple):

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from .. import _telemetry
 from .._hashing import fingerprint
 from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
@@ -394,13 +395,14 @@ class RemoteService:
         while True:
             budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
             try:
-                response = client.send(request, auth=None, stream=True)
-                try:
-                    budget.check_length(response)
-                    for chunk in response.iter_bytes():
-                        budget.add(chunk)
-                finally:
-                    response.close()
+                with _telemetry.outgoing(request.method, str(request.url), request.headers):
+                    response = client.send(request, auth=None, stream=True)
+                    try:
+                        budget.check_length(response)
+                        for chunk in response.iter_bytes():
+                            budget.add(chunk)
+                    finally:
+                        response.close()
             except (httpx.HTTPError, OSError) as exc:
                 attempt += 1
                 time.sleep(self._retry_delay(request, exc, attempt))
@@ -412,13 +414,14 @@ class RemoteService:
         while True:
             budget = _AnswerBudget(self.max_answer_bytes, self._answer_seconds)
             try:
-                response = await client.send(request, auth=None, stream=True)
-                try:
-                    budget.check_length(response)
-                    async for chunk in response.aiter_bytes():
-                        budget.add(chunk)
-                finally:
-                    await response.aclose()
+                with _telemetry.outgoing(request.method, str(request.url), request.headers):
+                    response = await client.send(request, auth=None, stream=True)
+                    try:
+                        budget.check_length(response)
+                        async for chunk in response.aiter_bytes():
+                            budget.add(chunk)
+                    finally:
+                        await response.aclose()
             except (httpx.HTTPError, OSError) as exc:
                 attempt += 1
                 await asyncio.sleep(self._retry_delay(request, exc, attempt))
