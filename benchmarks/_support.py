@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +62,26 @@ def wait_port(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
             time.sleep(0.05)
+
+
+def revision_tree(rev: str) -> Path:
+    """A checkout of git revision ``rev`` in ``.cache/bench-base/<commit>`` (made once)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = REPO / ".cache" / "bench-base" / commit[:12]
+    if not (tree / "authmw").is_dir():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--force", str(tree), commit],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+    return tree
 
 
 # -- Keystone --------------------------------------------------------------------
@@ -426,8 +447,13 @@ def asgi_batch(app: Any, token: str | None, batch: int) -> Callable[[], Any]:
 
 
 @contextlib.contextmanager
-def server(kind: str, app_name: str, env: dict[str, str], threads: int = 8) -> Iterator[int]:
-    """gunicorn (gthread, 1 worker) or uvicorn (1 worker) serving benchmarks/apps.py:app_name."""
+def server(
+    kind: str, app_name: str, env: dict[str, str], threads: int = 8, cpu: int | None = None
+) -> Iterator[int]:
+    """gunicorn (gthread, 1 worker) or uvicorn (1 worker) serving benchmarks/apps.py:app_name.
+
+    ``cpu`` pins the server (master and worker) to that CPU with ``taskset``.
+    """
     port = free_port()
     bin_dir = Path(sys.executable).parent
     if kind == "gunicorn":
@@ -442,16 +468,24 @@ def server(kind: str, app_name: str, env: dict[str, str], threads: int = 8) -> I
             "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning",
             f"apps:{app_name}",
         ]  # fmt: skip
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    log = tempfile.TemporaryFile()  # the server's stderr, shown if it fails
     process = subprocess.Popen(
         command,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
+        cwd=BENCH_DIR,  # not the repository: gunicorn puts its working directory on sys.path
         start_new_session=True,
     )
     try:
         wait_port(port, process=process)
         yield port
+    except Exception as exc:
+        log.seek(0)
+        tail = log.read()[-3000:].decode(errors="replace")
+        raise RuntimeError(f"{kind} serving {app_name}: {exc!r}\n{tail}") from exc
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -459,14 +493,26 @@ def server(kind: str, app_name: str, env: dict[str, str], threads: int = 8) -> I
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        log.close()
 
 
-def load(port: int, token: str | None, seconds: float, connections: int = 16) -> dict[str, float]:
-    """Requests per second against 127.0.0.1:port from another process (wrk, else loadgen.py)."""
+def load(
+    port: int,
+    token: str | None,
+    seconds: float,
+    connections: int = 16,
+    cpu: int | None = None,
+) -> dict[str, float]:
+    """Requests per second against 127.0.0.1:port from another process (wrk, else loadgen.py).
+
+    ``cpu`` pins wrk to that CPU with ``taskset``.
+    """
     url = f"http://127.0.0.1:{port}/"
     wrk = shutil.which("wrk")
     if wrk is not None:
         command = [wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+        if cpu is not None:
+            command = ["taskset", "-c", str(cpu), *command]
         if token is not None:
             command += ["-H", f"X-Auth-Token: {token}"]
         out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout

@@ -19,26 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _tree(rev: str) -> Path:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    tree = REPO / ".cache" / "bench-base" / commit[:12]
-    if not (tree / "authmw").is_dir():
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--force", str(tree), commit],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-    return tree
+from _support import REPO, revision_tree
 
 
 def _round(tree: Path, seconds: float) -> dict[str, float | None]:
@@ -61,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.5)
     args = parser.parse_args(argv)
-    trees = {"base": _tree(args.base), "this": REPO}
+    trees = {"base": revision_tree(args.base), "this": REPO}
     runs: dict[str, list[dict[str, float | None]]] = {"base": [], "this": []}
     loads = []
     for _ in range(args.rounds):

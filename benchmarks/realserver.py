@@ -1,0 +1,156 @@
+"""What a cached token costs under real servers, side by side in one run.
+
+    python benchmarks/realserver.py [--base REV] [--rounds 5] [--seconds 6] [--json FILE]
+
+Each server runs pinned to CPU 0 (``taskset -c 0``) and wrk (1 thread, 16
+connections) pinned to CPU 1, against a hello-world app:
+
+- gunicorn (1 worker, gthread, 8 threads): the bare app, authmw, authmw at
+  ``--base`` (the same app built from that revision, checked out once into
+  ``.cache/bench-base/``), keystonemiddleware;
+- uvicorn (1 worker): the bare app, authmw, authmw at ``--base``, Starlette's
+  ``AuthenticationMiddleware`` with a dict backend.
+
+authmw and keystonemiddleware validate one real token against the Keystone
+that scripts/keystone runs (validated on the warm-up request, then cached).
+Every round runs every stack of a server once, in turn, so machine noise hits
+them alike; the table shows medians over rounds, the share of the bare app's
+throughput and the cost per request (``1/rps - 1/rps_bare``: with the server
+on one CPU, the CPU time each request adds). The machine's load average is
+printed with the table: figures taken under load are not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from _support import REPO, BenchKeystone, load, revision_tree, server
+
+SERVERS = {
+    "gunicorn": ("wsgi", "gunicorn gthread (1 worker, 8 threads)", "keystonemiddleware"),
+    "uvicorn": ("asgi", "uvicorn (1 worker)", "starlette"),
+}
+REFERENCE_NAMES = {
+    "keystonemiddleware": "keystonemiddleware 13.0.1",
+    "starlette": "Starlette AuthenticationMiddleware, dict backend",
+}
+
+
+def _imported_from(tree: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "import authmw; print(authmw.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not out.startswith(str(tree)):
+        raise RuntimeError(f"PYTHONPATH={tree} imports authmw from {out}")
+    return out
+
+
+def _stacks(kind: str, base: str | None) -> list[tuple[str, str, Path | None]]:
+    """(label, app name in apps.py, authmw tree) for every stack of one server."""
+    prefix, _, reference = SERVERS[kind]
+    stacks: list[tuple[str, str, Path | None]] = [
+        ("bare app", f"{prefix}_bare", None),
+        ("authmw", f"{prefix}_authmw", REPO),
+    ]
+    if base is not None:
+        stacks.append((f"authmw at {base}", f"{prefix}_authmw", revision_tree(base)))
+    stacks.append((REFERENCE_NAMES[reference], f"{prefix}_{reference}", None))
+    return stacks
+
+
+def _measure(
+    kind: str, app: str, tree: Path | None, env: dict[str, str], token: str, seconds: float
+) -> float:
+    extra = env
+    if tree is not None:
+        extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
+    with server(kind, app, extra, cpu=0) as port:
+        try:
+            first = httpx.get(
+                f"http://127.0.0.1:{port}/", headers={"X-Auth-Token": token}, timeout=60
+            )
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"{app} under {kind} ({tree}): {exc!r}") from exc
+        if first.status_code != 200:  # this request validated the token; the rest hit the cache
+            raise RuntimeError(f"{app} under {kind}: {first.status_code} {first.text[:200]}")
+        load(port, token, 1.0, cpu=1)  # warm-up
+        result = load(port, token, seconds, cpu=1)
+    if result["non_2xx"] or result["socket_errors"]:
+        raise RuntimeError(f"{app} under {kind}: errors {result}")
+    return result["rps"]
+
+
+def _table(kind: str, stacks: list[str], runs: dict[str, list[float]]) -> list[str]:
+    lines = [
+        f"#### {SERVERS[kind][1]}",
+        "",
+        "| stack | requests/s | share of the bare app | cost per request |",
+        "| --- | --- | --- | --- |",
+    ]
+    bare = statistics.median(runs[stacks[0]])
+    for label in stacks:
+        rps = statistics.median(runs[label])
+        cost = "-" if label == stacks[0] else f"{(1 / rps - 1 / bare) * 1e6:.1f} us"
+        lines.append(f"| {label} | {rps:,.0f} | {rps / bare:.1%} | {cost} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", help="git revision of authmw to run beside this checkout")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--servers", default="gunicorn,uvicorn")
+    parser.add_argument("--json", type=Path, help="also write the raw figures there")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.servers.split(",") if k]
+    unknown = [k for k in kinds if k not in SERVERS]
+    if unknown:
+        parser.error(f"--servers: unknown server {unknown[0]!r} (gunicorn, uvicorn)")
+    _imported_from(REPO)
+    if args.base is not None:
+        _imported_from(revision_tree(args.base))
+    keystone = BenchKeystone()
+    keystone.start()
+    try:
+        token = keystone.issue_token()
+        env = {"AUTHMW_BENCH_AUTH_URL": keystone.url, "AUTHMW_BENCH_TOKEN": token}
+        load_before = os.getloadavg()
+        raw: dict[str, dict[str, list[float]]] = {}
+        for kind in kinds:
+            stacks = _stacks(kind, args.base)
+            runs: dict[str, list[float]] = {label: [] for label, _, _ in stacks}
+            for _ in range(args.rounds):
+                for label, app, tree in stacks:
+                    runs[label].append(_measure(kind, app, tree, env, token, args.seconds))
+            raw[kind] = runs
+        load_after = os.getloadavg()
+    finally:
+        keystone.stop()
+    print(
+        f"{args.rounds} alternating rounds of {args.seconds:g} s per stack, medians; server "
+        f"on CPU 0, wrk -t1 -c16 on CPU 1; load average (1/5/15 min) "
+        f"{'/'.join(f'{v:.1f}' for v in load_before)} before, "
+        f"{'/'.join(f'{v:.1f}' for v in load_after)} after.\n"
+    )
+    for kind in kinds:
+        print("\n".join(_table(kind, list(raw[kind]), raw[kind])) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(raw, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
