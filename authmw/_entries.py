@@ -1,8 +1,9 @@
 """The in-process cache's entries and revocation bookkeeping, behind one lock.
 
-Positive entries are ``key -> (identity, fresh_until, stale_until, stored_at)``:
-served until ``fresh_until``; kept, for an identity service outage only,
-until ``stale_until`` (``stale_if_error``). Negative entries are
+Positive entries are ``key -> (identity, fresh_until, stored_at)``: served
+until ``fresh_until`` (the earlier of ``stored_at + cache_time`` and the
+token's expiry); kept, for an identity service outage only, until
+``stored_at + cache_time + stale_if_error`` (``stale_if_error``). Negative entries are
 ``key -> (fresh_until, stale_until)``: a recent rejection answers 401 until
 ``fresh_until``, and during an outage until ``stale_until``. A token revoked
 here becomes a negative entry that answers 401 in outages only.
@@ -11,15 +12,17 @@ Each revocation moves an epoch forward and is logged, so a validation that
 started before it can tell whether its answer may be stale (see
 :meth:`Entries.revoked_since`). Keys are SHA-256 digests of tokens. The lock
 guards the dictionaries only; no I/O runs under it.
+
+Both maps are ``OrderedDict`` LRUs (``get`` and ``move_to_end`` run in C):
+:meth:`Entries.hit`, the hot path, reads without the lock, as a single
+dictionary operation is atomic; writers hold it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from typing import NamedTuple
-
-from cachetools import LRUCache
+from collections import OrderedDict, deque
+from typing import NamedTuple, TypeVar
 
 from .errors import InvalidToken
 from .identity import Identity
@@ -32,6 +35,18 @@ __all__ = ["Entries", "Lifetimes"]
 _REVOCATION_LOG = 1024
 # Revocation matchers (Keystone events) applied to shared-cache answers.
 _MATCHERS = 256
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _put(entries: OrderedDict[_K, _V], key: _K, value: _V, maxsize: int) -> None:
+    """Insert as most recently used; evict the least recently used past ``maxsize``."""
+    entries[key] = value
+    entries.move_to_end(key)
+    if len(entries) > maxsize:
+        entries.popitem(last=False)
 
 
 class Lifetimes(NamedTuple):
@@ -48,26 +63,43 @@ class Entries:
     def __init__(self, lifetimes: Lifetimes, maxsize: int, negative_maxsize: int) -> None:
         self.lifetimes = lifetimes
         self.lock = threading.Lock()
-        self._positive: LRUCache[bytes, tuple[Identity, float, float, float]] = LRUCache(maxsize)
-        self._negative: LRUCache[bytes, tuple[float, float]] = LRUCache(negative_maxsize)
+        self.maxsize = maxsize
+        self.negative_maxsize = negative_maxsize
+        # Kept past freshness for outages only, until stored_at + this.
+        self._kept = lifetimes.cache_time + lifetimes.stale_if_error
+        self._positive: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self._negative: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
         self._epoch = 0
         self._revocations: deque[Revocation] = deque(maxlen=_REVOCATION_LOG)
         # (until, matcher): recent revocations naming tokens by what they are.
         self._matchers: deque[tuple[float, RevocationMatcher]] = deque(maxlen=_MATCHERS)
 
-    # -- reading (the caller holds the lock) ---------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------
+    def hit(self, key: bytes, now: float) -> tuple[Identity, float, float] | None:
+        """The fresh positive entry of ``key``, or None; the lock need not be held."""
+        entry = self._positive.get(key)
+        if entry is None or now >= entry[1]:
+            return None
+        try:
+            self._positive.move_to_end(key)
+        except KeyError:
+            pass  # dropped meanwhile (revoked): this request was just ahead of it
+        return entry
+
     def fresh(self, key: bytes, now: float) -> tuple[Identity, float] | None:
         """(identity, stored_at) of a fresh entry, or None; raises InvalidToken for a
-        recent rejection. Drops entries past every use."""
+        recent rejection. Drops entries past every use. The caller holds the lock."""
         entry = self._positive.get(key)
         if entry is not None:
             if now < entry[1]:
-                return entry[0], entry[3]
-            if now >= entry[2]:
+                self._positive.move_to_end(key)
+                return entry[0], entry[2]
+            if now >= entry[2] + self._kept:
                 del self._positive[key]
         rejected = self._negative.get(key)
         if rejected is not None:
             if now < rejected[0]:
+                self._negative.move_to_end(key)
                 raise InvalidToken("token rejected recently (cached)")
             if now >= rejected[1]:
                 del self._negative[key]
@@ -81,7 +113,7 @@ class Entries:
             if rejected is not None and now < rejected[1]:
                 raise InvalidToken("token rejected before the outage")
             entry = self._positive.get(key)
-        if entry is None or now >= entry[2]:
+        if entry is None or now >= entry[2] + self._kept:
             return None
         identity = entry[0]
         if not allow_expired and identity.is_expired(now):
@@ -110,7 +142,7 @@ class Entries:
                 return None
             if stale_until <= now:
                 return 0.0
-            self._positive[key] = (identity, fresh_until, stale_until, now)
+            _put(self._positive, key, (identity, fresh_until, now), self.maxsize)
             self._negative.pop(key, None)
         return max(ttl, 0.0)
 
@@ -120,7 +152,7 @@ class Entries:
         stale_until = max(fresh_until, now + lifetimes.stale_if_error)
         with self.lock:
             if fresh_until > now or stale_until > now:
-                self._negative[key] = (fresh_until, stale_until)
+                _put(self._negative, key, (fresh_until, stale_until), self.negative_maxsize)
             self._positive.pop(key, None)
 
     def revoke(self, revocation: Revocation, now: float) -> list[Identity]:
@@ -148,7 +180,8 @@ class Entries:
             for key, _ in doomed:
                 del self._positive[key]
                 if keep_rejected:
-                    self._negative[key] = (now, now + self.lifetimes.stale_if_error)
+                    entry = (now, now + self.lifetimes.stale_if_error)
+                    _put(self._negative, key, entry, self.negative_maxsize)
         return [identity for _, identity in doomed]
 
     def _horizon(self) -> float:

@@ -189,6 +189,25 @@ class CachedValidator(ValidatorWrapper):
             subscribe(self._revoked_elsewhere)
 
     # -- the hot path ------------------------------------------------------
+    def hit(self, token: str) -> Identity | None:
+        """The identity of a fresh entry for exactly ``token``, else None: no I/O,
+        no lock, no exception.
+
+        The request's hot path, given the raw credential as sent: only tokens
+        that passed the core's checks are ever stored, so a hit is one of them.
+        Misses, remembered rejections and outages are for :meth:`lookup`.
+        """
+        now = self._timer()
+        # surrogatepass: any str hashes (a stored token is ASCII: the same key as _cache_key).
+        key = _sha256(token.encode("utf-8", "surrogatepass")).digest()
+        entry = self.entries.hit(key, now)
+        if entry is None:
+            return None
+        self.stats.hits += 1
+        if self.refresh_after is not None and now - entry[2] >= self.refresh_after:
+            self._refresh(key, token, False)
+        return entry[0]
+
     def lookup(
         self, token: str, allow_expired: bool = False, *, count_miss: bool = True
     ) -> Identity | None:

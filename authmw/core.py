@@ -359,6 +359,10 @@ class AuthCore:
         """The decision for a token the in-process cache knows (accepted or rejected
         recently), without I/O; None otherwise (and for a missing or malformed token,
         which :meth:`authenticate` answers, also without I/O)."""
+        if token_value is not None and len(token_value) <= self.max_token_size:
+            identity = self.cache.hit(token_value)  # the value as sent is a cached token
+            if identity is not None:
+                return self.confirmed(identity)
         answers = self._answers[source]
         token = self._extract(token_value, answers)
         if isinstance(token, Rejection):
@@ -370,6 +374,11 @@ class AuthCore:
             return self._delayed_invalid if self.delay_auth_decision else answers.decision_invalid
         if identity is None:
             return None
+        return self.confirmed(identity)
+
+    @staticmethod
+    def confirmed(identity: Identity) -> Decision:
+        """The decision accepting ``identity`` alone (made once per identity)."""
         decision: Decision | None = identity._memo.get("decision")
         if decision is None:
             decision = identity._memo["decision"] = Decision(identity)

@@ -182,13 +182,15 @@ def is_stripped(name: str) -> bool:
 
 
 _STRIPPED_KEY_SET = frozenset(STRIPPED_ENVIRON_KEYS)
+_stripped_keys_absent = _STRIPPED_KEY_SET.isdisjoint
 
 
 def strip_environ(environ: MutableMapping[str, Any]) -> None:
     """Remove every forgeable identity header from a WSGI environ, in place."""
-    # One set intersection in C over the environ's keys, instead of a pop per name.
-    for key in environ.keys() & _STRIPPED_KEY_SET:
-        del environ[key]
+    # One pass in C over the environ's keys (no set built when nothing is forged).
+    if not _stripped_keys_absent(environ):
+        for key in environ.keys() & _STRIPPED_KEY_SET:
+            del environ[key]
 
 
 def _clean(value: str) -> str:

@@ -138,7 +138,6 @@ def test_authmw_cache_size(
             cache.entries._positive[token_digest(f"synthetic-token-{n:08d}")] = (
                 _synthetic(n, expires),
                 until,
-                until,
                 until - 3600,
             )
     filled["count"] = max(filled["count"], size - 1)
