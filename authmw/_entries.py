@@ -80,7 +80,7 @@ class Entries:
         entry = self._positive.get(key)
         if entry is None or now >= entry[1]:
             return None
-        try:
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per request)
             self._positive.move_to_end(key)
         except KeyError:
             pass  # dropped meanwhile (revoked): this request was just ahead of it

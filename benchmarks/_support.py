@@ -470,30 +470,29 @@ def server(
         ]  # fmt: skip
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
-    log = tempfile.TemporaryFile()  # the server's stderr, shown if it fails
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        cwd=BENCH_DIR,  # not the repository: gunicorn puts its working directory on sys.path
-        start_new_session=True,
-    )
-    try:
-        wait_port(port, process=process)
-        yield port
-    except Exception as exc:
-        log.seek(0)
-        tail = log.read()[-3000:].decode(errors="replace")
-        raise RuntimeError(f"{kind} serving {app_name}: {exc!r}\n{tail}") from exc
-    finally:
-        process.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryFile() as log:  # the server's stderr, shown if it fails
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=BENCH_DIR,  # not the repository: gunicorn puts its working directory on sys.path
+            start_new_session=True,
+        )
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
+            wait_port(port, process=process)
+            yield port
+        except Exception as exc:
+            log.seek(0)
+            tail = log.read()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"{kind} serving {app_name}: {exc!r}\n{tail}") from exc
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
 
 
 def load(

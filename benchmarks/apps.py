@@ -30,6 +30,7 @@ def _checked(app: Any) -> Any:
         raise RuntimeError(f"authmw imported from {authmw.__file__}, not from {_TREE}")
     return app
 
+
 wsgi_bare = hello_wsgi
 asgi_bare = hello_asgi
 

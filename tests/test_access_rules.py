@@ -217,9 +217,7 @@ def test_invalid_service_token_with_delayed_decision_is_an_intended_difference(
     assert amw_seen["HTTP_X_SERVICE_IDENTITY_STATUS"] == "Invalid"  # as keystonemiddleware
 
 
-def test_delayed_refusal_with_a_valid_service_token(
-    catalog_keystone: Any, restricted: str
-) -> None:
+def test_delayed_refusal_with_a_valid_service_token(catalog_keystone: Any, restricted: str) -> None:
     """service_type unset: both refuse the user token and pass the confirmed service
     token's headers on."""
     pair = Pair(catalog_keystone, delay_auth_decision="true")

@@ -66,9 +66,7 @@ def read_by_ksm(conf: dict[str, Any], names: list[str]) -> dict[str, Any]:
         opts = loading.get_auth_plugin_conf_options(loading.get_plugin_loader(plugin))
         config.oslo_conf_obj.register_opts(opts, group=section)
         plugin_names = {o.dest for o in opts}
-    return {
-        n: config.get(n, group=section) if n in plugin_names else config.get(n) for n in names
-    }
+    return {n: config.get(n, group=section) if n in plugin_names else config.get(n) for n in names}
 
 
 def translated(conf: dict[str, Any]) -> Any:
