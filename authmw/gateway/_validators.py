@@ -169,6 +169,9 @@ def build_validator(kind: str, values: Mapping[str, tuple[str, Any]]) -> Built:
 
 def _keystone(values: Mapping[str, tuple[str, Any]]) -> Built:
     conf = {name: value for name, (_, value) in values.items()}
+    # A catalog in a header through a gateway is rarely wanted, and a large one
+    # overflows the gateway's header buffer: off unless asked for.
+    conf.setdefault("include_service_catalog", False)
     where = {name: setting for name, (setting, _) in values.items()}
     try:
         with warnings.catch_warnings():
