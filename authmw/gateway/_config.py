@@ -199,6 +199,7 @@ def _serve_settings(
         "log_level": _str,
         "access_log": _bool,
     }
+    sources = {"gateway": "serve.gateway", "path_prefix": "serve.path_prefix"}
     for name, parse in parsers.items():
         if cli.get(name) is not None:
             where, value = f"--{name.replace('_', '-')}", cli[name]
@@ -207,6 +208,7 @@ def _serve_settings(
             if picked is None:
                 continue
             where, value = picked
+        sources[name] = where
         setattr(settings, name, parse(where, value))
         if name == "port" and not 0 <= settings.port <= 65535:
             raise ConfigurationError(where, f"must be a port number, got {value!r}")
@@ -220,7 +222,10 @@ def _serve_settings(
         )
     from ._modes import gateway_mode
 
-    gateway_mode(settings.gateway, settings.path_prefix)  # checks both
+    try:
+        gateway_mode(settings.gateway, settings.path_prefix)  # checks both
+    except ConfigurationError as exc:
+        raise ConfigurationError(sources[exc.option], str(exc).split(": ", 1)[1]) from None
     settings.gateway = settings.gateway.strip().lower()
     settings.log_level = settings.log_level.lower()
 

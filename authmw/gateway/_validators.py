@@ -148,7 +148,7 @@ def build_validator(kind: str, values: Mapping[str, tuple[str, Any]]) -> Built:
         if name not in known:
             if kind == "keystone" and name in _MIDDLEWARE:
                 raise ConfigurationError(where, f"{name} is a middleware setting: put it there")
-            raise _checks.unknown_option(where, sorted(known))
+            raise _checks.unknown_option(where, [f"validator.{n}" for n in sorted(known)])
     if kind == "keystone":
         return _keystone(values)
     table = {"store": _STORE, "introspection": _INTROSPECTION, "jwt": _JWT}[kind]
