@@ -17,7 +17,7 @@ runs the pipeline on that, and translates the decision back:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -100,7 +100,14 @@ class ForwardAuth(_Base):
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        identity = _headers.injected_asgi_items(request["headers"])
+        items = decision.header_items  # what inject_scope added (memoised per identity)
+        identity: Sequence[tuple[bytes, bytes]] = (
+            items
+            if items is not None
+            else ()
+            if decision.public
+            else _headers.injected_asgi_items(request["headers"])
+        )
         answer = [_EMPTY, *identity]
         if self._envoy:
             names = (name.decode("latin-1") for name, _ in identity)
@@ -113,12 +120,14 @@ class ForwardAuth(_Base):
         read = self._read
         found: dict[bytes, bytes | None] = {}
         headers: list[tuple[bytes, bytes]] = []
-        for name, value in scope.get("headers") or ():
-            folded = name.lower()
-            if folded in read:
-                found[folded] = value if found.get(folded, value) == value else None
+        append = headers.append
+        for item in scope.get("headers") or ():
+            name = item[0]
+            if name in read or (not name.islower() and name.lower() in read):
+                folded = name.lower()
+                found[folded] = item[1] if found.get(folded, item[1]) == item[1] else None
             else:
-                headers.append((name, value))
+                append(item)
 
         def header(wanted: str) -> str | None:
             value = found.get(wanted.lower().encode())

@@ -27,6 +27,7 @@ from ..errors import ConfigurationError
 __all__ = ["MODES", "GatewayMode", "Original", "gateway_mode"]
 
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")  # an RFC 9110 token, bounded
+_COMMON_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SCHEME_AUTHORITY = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
 
 
@@ -93,7 +94,7 @@ class GatewayMode:
             if value is None or not value.strip():
                 return f"missing or repeated {self.method_header} header"
             method = value.strip()
-        if not _METHOD.fullmatch(method):
+        if method not in _COMMON_METHODS and not _METHOD.fullmatch(method):
             return "the original method is not an HTTP method"
         if self.uri_header is not None:
             uri = header(self.uri_header)
