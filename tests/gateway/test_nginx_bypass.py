@@ -51,18 +51,24 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[tu
 
 def check(method: str, status: int, head: bytes, body: bytes) -> None:
     """An answer to a request without a token: 401, nginx's own 4xx, or a public route."""
-    assert status != 0, "no answer"
-    if status != 200:
+    if status == 0:
+        # A target holding a line break ends the request line: nginx reads an
+        # HTTP/0.9 request and answers without a status line (nor headers).
+        assert head, "no answer"
+        if not head.startswith(b'{"method"'):
+            return  # authmw's 401 or nginx's own answer
+        body = head  # the upstream's echo: checked below
+    elif status != 200:
         assert status in (400, 401, 404, 405, 414, 431), (status, head, body)
         return
-    if method == "HEAD":
+    elif method == "HEAD":
         return  # no body to look at; the GET twin of the request is checked
     seen = json.loads(body)
     target = seen["target"].removeprefix("http://127.0.0.1")
     assert publicly_routable(seen["method"], resolve(target)), (
         f"{method} {seen['target']} reached the upstream without a token"
     )
-    names = {name.lower().replace("_", "-") for name, _ in seen["headers"]}
+    names = {name.lower().replace("_", "-") for name, _ in seen["headers"]}  # none forged
     assert "x-identity-status" not in names and "x-user-id" not in names
 
 
