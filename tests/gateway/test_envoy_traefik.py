@@ -18,7 +18,8 @@ import pytest
 
 from authmw.headers import STRIPPED_HEADERS
 
-from ._servers import Echo, Envoy, Serve, StubAuth, Traefik
+from ._proxies import Envoy, Traefik
+from ._servers import Echo, Serve, StubAuth
 from .conftest import keystone_env, keystone_sections
 
 GATEWAYS = {"envoy": Envoy, "traefik": Traefik}
