@@ -1,4 +1,4 @@
-"""The ``authmw`` command: manage local API tokens, check a token, run the demo.
+"""The ``authmw`` command: manage local API tokens, check a token, run the demo, serve.
 
 Settings come from options or environment variables:
 
@@ -507,6 +507,9 @@ def _build_parser() -> argparse.ArgumentParser:
     login = _login_module()
     if login is not None:
         login.add_parser(commands)
+    from .gateway import _serve
+
+    _serve.add_parser(commands)
     return parser
 
 

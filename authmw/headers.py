@@ -16,18 +16,25 @@ from .identity import Identity
 
 __all__ = [
     "ACCESS_CONTROL_REQUEST_METHOD",
+    "ENVOY_HEADERS_TO_REMOVE",
     "FIWARE_SERVICE",
     "FIWARE_SERVICE_PATH",
+    "FORWARDED_METHOD",
+    "FORWARDED_URI",
     "IDENTITY_KEY",
     "IDENTITY_STATUS",
     "INJECTED_HEADERS",
     "ORIGIN",
+    "ORIGINAL_METHOD",
+    "ORIGINAL_URI",
     "RESPONSES_KEY",
     "SERVICE_IDENTITY_KEY",
     "SERVICE_IDENTITY_STATUS",
     "STRIPPED_HEADERS",
     "asgi_items",
     "environ_key",
+    "injected_asgi_items",
+    "injected_environ_items",
     "is_stripped",
     "strip_environ",
     "wsgi_items",
@@ -49,6 +56,19 @@ X_FORWARDED_FOR = "X-Forwarded-For"
 REQUEST_IDS = ("X-OpenStack-Request-ID", "X-Request-Id")
 """Headers a request id is read from (audit records, sent on to the identity service)."""
 ACCESS_CONTROL_REQUEST_METHOD = "Access-Control-Request-Method"
+
+# What gateways send a forward-auth server about the request they are checking
+# (authmw.gateway); each gateway mode reads its own pair and no other.
+ORIGINAL_METHOD = "X-Original-Method"
+"""nginx ``auth_request``: the method, as the snippet's ``proxy_set_header`` sets it."""
+ORIGINAL_URI = "X-Original-URI"
+"""nginx ``auth_request``: the request target as sent (``$request_uri``)."""
+FORWARDED_METHOD = "X-Forwarded-Method"
+"""Traefik ForwardAuth: the method."""
+FORWARDED_URI = "X-Forwarded-Uri"
+"""Traefik ForwardAuth: the path and query."""
+ENVOY_HEADERS_TO_REMOVE = "X-Envoy-Auth-Headers-To-Remove"
+"""Envoy ``ext_authz`` (HTTP): request headers an OK answer asks Envoy to remove."""
 
 IDENTITY_STATUS = "X-Identity-Status"
 SERVICE_IDENTITY_STATUS = "X-Service-Identity-Status"
@@ -183,6 +203,22 @@ def is_stripped(name: str) -> bool:
 
 _STRIPPED_KEY_SET = frozenset(STRIPPED_ENVIRON_KEYS)
 _stripped_keys_absent = _STRIPPED_KEY_SET.isdisjoint
+_NAME_OF_KEY: dict[str, str] = {environ_key(n): n for n in INJECTED_HEADERS}
+
+
+def injected_asgi_items(items: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The identity headers among the header items of a scope the pipeline has run on.
+
+    The pipeline strips every client-sent copy first, so what is left under
+    an identity header name is what it injected.
+    """
+    return [item for item in items if item[0].lower().replace(b"_", b"-") in _STRIPPED_FOLDED_BYTES]
+
+
+def injected_environ_items(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(canonical name, value) of the identity headers in an environ the pipeline has
+    run on (values stay PEP 3333 latin-1 strings, as WSGI response headers are)."""
+    return [(_NAME_OF_KEY[key], environ[key]) for key in environ.keys() & _NAME_OF_KEY.keys()]
 
 
 def strip_environ(environ: MutableMapping[str, Any]) -> None:

@@ -24,8 +24,9 @@ from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
 from ._websockets import SocketWatch
 from .core import AuthCore, Decision
 from .errors import ConfigurationError
+from .identity import Identity
 from .responses import Rejection, websocket_close_code
-from .restrictions import RequestFacts, refusal
+from .restrictions import Refusal, RequestFacts, refusal
 from .validators.base import Validator
 
 __all__ = ["ANONYMOUS", "PUBLIC", "Credentials", "Pipeline"]
@@ -36,6 +37,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 StartResponse = Callable[..., Any]
+Access = Callable[[Identity, RequestFacts], "Refusal | None"]
+"""A check of a confirmed identity against the request (the forward-auth server's
+route policy): None to allow, or a :class:`~authmw.restrictions.Refusal`."""
 
 IDENTITY_KEY = _headers.IDENTITY_KEY
 SERVICE_IDENTITY_KEY = _headers.SERVICE_IDENTITY_KEY
@@ -66,12 +70,19 @@ class Pipeline:
     answered 401, for integrations where each route decides (Starlette's
     authentication, FastAPI dependencies, DRF). A bad credential is still
     answered 401 (unless the core delays decisions).
+
+    ``access``: checked for every confirmed identity, cache hits included,
+    after the token's own restrictions and in the same way (a refusal is
+    answered 403, or 401).
     """
 
-    __slots__ = ("anonymous", "core", "observer", "responses", "scanner", "sockets")
+    __slots__ = ("access", "anonymous", "core", "observer", "responses", "scanner", "sockets")
 
-    def __init__(self, core: AuthCore, *, anonymous: bool = False) -> None:
+    def __init__(
+        self, core: AuthCore, *, anonymous: bool = False, access: Access | None = None
+    ) -> None:
         self.core = core
+        self.access = access
         self.responses = core.responses
         self.anonymous = anonymous
         self.scanner = Scanner(core)
@@ -89,9 +100,11 @@ class Pipeline:
         options: dict[str, Any],
         *,
         anonymous: bool = False,
+        access: Access | None = None,
     ) -> Pipeline:
         """A pipeline on ``core``, or on a core built from ``validator`` and ``options``."""
-        return cls(AuthCore.for_middleware(validator, core, options), anonymous=anonymous)
+        core = AuthCore.for_middleware(validator, core, options)
+        return cls(core, anonymous=anonymous, access=access)
 
     @classmethod
     def build_if_configured(
@@ -228,12 +241,15 @@ class Pipeline:
         )
 
     def restricted(self, decision: Decision, request: RequestFacts) -> Decision:
-        """The decision once the token's own restrictions have looked at ``request``."""
+        """The decision once the token's own restrictions, then ``access``, have looked
+        at ``request``."""
         identity = decision.identity
-        if identity is None or not identity.restrictions:
+        if identity is None or not (identity.restrictions or self.access):
             return decision
         request = request._replace(service_token=decision.service_status == "Confirmed")
-        refused = refusal(identity.restrictions, request)
+        refused = refusal(identity.restrictions, request) if identity.restrictions else None
+        if refused is None and self.access is not None:
+            refused = self.access(identity, request)
         if refused is None:
             return decision
         if refused.status == 401:
@@ -298,7 +314,7 @@ class Pipeline:
 
     def _finish_environ(self, environ: Environ, decision: Decision) -> Decision:
         identity = decision.identity
-        if identity is not None and identity.restrictions:
+        if identity is not None and (identity.restrictions or self.access):
             decision = self.restricted(decision, self.environ_facts(environ))
         return self._inject_environ(environ, decision)
 
@@ -350,7 +366,7 @@ class Pipeline:
             return scope, None
         identity = decision.identity
         if identity is not None:
-            if identity.restrictions:
+            if identity.restrictions or self.access:
                 return scope, self._finish_scope(scope, decision)
             # The hot path (a cached token): inject with the memoised header items.
             items = decision.header_items
@@ -395,7 +411,7 @@ class Pipeline:
 
     def _finish_scope(self, scope: Scope, decision: Decision) -> Decision:
         identity = decision.identity
-        if identity is not None and identity.restrictions:
+        if identity is not None and (identity.restrictions or self.access):
             decision = self.restricted(decision, self.scope_facts(scope))
         if decision.rejection is None:
             self.inject_scope(scope, decision)

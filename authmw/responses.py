@@ -1,4 +1,4 @@
-"""Every answer authmw sends instead of the app's: 401, 403 and 503, in one place.
+"""Every answer authmw sends instead of the app's: 400, 401, 403 and 503, in one place.
 
 A :class:`Rejection` is a complete HTTP response (status, headers, JSON
 body). :class:`Responses` makes them for one configuration (its
@@ -129,6 +129,10 @@ class Responses:
     def forbidden(self, message: str = "Forbidden.") -> Rejection:
         """403: authenticated, not allowed."""
         return _response(403, message)
+
+    def bad_request(self, message: str) -> Rejection:
+        """400: the request cannot be checked as it is (e.g. a gateway header is missing)."""
+        return _response(400, message)
 
     def unavailable(self, message: str = UNAVAILABLE) -> Rejection:
         """503 with ``Retry-After``."""
