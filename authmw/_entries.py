@@ -3,7 +3,9 @@
 Positive entries are ``key -> (identity, fresh_until, stored_at)``: served
 until ``fresh_until`` (the earlier of ``stored_at + cache_time`` and the
 token's expiry); kept, for an identity service outage only, until
-``stored_at + cache_time + stale_if_error`` (``stale_if_error``). Negative entries are
+``stored_at + cache_time + stale_if_error`` (``stale_if_error``). Without
+``stale_if_error`` nor ``refresh_after`` nothing needs ``stored_at``, and
+entries are ``(identity, fresh_until)``: 32 bytes less each. Negative entries are
 ``key -> (fresh_until, stale_until)``: a recent rejection answers 401 until
 ``fresh_until``, and during an outage until ``stale_until``. A token revoked
 here becomes a negative entry that answers 401 in outages only.
@@ -14,8 +16,8 @@ started before it can tell whether its answer may be stale (see
 guards the dictionaries only; no I/O runs under it.
 
 Both maps are ``OrderedDict`` LRUs (``get`` and ``move_to_end`` run in C):
-:meth:`Entries.hit`, the hot path, reads without the lock, as a single
-dictionary operation is atomic; writers hold it.
+the hot path (:meth:`~authmw.cache.CachedValidator.hit`) reads ``positive``
+without the lock, as each of those operations is atomic; writers hold it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .errors import InvalidToken
 from .identity import Identity
 from .validators.base import Revocation, RevocationMatcher, revokes
 
-__all__ = ["Entries", "Lifetimes"]
+__all__ = ["Entries", "Entry", "Lifetimes", "stored_at"]
 
 # Revocations remembered for validations in flight; one older than this many
 # revocations ago counts as concerning every token.
@@ -49,6 +51,15 @@ def _put(entries: OrderedDict[_K, _V], key: _K, value: _V, maxsize: int) -> None
         entries.popitem(last=False)
 
 
+Entry = tuple[Identity, float] | tuple[Identity, float, float]
+"""(identity, fresh_until[, stored_at])"""
+
+
+def stored_at(entry: Entry) -> float:
+    """When ``entry`` was stored (0.0 when its cache does not keep it)."""
+    return entry[2] if len(entry) > 2 else 0.0
+
+
 class Lifetimes(NamedTuple):
     """How long entries live (seconds)."""
 
@@ -60,14 +71,17 @@ class Lifetimes(NamedTuple):
 class Entries:
     """Positive and negative entries with their deadlines; thread-safe."""
 
-    def __init__(self, lifetimes: Lifetimes, maxsize: int, negative_maxsize: int) -> None:
+    def __init__(
+        self, lifetimes: Lifetimes, maxsize: int, negative_maxsize: int, *, keep_stored_at: bool
+    ) -> None:
         self.lifetimes = lifetimes
+        self.keep_stored_at = keep_stored_at or lifetimes.stale_if_error > 0
         self.lock = threading.Lock()
         self.maxsize = maxsize
         self.negative_maxsize = negative_maxsize
         # Kept past freshness for outages only, until stored_at + this.
         self._kept = lifetimes.cache_time + lifetimes.stale_if_error
-        self._positive: OrderedDict[bytes, tuple[Identity, float, float]] = OrderedDict()
+        self.positive: OrderedDict[bytes, Entry] = OrderedDict()
         self._negative: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
         self._epoch = 0
         self._revocations: deque[Revocation] = deque(maxlen=_REVOCATION_LOG)
@@ -75,27 +89,16 @@ class Entries:
         self._matchers: deque[tuple[float, RevocationMatcher]] = deque(maxlen=_MATCHERS)
 
     # -- reading ---------------------------------------------------------------------------------
-    def hit(self, key: bytes, now: float) -> tuple[Identity, float, float] | None:
-        """The fresh positive entry of ``key``, or None; the lock need not be held."""
-        entry = self._positive.get(key)
-        if entry is None or now >= entry[1]:
-            return None
-        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per request)
-            self._positive.move_to_end(key)
-        except KeyError:
-            pass  # dropped meanwhile (revoked): this request was just ahead of it
-        return entry
-
     def fresh(self, key: bytes, now: float) -> tuple[Identity, float] | None:
         """(identity, stored_at) of a fresh entry, or None; raises InvalidToken for a
         recent rejection. Drops entries past every use. The caller holds the lock."""
-        entry = self._positive.get(key)
+        entry = self.positive.get(key)
         if entry is not None:
             if now < entry[1]:
-                self._positive.move_to_end(key)
-                return entry[0], entry[2]
-            if now >= entry[2] + self._kept:
-                del self._positive[key]
+                self.positive.move_to_end(key)
+                return entry[0], stored_at(entry)
+            if now >= self._kept_until(entry):
+                del self.positive[key]
         rejected = self._negative.get(key)
         if rejected is not None:
             if now < rejected[0]:
@@ -112,13 +115,16 @@ class Entries:
             rejected = self._negative.get(key)
             if rejected is not None and now < rejected[1]:
                 raise InvalidToken("token rejected before the outage")
-            entry = self._positive.get(key)
-        if entry is None or now >= entry[2] + self._kept:
+            entry = self.positive.get(key)
+        if entry is None or now >= self._kept_until(entry):
             return None
         identity = entry[0]
         if not allow_expired and identity.is_expired(now):
             return None
         return identity
+
+    def _kept_until(self, entry: Entry) -> float:
+        return entry[2] + self._kept if len(entry) > 2 else entry[1]
 
     # -- writing -----------------------------------------------------------------------------
     def store(
@@ -142,7 +148,10 @@ class Entries:
                 return None
             if stale_until <= now:
                 return 0.0
-            _put(self._positive, key, (identity, fresh_until, now), self.maxsize)
+            entry: Entry = (
+                (identity, fresh_until, now) if self.keep_stored_at else (identity, fresh_until)
+            )
+            _put(self.positive, key, entry, self.maxsize)
             self._negative.pop(key, None)
         return max(ttl, 0.0)
 
@@ -153,7 +162,7 @@ class Entries:
         with self.lock:
             if fresh_until > now or stale_until > now:
                 _put(self._negative, key, (fresh_until, stale_until), self.negative_maxsize)
-            self._positive.pop(key, None)
+            self.positive.pop(key, None)
 
     def revoke(self, revocation: Revocation, now: float) -> list[Identity]:
         """Drop the entries ``revocation`` names; the identities dropped.
@@ -169,16 +178,16 @@ class Entries:
             if revocation is not None and not isinstance(revocation, str):
                 self._matchers.append((now + self._horizon(), revocation))
             if revocation is None:
-                dropped = [entry[0] for entry in self._positive.values()]
-                self._positive.clear()
+                dropped = [entry[0] for entry in self.positive.values()]
+                self.positive.clear()
                 return dropped
             doomed = [
                 (key, entry[0])
-                for key, entry in self._positive.items()
+                for key, entry in self.positive.items()
                 if revokes(revocation, entry[0])
             ]
             for key, _ in doomed:
-                del self._positive[key]
+                del self.positive[key]
                 if keep_rejected:
                     entry = (now, now + self.lifetimes.stale_if_error)
                     _put(self._negative, key, entry, self.negative_maxsize)
@@ -212,8 +221,8 @@ class Entries:
 
     def clear(self) -> None:
         with self.lock:
-            self._positive.clear()
+            self.positive.clear()
             self._negative.clear()
 
     def __len__(self) -> int:
-        return len(self._positive)
+        return len(self.positive)

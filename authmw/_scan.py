@@ -68,10 +68,10 @@ class Scanner:
         "_query",
         "_readers",
         "_service_key",
-        "_simple_key",
         "_subprotocol",
         "core",
         "hide",
+        "simple_key",
         "sources",
     )
 
@@ -81,8 +81,9 @@ class Scanner:
         self.hide = core.hide_credentials
         first = self.sources[0]
         simple = len(self.sources) == 1 and first.kind == "header" and not self.hide
-        # The common case (one token header, kept): one dict look-up per request.
-        self._simple_key = first.environ_key if simple else None
+        #: The environ key of the only token source when it is a header kept as
+        #: sent (the common case: one dict look-up per request), else None.
+        self.simple_key = first.environ_key if simple else None
         self._service_key = _headers.environ_key(core.service_token_header)
         self._auth = self._index("authorization")
         self._auth_reader = self.sources[self._auth].reader if self._auth is not None else None
@@ -106,8 +107,8 @@ class Scanner:
             get("REQUEST_METHOD") == "OPTIONS" and _ORIGIN_KEY in environ and _ACRM_KEY in environ
         )
         fiware = self.core.fiware_service_scope
-        if self._simple_key is not None:
-            token, source, problem = get(self._simple_key), 0, None
+        if self.simple_key is not None:
+            token, source, problem = get(self.simple_key), 0, None
             if token is None and not fiware and not preflight and self._service_key not in environ:
                 return NO_CREDENTIALS
         else:
@@ -285,7 +286,7 @@ class Scanner:
         values: dict[int, list[bytes]] = {}
         for category, raw in found:
             values.setdefault(category, []).append(raw)
-        if self._simple_key is not None:
+        if self.simple_key is not None:
             token, source, problem = _joined(values.get(_TOKEN)), 0, None
         else:
             token, source, problem = _resolve(self._tokens(values))

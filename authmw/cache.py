@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from . import _checks, _telemetry
-from ._entries import Entries, Lifetimes
+from ._entries import Entries, Lifetimes, stored_at
 from .errors import IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
 from .validators.base import (
@@ -173,8 +173,10 @@ class CachedValidator(ValidatorWrapper):
             lifetimes,
             _checks.integer("cache_size", maxsize, 1),
             _checks.integer("negative_cache_size", negative_maxsize, 1),
+            keep_stored_at=self.refresh_after is not None,
         )
         self._lock = self.entries.lock
+        self._positive = self.entries.positive
         self._timer = _checks.function("timer", timer)
         self._flight_timeout = _checks.number("flight_timeout", flight_timeout)
         self._flights: dict[bytes, _Flight] = {}
@@ -200,11 +202,16 @@ class CachedValidator(ValidatorWrapper):
         now = self._timer()
         # surrogatepass: any str hashes (a stored token is ASCII: the same key as _cache_key).
         key = _sha256(token.encode("utf-8", "surrogatepass")).digest()
-        entry = self.entries.hit(key, now)
-        if entry is None:
+        positive = self._positive
+        entry = positive.get(key)
+        if entry is None or now >= entry[1]:
             return None
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per request)
+            positive.move_to_end(key)  # C: atomic, so no lock (see authmw._entries)
+        except KeyError:
+            pass  # dropped meanwhile (revoked): this request was just ahead of it
         self.stats.hits += 1
-        if self.refresh_after is not None and now - entry[2] >= self.refresh_after:
+        if self.refresh_after is not None and now - stored_at(entry) >= self.refresh_after:
             self._refresh(key, token, False)
         return entry[0]
 

@@ -51,7 +51,9 @@ class Decision:
 
     __slots__ = (
         "environ_items",
+        "environ_own",
         "header_items",
+        "header_own",
         "identity",
         "public",
         "rejection",
@@ -76,9 +78,13 @@ class Decision:
         self.service_identity = service_identity
         self.service_status = service_status
         self.public = public
-        # What the pipeline injects, rendered on first use (see authmw.pipeline).
-        self.environ_items: tuple[tuple[str, Any], ...] | None = None
+        # What the pipeline injects, rendered on first use (see authmw._inject):
+        # the part identities share, and the identity's own values when they
+        # are not its attributes as they are (None: read them from it).
+        self.environ_items: dict[str, Any] | None = None
+        self.environ_own: tuple[tuple[str, str], ...] | None = None
         self.header_items: tuple[tuple[bytes, bytes], ...] | None = None
+        self.header_own: tuple[tuple[bytes, bytes], ...] | None = None
 
     @property
     def challenged(self) -> bool:
@@ -379,9 +385,10 @@ class AuthCore:
     @staticmethod
     def confirmed(identity: Identity) -> Decision:
         """The decision accepting ``identity`` alone (made once per identity)."""
-        decision: Decision | None = identity._memo.get("decision")
+        decision: Decision | None = identity._decision
         if decision is None:
-            decision = identity._memo["decision"] = Decision(identity)
+            decision = Decision(identity)
+            object.__setattr__(identity, "_decision", decision)
         return decision
 
     def _known(self, exc: Exception, token: str) -> Exception:

@@ -79,6 +79,14 @@ IS_ADMIN_PROJECT = "X-Is-Admin-Project"
 
 Getter = Callable[[Identity], "str | None"]
 
+OWN_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-User-Id", "user_id"),
+    ("X-User-Name", "user_name"),
+    ("X-User", "user_name"),
+)
+"""(header, Identity attribute) of the injected headers whose values are the identity's
+own (unique to it); the others are shared by many identities."""
+
 
 def _roles(identity: Identity) -> str | None:
     return ",".join(identity.roles)
@@ -266,29 +274,17 @@ def _latin1(value: str) -> str:
 
 
 def wsgi_items(identity: Identity, service: bool = False) -> tuple[tuple[str, str], ...]:
-    """Environ (key, value) pairs for ``identity``, rendered once per identity."""
-    memo_key = "wsgi-service" if service else "wsgi"
-    items: tuple[tuple[str, str], ...] | None = identity._memo.get(memo_key)
-    if items is None:
-        items = tuple(
-            # PEP 3333: environ values are latin-1 "bytes as str". Shared key
-            # strings and ASCII values reused as they are keep each cached
-            # identity small.
-            (_ENVIRON_KEYS[name], value if value.isascii() else _latin1(value))
-            for name, value in rendered(identity, service)
-        )
-        identity._memo[memo_key] = items
-    return items
+    """Environ (key, value) pairs for ``identity`` (the pipeline keeps them per decision)."""
+    # PEP 3333: environ values are latin-1 "bytes as str". Shared key strings
+    # and ASCII values reused as they are keep each cached identity small.
+    return tuple(
+        (_ENVIRON_KEYS[name], value if value.isascii() else _latin1(value))
+        for name, value in rendered(identity, service)
+    )
 
 
 def asgi_items(identity: Identity, service: bool = False) -> tuple[tuple[bytes, bytes], ...]:
-    """ASGI (lower-case name, value) byte pairs for ``identity``, rendered once."""
-    memo_key = "asgi-service" if service else "asgi"
-    items: tuple[tuple[bytes, bytes], ...] | None = identity._memo.get(memo_key)
-    if items is None:
-        items = tuple(
-            (_ASGI_NAMES[name], value.encode("utf-8"))
-            for name, value in rendered(identity, service)
-        )
-        identity._memo[memo_key] = items
-    return items
+    """ASGI (lower-case name, value) byte pairs for ``identity``."""
+    return tuple(
+        (_ASGI_NAMES[name], value.encode("utf-8")) for name, value in rendered(identity, service)
+    )

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from ._compact import CompactJSON, frozen, thawed
+
 __all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
@@ -45,24 +47,41 @@ def _aware_utc(value: datetime | None, name: str) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _frozen(value: Any) -> Any:
-    """Read-only view of JSON-like data (dicts become mapping proxies, lists tuples)."""
-    if isinstance(value, Mapping):
-        return types.MappingProxyType({k: _frozen(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
+_SHARED_MAX = 65_536
+_shared_values: dict[Any, Any] = {}
+_lowered_roles: dict[tuple[str, ...], frozenset[str]] = {}
+_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+
+
+def _shared(value: Any) -> Any:
+    """One object for equal values many identities hold (domains, projects, role lists),
+    so a cache of many identities keeps each once. Bounded: once full, values are
+    kept as they come."""
+    if value is None:
+        return None
+    try:
+        found = _shared_values.get(value)
+    except TypeError:  # unhashable: not a value identities share
+        return value
+    if found is not None:
+        return found
+    if len(_shared_values) < _SHARED_MAX:
+        return _shared_values.setdefault(value, value)
     return value
 
 
-def _thawed(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thawed(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_thawed(v) for v in value]
-    return value
+def _lowered(roles: tuple[str, ...]) -> frozenset[str]:
+    found = _lowered_roles.get(roles)
+    if found is None:
+        # str.lower(), as oslo.policy: casefold() would make "\u017fervice" (long s)
+        # the role "service".
+        found = frozenset(r.lower() for r in roles)
+        if len(_lowered_roles) < _SHARED_MAX:
+            found = _lowered_roles.setdefault(roles, found)
+    return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, in which scope, with which roles.
 
@@ -70,7 +89,8 @@ class Identity:
     case-insensitively with ``str.lower()``, as oslo.policy does. A role name must be
     one ``X-Roles`` can carry (see :func:`role_name_problem`): no comma, no
     white space around it, no control character; others raise ``ValueError``.
-    Timestamps are timezone-aware UTC.
+    Timestamps are timezone-aware UTC. ``token_body`` is kept compressed and
+    parsed again on each read (read it once into a variable to use it twice).
     """
 
     user_id: str
@@ -99,9 +119,8 @@ class Identity:
 
     # Derived once, read on every request.
     _roles_lower: frozenset[str] = field(init=False, repr=False, compare=False)
-    _expires_ts: float = field(init=False, repr=False, compare=False)
-    # Per-identity memo for rendered forms (header lists); see authmw.headers.
-    _memo: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
+    # The pipeline's decision accepting this identity, made on first use (authmw.core).
+    _decision: Any = field(default=None, init=False, repr=False, compare=False, hash=False)
     #: True for an identity served past ``cache_time`` while the identity
     #: service could not answer (``stale_if_error``).
     stale: bool = field(default=False, init=False, repr=False, compare=False)
@@ -117,30 +136,29 @@ class Identity:
             value = tuple(value)
             if not all(isinstance(v, str) for v in value):
                 raise TypeError(f"Identity.{name} must contain only strings")
+            if name != "audit_ids":  # audit ids are the token's own
+                value = _shared(tuple(_shared(v) for v in value))
             setattr_(self, name, value)
         for role in self.roles:
             problem = role_name_problem(role)
             if problem is not None:
                 raise ValueError(f"Identity.roles: role name {role!r} {problem}")
+        for name in _SHARED_FIELDS:
+            setattr_(self, name, _shared(getattr(self, name)))
         setattr_(self, "expires_at", _aware_utc(self.expires_at, "expires_at"))
         setattr_(self, "issued_at", _aware_utc(self.issued_at, "issued_at"))
         setattr_(self, "is_admin_project", bool(self.is_admin_project))
         if self.service_catalog is not None:
-            setattr_(self, "service_catalog", _frozen(list(self.service_catalog)))
+            setattr_(self, "service_catalog", frozen(list(self.service_catalog)))
         if self.application_credential is not None:
-            setattr_(self, "application_credential", _frozen(self.application_credential))
+            setattr_(self, "application_credential", frozen(self.application_credential))
         if self.token_body is not None:
-            setattr_(self, "token_body", _frozen(self.token_body))
-        setattr_(self, "extra", _frozen(self.extra))
+            setattr_(self, "token_body", CompactJSON.of(self.token_body))
+        setattr_(self, "extra", frozen(self.extra) if self.extra else _EMPTY)
         if not isinstance(self.restrictions, Mapping):
             raise TypeError("Identity.restrictions must be a mapping")
-        setattr_(self, "restrictions", _frozen(self.restrictions))
-        # str.lower(), as oslo.policy: casefold() would make "\u017fervice" (long s)
-        # the role "service".
-        setattr_(self, "_roles_lower", frozenset(r.lower() for r in self.roles))
-        expires = self.expires_at
-        setattr_(self, "_expires_ts", expires.timestamp() if expires is not None else math.inf)
-        setattr_(self, "_memo", {})
+        setattr_(self, "restrictions", frozen(self.restrictions) if self.restrictions else _EMPTY)
+        setattr_(self, "_roles_lower", _lowered(self.roles))
 
     # -- scope -------------------------------------------------------------
     @property
@@ -173,11 +191,12 @@ class Identity:
     @property
     def expires_timestamp(self) -> float:
         """``expires_at`` as POSIX seconds (``inf`` when the token never expires)."""
-        return self._expires_ts
+        expires = self.expires_at
+        return expires.timestamp() if expires is not None else math.inf
 
     def is_expired(self, now: float, leeway: float = 0.0) -> bool:
         """True if the token expired before ``now`` (POSIX seconds) minus ``leeway``."""
-        return self._expires_ts <= now - leeway
+        return self.expires_timestamp <= now - leeway
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self, *, include_token_body: bool = False) -> dict[str, Any]:
@@ -194,7 +213,7 @@ class Identity:
             elif name in ("extra", "restrictions") and not value:
                 continue
             else:
-                value = _thawed(value)
+                value = thawed(value)
             out[name] = value
         out["scope"] = self.scope
         return out
@@ -228,3 +247,15 @@ class Identity:
 
 
 _FIELDS = tuple(name for name, f in Identity.__dataclass_fields__.items() if f.init)
+# Values many identities share, kept once (see _shared).
+_SHARED_FIELDS = (
+    "user_domain_id",
+    "user_domain_name",
+    "project_id",
+    "project_name",
+    "project_domain_id",
+    "project_domain_name",
+    "domain_id",
+    "domain_name",
+    "system_scope",
+)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from . import _inject
 from . import headers as _headers
 from ._observe import Observer
 from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
@@ -56,10 +57,6 @@ _FORWARDED_KEY = _headers.environ_key(_headers.X_FORWARDED_FOR)
 _FORWARDED_NAME = _headers.X_FORWARDED_FOR.lower().encode()
 _REQUEST_ID_KEYS = tuple(_headers.environ_key(name) for name in _headers.REQUEST_IDS)
 _REQUEST_ID_NAMES = frozenset(name.lower().encode() for name in _headers.REQUEST_IDS)
-_STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)
-_SERVICE_STATUS_KEY = _headers.environ_key(_headers.SERVICE_IDENTITY_STATUS)
-_STATUS_NAME = _headers.IDENTITY_STATUS.lower().encode()
-_SERVICE_STATUS_NAME = _headers.SERVICE_IDENTITY_STATUS.lower().encode()
 
 
 class Pipeline:
@@ -76,7 +73,17 @@ class Pipeline:
     answered 403, or 401).
     """
 
-    __slots__ = ("access", "anonymous", "core", "observer", "responses", "scanner", "sockets")
+    __slots__ = (
+        "_fast_key",
+        "_service_key",
+        "access",
+        "anonymous",
+        "core",
+        "observer",
+        "responses",
+        "scanner",
+        "sockets",
+    )
 
     def __init__(
         self, core: AuthCore, *, anonymous: bool = False, access: Access | None = None
@@ -91,6 +98,11 @@ class Pipeline:
         # Audit, tracing, throttling: a slower path of its own, taken only when asked for.
         watched = core.on_decision, core.tracing, core.throttle
         self.observer = Observer(self) if any(w is not None for w in watched) else None
+        # The hot path (see _cached_environ) serves the common configuration: one
+        # token header kept as sent, no FIWARE scope, nothing observed.
+        fast = self.observer is None and not core.fiware_service_scope
+        self._fast_key = self.scanner.simple_key if fast else None
+        self._service_key = _headers.environ_key(core.service_token_header)
 
     @classmethod
     def build(
@@ -264,29 +276,17 @@ class Pipeline:
         return Decision(None, self.responses.forbidden(refused.message))
 
     # -- 5: inject -------------------------------------------------------------------------------
-    @staticmethod
-    def inject_environ(environ: Environ, decision: Decision) -> None:
-        """Put the identity and its headers into ``environ``."""
-        items = decision.environ_items
-        if items is None:
-            items = decision.environ_items = _environ_items(decision)
-        environ.update(items)
-
-    @staticmethod
-    def inject_scope(scope: Scope, decision: Decision) -> None:
-        """Put the identity into ``scope`` and its headers into ``scope["headers"]`` (in place)."""
-        items = decision.header_items
-        if items is None:
-            items = decision.header_items = _header_items(decision)
-        if items:
-            scope["headers"].extend(items)
-        scope[IDENTITY_KEY] = decision.identity
-        if decision.service_status is not None:
-            scope[SERVICE_IDENTITY_KEY] = decision.service_identity
+    inject_environ = staticmethod(_inject.inject_environ)
+    inject_scope = staticmethod(_inject.inject_scope)
+    header_items = staticmethod(_inject.scope_header_items)
 
     # -- the whole run, per request shape -------------------------------------------------------
     def run_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """Every step on a WSGI environ (changed in place); answer the rejection if any."""
+        if self._fast_key is not None:
+            decision = self._cached_environ(environ, self._fast_key, raw_path)
+            if decision is not None:
+                return decision
         credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
@@ -298,6 +298,10 @@ class Pipeline:
 
     async def arun_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """:meth:`run_environ`, awaiting the validator."""
+        if self._fast_key is not None:
+            decision = self._cached_environ(environ, self._fast_key, raw_path)
+            if decision is not None:
+                return decision
         credentials = self.scanner.environ(environ)
         environ[RESPONSES_KEY] = self.responses
         if self.is_public_environ(environ, credentials, raw_path):
@@ -306,6 +310,25 @@ class Pipeline:
             decision = await self.observer.adecide(credentials, self.environ_facts(environ))
             return self._inject_environ(environ, decision)
         return self._finish_environ(environ, await self.adecide(credentials))
+
+    def _cached_environ(self, environ: Environ, key: str, raw_path: str | None) -> Decision | None:
+        """The hot path: the steps for a request whose token the cache knows, with
+        fewer calls; None sends the request down the full path (nothing is lost:
+        stripping twice is harmless)."""
+        _headers.strip_environ(environ)
+        token = environ.get(key)
+        if token is None or self._service_key in environ:
+            return None
+        if self.core.public_routes.enabled and (
+            environ.get("REQUEST_METHOD") == "OPTIONS"  # a preflight maybe: the full path
+            or self.is_public_environ(environ, NO_CREDENTIALS, raw_path)
+        ):
+            return None
+        decision = self.core.cached(token)  # also a remembered rejection, once counted
+        if decision is None:
+            return None
+        environ[RESPONSES_KEY] = self.responses
+        return self._finish_environ(environ, decision)
 
     def _public_environ(self, environ: Environ) -> Decision:
         if self.observer is not None:
@@ -368,14 +391,7 @@ class Pipeline:
         if identity is not None:
             if identity.restrictions or self.access:
                 return scope, self._finish_scope(scope, decision)
-            # The hot path (a cached token): inject with the memoised header items.
-            items = decision.header_items
-            if items is None:
-                items = decision.header_items = _header_items(decision)
-            scope["headers"].extend(items)
-            scope[IDENTITY_KEY] = identity
-            if decision.service_status is not None:
-                scope[SERVICE_IDENTITY_KEY] = decision.service_identity
+            _inject.inject_scope(scope, decision)  # the hot path: a cached token
             return scope, decision
         return scope, self._finish_scope(scope, decision)
 
@@ -532,35 +548,3 @@ def _accepting(send: Send, subprotocol: str) -> Send:
         await send(message)
 
     return accepting_send
-
-
-def _environ_items(decision: Decision) -> tuple[tuple[str, Any], ...]:
-    if decision.public:
-        return ((IDENTITY_KEY, None),)
-    identity = decision.identity
-    items: list[tuple[str, Any]] = [(IDENTITY_KEY, identity), (_STATUS_KEY, decision.status)]
-    if identity is not None:
-        items.extend(_headers.wsgi_items(identity))
-    if decision.service_status is not None:
-        service = decision.service_identity
-        items.append((_SERVICE_STATUS_KEY, decision.service_status))
-        items.append((SERVICE_IDENTITY_KEY, service))
-        if service is not None and decision.service_status == "Confirmed":
-            items.extend(_headers.wsgi_items(service, service=True))
-    return tuple(items)
-
-
-def _header_items(decision: Decision) -> tuple[tuple[bytes, bytes], ...]:
-    if decision.public:
-        return ()
-    identity = decision.identity
-    items: list[tuple[bytes, bytes]] = []
-    if identity is not None:
-        items.extend(_headers.asgi_items(identity))
-    items.append((_STATUS_NAME, decision.status.encode()))
-    if decision.service_status is not None:
-        items.append((_SERVICE_STATUS_NAME, decision.service_status.encode()))
-        service = decision.service_identity
-        if service is not None and decision.service_status == "Confirmed":
-            items.extend(_headers.asgi_items(service, service=True))
-    return tuple(items)

@@ -147,6 +147,7 @@ class RedisCacheStats:
         "dropped_writes",
         "errors",
         "hits",
+        "listen_errors",
         "misses",
         "negative_hits",
         "rejected",
@@ -163,7 +164,8 @@ class RedisCacheStats:
         self.revoked = 0  # entry of a revoked token
         self.stale = 0  # older generation or past its valid-until time
         self.rejected = 0  # bad MAC, other secret, undecodable
-        self.errors = 0  # Redis errors and timeouts
+        self.errors = 0  # Redis errors and timeouts of lookups, writes and revocations
+        self.listen_errors = 0  # failures of the revocation subscription (its own thread)
         self.skipped = 0  # operations not attempted while Redis is marked down
         self.writes = 0
         self.dropped_writes = 0
@@ -317,7 +319,10 @@ class _SignedCache:
     def _failed(self, operation: str, exc: BaseException) -> None:
         with self._lock:
             self._failures += 1
-            self.stats.errors += 1
+            if operation == "subscribe":
+                self.stats.listen_errors += 1
+            else:
+                self.stats.errors += 1
             first = not self._down
             if first:
                 self._down = True

@@ -135,7 +135,7 @@ def test_authmw_cache_size(
     until = expires.timestamp()
     with cache._lock:  # fill the cache directly with synthetic identities
         for n in range(filled["count"], size - 1):
-            cache.entries._positive[token_digest(f"synthetic-token-{n:08d}")] = (
+            cache.entries.positive[token_digest(f"synthetic-token-{n:08d}")] = (
                 _synthetic(n, expires),
                 until,
                 until - 3600,

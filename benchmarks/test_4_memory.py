@@ -53,7 +53,7 @@ def test_memory_per_identity(benchmark: Any, keystone: Any, token: str, report: 
         identities = _variants(shape, COUNT)
         with cache._lock:
             for token_, identity in zip(tokens, identities, strict=True):
-                cache.entries._positive[token_digest(token_)] = (identity, until, 0.0)
+                cache.entries.positive[token_digest(token_)] = (identity, until, 0.0)
         del identities
         gc.collect()
         stored = tracemalloc.get_traced_memory()[0]

@@ -118,7 +118,7 @@ def test_keys_are_digests_never_raw_tokens() -> None:
     token = "secret-token-value"
     cache = CachedValidator(Counting({token: identity()}), timer=Clock())
     cache.validate(token)
-    keys = list(cache.entries._positive.keys())
+    keys = list(cache.entries.positive.keys())
     assert keys == [token_digest(token)]
     assert all(token.encode() not in key for key in keys)
 

@@ -100,14 +100,7 @@ class ForwardAuth(_Base):
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
-        items = decision.header_items  # what inject_scope added (memoised per identity)
-        identity: Sequence[tuple[bytes, bytes]] = (
-            items
-            if items is not None
-            else ()
-            if decision.public
-            else _headers.injected_asgi_items(request["headers"])
-        )
+        identity: Sequence[tuple[bytes, bytes]] = pipeline.header_items(decision)
         answer = [_EMPTY, *identity]
         if self._envoy:
             names = (name.decode("latin-1") for name, _ in identity)

@@ -78,43 +78,47 @@ class RevocationEvent:
 
     def matches(self, identity: Identity) -> bool:
         """True if the token behind ``identity`` is revoked by this event."""
-        facts = _facts(identity)
         issued = identity.issued_at
         if self.issued_before is not None and issued is not None and issued > self.issued_before:
             return False
+        audit_ids = identity.audit_ids
+        scope_domain = identity.project_domain_id if identity.project_id else identity.domain_id
         checks = (
-            (self.user_id, (identity.user_id, facts["trustor_id"], facts["trustee_id"])),
             (self.project_id, (identity.project_id,)),
-            (self.audit_id, (facts["audit_id"],)),
-            (self.trust_id, (facts["trust_id"],)),
-            (self.domain_id, (identity.user_domain_id, facts["assignment_domain_id"])),
-            (self.domain_scope_id, (facts["assignment_domain_id"],)),
-            (self.consumer_id, (facts["consumer_id"],)),
-            (self.audit_chain_id, (facts["audit_chain_id"],)),
-            (self.role_id, facts["role_ids"]),
+            (self.audit_id, (audit_ids[0] if audit_ids else None,)),
+            (self.domain_id, (identity.user_domain_id, scope_domain)),
+            (self.domain_scope_id, (scope_domain,)),
+            (self.audit_chain_id, (audit_ids[1] if len(audit_ids) > 1 else None,)),
         )
-        for wanted, values in checks:
-            if wanted is not None and wanted not in values:
-                return False
+        if not _all_match(checks):
+            return False
         expires = _second(identity.expires_at)
-        return self.expires_at is None or _second(self.expires_at) == expires
+        if self.expires_at is not None and _second(self.expires_at) != expires:
+            return False
+        body_free = self.trust_id is None and self.consumer_id is None and self.role_id is None
+        if body_free and self.user_id in (None, identity.user_id):
+            return True  # decided without the token body (the common case: no parse)
+        facts = _body_facts(identity)
+        return _all_match(
+            (
+                (self.user_id, (identity.user_id, facts["trustor_id"], facts["trustee_id"])),
+                (self.trust_id, (facts["trust_id"],)),
+                (self.consumer_id, (facts["consumer_id"],)),
+                (self.role_id, facts["role_ids"]),
+            )
+        )
 
 
-def _facts(identity: Identity) -> dict[str, Any]:
-    """What matching needs beyond the Identity's fields, from the token body (memoised)."""
-    facts: dict[str, Any] | None = identity._memo.get("revocation_facts")
-    if facts is not None:
-        return facts
-    body: Any = identity.token_body or {}
+def _all_match(checks: tuple[tuple[str | None, tuple[Any, ...]], ...]) -> bool:
+    return all(wanted is None or wanted in values for wanted, values in checks)
+
+
+def _body_facts(identity: Identity) -> dict[str, Any]:
+    """What matching needs beyond the Identity's fields, from the token body (one parse)."""
+    body: Any = dict((identity.token_body or {}).items())
     trust = body.get("OS-TRUST:trust") or {}
     oauth = body.get("OS-OAUTH1") or {}
-    audit_ids = identity.audit_ids
-    facts = {
-        "audit_id": audit_ids[0] if audit_ids else None,
-        "audit_chain_id": audit_ids[1] if len(audit_ids) > 1 else None,
-        "assignment_domain_id": identity.project_domain_id
-        if identity.project_id
-        else identity.domain_id,
+    return {
         "role_ids": tuple(
             role.get("id") for role in body.get("roles") or () if isinstance(role, Mapping)
         ),
@@ -123,8 +127,6 @@ def _facts(identity: Identity) -> dict[str, Any]:
         "trustee_id": (trust.get("trustee_user") or {}).get("id"),
         "consumer_id": oauth.get("consumer_id"),
     }
-    identity._memo["revocation_facts"] = facts
-    return facts
 
 
 def build_events_request(
