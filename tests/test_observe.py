@@ -106,6 +106,32 @@ def test_json_lines_and_cadf() -> None:
     assert GOOD not in stream.getvalue() and BAD not in stream.getvalue()
 
 
+def test_close_closes_only_a_file_it_opened(tmp_path: Any) -> None:
+    stream = io.StringIO()
+    JSONLinesAudit(stream=stream).close()
+    assert not stream.closed  # e.g. sys.stdout, which the caller still writes to
+    path = tmp_path / "audit.jsonl"
+    audit = JSONLinesAudit(str(path))
+    nothing = dict.fromkeys(("status", "client", "request_id", "token", "audit_id", "user_id"))
+    nothing |= dict.fromkeys(("user_name", "project_id", "domain_id", "service_user_id"))
+    record = AuditRecord(
+        time=0.0,
+        outcome="public",
+        reason="",
+        method="GET",
+        path="/",
+        roles=(),
+        cached=False,
+        latency_ms=0.0,
+        **nothing,
+    )
+    audit(record)
+    audit.close()
+    assert json.loads(path.read_text())["outcome"] == "public"
+    with pytest.raises(ValueError, match="closed file"):
+        audit(record)
+
+
 # -- throttling -----------------------------------------------------------------------------------
 
 
