@@ -9,6 +9,7 @@ handed to them through ``AUTHMW_CONFIG`` and ``AUTHMW_*``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from typing import Any
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=_log_config(settings.log_level),
         access_log=settings.access_log,
         proxy_headers=False,  # the client address is not for a forwarded header to say
         server_header=False,
@@ -83,3 +85,27 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, plus authmw's loggers at ``level`` on stderr (in
+    every worker: uvicorn applies it in each)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["authmw"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+        "use_colors": None,
+    }
+    config["handlers"]["authmw"] = {
+        "formatter": "authmw",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["authmw"] = {
+        "handlers": ["authmw"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config

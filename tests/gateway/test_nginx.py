@@ -7,6 +7,7 @@ The snippets under test are examples/gateways/nginx/ as shipped.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from authmw._hashing import fingerprint
 from authmw.headers import STRIPPED_HEADERS
 
 from ._servers import Echo, Nginx, Serve, StubAuth
@@ -95,6 +97,16 @@ def test_no_token_or_a_bad_one_is_401_with_the_challenge(client: httpx.Client, e
         assert error["message"] == "The request you have made requires authentication."
         assert response.headers["www-authenticate"].startswith("Keystone ")
     assert echo.count == before
+
+
+def test_authmw_logs_at_the_serve_log_level_without_tokens(
+    stack: tuple[Nginx, Serve], client: httpx.Client
+) -> None:
+    bad = f"not-a-real-token-{uuid.uuid4().hex}"
+    assert_error(client.get("/items", headers={"X-Auth-Token": bad}), 401)
+    log = stack[1].log.read_text()
+    assert f"authmw: rejected token {fingerprint(bad)}" in log  # serve.log_level = "info"
+    assert bad not in log
 
 
 def test_a_reader_on_an_admin_path_is_403(keystone: Any, client: httpx.Client) -> None:
