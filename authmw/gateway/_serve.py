@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigurationError
-from . import CONFIG_ENV, ForwardAuth, RoutePolicy, from_settings, load_settings
+from . import CONFIG_ENV, ForwardAuth, RoutePolicy, Settings, from_settings, load_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _CLI if getattr(args, name) is not None}
     settings = load_settings(args.config, overrides=overrides)
     app = from_settings(ForwardAuth, settings)
-    app.core.close()
+    app.close()
     if args.check:
         access = app.pipeline.access
         routes = len(access) if isinstance(access, RoutePolicy) else 0
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             f"settings ok: gateway {settings.gateway}, validator {settings.validator_kind}, "
             f"{routes} route rule{'s' if routes != 1 else ''}, "
             f"listening on {settings.host}:{settings.port} with {settings.workers} worker"
-            f"{'s' if settings.workers != 1 else ''}"
+            f"{'s' if settings.workers != 1 else ''}{_extras(settings)}"
         )
         return 0
     try:
@@ -85,6 +85,24 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _extras(settings: Settings) -> str:
+    """What the ``--check`` summary adds for throttling, audit and tracing."""
+    extras = []
+    if settings.middleware.get("trusted_proxies"):
+        extras.append(
+            f"trusting X-Forwarded-For from {', '.join(settings.middleware['trusted_proxies'])}"
+        )
+    if settings.throttle is not None:
+        failures, window = settings.throttle
+        extras.append(f"throttling at {failures} failures per client per {window:g} s")
+    if settings.audit_log is not None:
+        where = "standard output" if settings.audit_log == "-" else settings.audit_log
+        extras.append(f"audit ({settings.audit_format}) to {where}")
+    if settings.tracing:
+        extras.append("tracing" + (" with identities" if settings.tracing_identities else ""))
+    return "".join(f"; {extra}" for extra in extras)
 
 
 def _log_config(level: str) -> dict[str, Any]:
