@@ -18,7 +18,7 @@ import pytest
 from authmw._hashing import fingerprint
 from authmw.headers import STRIPPED_HEADERS
 
-from ._servers import Echo, Nginx, Serve, StubAuth
+from ._servers import Echo, Nginx, Serve
 from .conftest import Stack, keystone_env, keystone_sections
 
 FORGED = "forged-by-client"
@@ -185,26 +185,6 @@ def test_fiware_service_and_service_path_are_enforced(keystone: Any, gateway_sta
         assert_error(get(gardens, "othercity", "/gardens"), 401)
         assert_error(get(gardens, "smartcity", None), 401)  # "/" needs a domain token
         assert seen(get(domain, "smartcity", "/"))["x-domain-name"] == ["smartcity"]
-
-
-@pytest.mark.parametrize(
-    ("status", "headers"),
-    [(429, [("Retry-After", "11")]), (503, [("Retry-After", "13")])],
-)
-def test_429_and_503_from_the_auth_server_reach_the_client(
-    tmp_path: Path, echo: Echo, status: int, headers: list[tuple[str, str]]
-) -> None:
-    # The pipeline has no throttling yet, so a stub answers 429: what is under
-    # test is the nginx snippet carrying a status nginx would turn into 500.
-    stub = StubAuth(status, headers).start()
-    nginx = Nginx(tmp_path, echo.port, stub.port).start()
-    try:
-        response = httpx.get(nginx.url + "/items", headers={"X-Auth-Token": "t"}, timeout=30)
-        assert_error(response, status)
-        assert response.headers["retry-after"] == headers[0][1]
-    finally:
-        nginx.stop()
-        stub.stop()
 
 
 def test_authmw_unreachable_is_503_not_500(tmp_path: Path, echo: Echo) -> None:
