@@ -1,5 +1,5 @@
-"""Throttling through nginx ``auth_request`` + ``authmw serve`` (uvicorn) + the real
-Keystone, with the shipped snippets.
+"""Throttling, audit records and tracing through nginx ``auth_request`` + ``authmw serve``
+(uvicorn) + the real Keystone, with the shipped snippets.
 
 Clients connect from distinct loopback addresses (127.0.0.2, 127.0.0.3: the
 whole of 127/8 is the loopback on Linux), so nginx's ``$remote_addr`` tells
@@ -9,15 +9,18 @@ them apart; ``authmw serve`` believes nginx's ``X-Forwarded-For`` because
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from ._servers import Echo, Nginx
+from ._servers import REPO, Echo, Nginx
 from .conftest import Stack, keystone_env, keystone_sections
 from .test_nginx import assert_error, seen
 
@@ -113,3 +116,116 @@ def test_the_budget_is_shared_by_workers_through_redis(
         statuses = [status for batch in pool.map(flood, range(8)) for status in batch]
     assert sorted(statuses) == [401] * BUDGET + [429] * (7 * BUDGET)
     assert keystone.validation_count() - calls == BUDGET
+
+
+@pytest.mark.parametrize(
+    ("audit_format", "to_stdout"), [("record", False), ("cadf", False), ("record", True)]
+)
+def test_one_audit_line_per_check_without_a_token(
+    keystone: Any, gateway_stack: Stack, tmp_path: Path, audit_format: str, to_stdout: bool
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    nginx, serve = gateway_stack(
+        keystone_sections(
+            keystone,
+            trusted_proxies=[GATEWAY],
+            audit_log="-" if to_stdout else str(audit),
+            audit_format=audit_format,
+        ),
+        keystone_env(keystone),
+    )
+    member = keystone.issue_token("demo-user", project="demo-project")
+    reader = keystone.issue_token("demo-reader", project="demo-project")
+    bad = bad_token()
+    checks = [
+        ("/items", member, 200, "allowed"),
+        ("/items?page=2", member, 200, "allowed"),  # from the cache
+        ("/items", bad, 401, "rejected"),
+        ("/items", None, 401, "rejected"),
+        ("/healthz", None, 200, "public"),
+        ("/admin/settings", reader, 403, "forbidden"),
+    ]
+    with client_from(nginx, ATTACKER) as client:
+        for path, token, status, _ in checks:
+            response = get(client, token, path, **{"X-OpenStack-Request-ID": f"req-{path}"})
+            assert response.status_code == status, (path, response.text)
+    text = serve.log.read_text() if to_stdout else audit.read_text()
+    for token in (member, reader, bad):
+        assert token not in text
+    # On standard output (here the server's log), between uvicorn's and authmw's lines.
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if not to_stdout:
+        assert lines == text.splitlines()
+    assert len(lines) == len(checks), lines
+    records = [json.loads(line) for line in lines]
+    member_id = keystone.user("demo-user")["id"]
+    if audit_format == "record":
+        assert [r["outcome"] for r in records] == [outcome for *_, outcome in checks]
+        assert [r["status"] for r in records] == [None, None, 401, 401, None, 403]
+        assert [r["cached"] for r in records[:2]] == [False, True]
+        assert {r["client"] for r in records} == {ATTACKER}
+        assert [r["path"] for r in records] == ["/items"] * 4 + ["/healthz", "/admin/settings"]
+        assert records[0]["user_id"] == member_id and records[0]["user_name"] == "demo-user"
+        assert records[0]["request_id"] == "req-/items"
+        assert records[2]["token"] is not None and len(records[2]["token"]) == 8
+        assert records[3]["token"] is None and records[4]["user_id"] is None
+    else:
+        assert [r["reason"]["policyType"] for r in records] == [o for *_, o in checks]
+        success = [status == 200 for _, _, status, _ in checks]
+        assert [r["outcome"] == "success" for r in records] == success
+        codes = [str(status) for _, _, status, _ in checks]
+        assert [r["reason"]["reasonCode"] for r in records] == codes
+        assert {r["initiator"]["host"]["address"] for r in records} == {ATTACKER}
+        assert records[0]["initiator"]["id"] == member_id
+        assert records[0]["requestId"] == "req-/items"
+
+
+SITECUSTOMIZE = """
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+# What `opentelemetry-instrument` does, with the spans written to a file.
+_out = open(os.environ["TEST_SPANS_FILE"], "a", buffering=1)
+_provider = TracerProvider()
+_provider.add_span_processor(
+    SimpleSpanProcessor(
+        ConsoleSpanExporter(out=_out, formatter=lambda span: span.to_json(indent=None) + "\\n")
+    )
+)
+trace.set_tracer_provider(_provider)
+"""
+
+
+def test_a_check_continues_the_callers_trace_down_to_keystone(
+    keystone: Any, gateway_stack: Stack, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    spans_file = tmp_path / "spans.jsonl"
+    env = {
+        **keystone_env(keystone),
+        "PYTHONPATH": f"{site}:{REPO}",
+        "TEST_SPANS_FILE": str(spans_file),
+    }
+    nginx, _ = gateway_stack(keystone_sections(keystone, tracing=True), env)
+    token = keystone.issue_token("demo-user", project="demo-project")
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    with client_from(nginx, ATTACKER) as client:
+        traceparent = f"00-{trace_id}-{parent_id}-01"
+        assert seen(get(client, token, traceparent=traceparent))
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    (check,) = [s for s in spans if s["name"] == "authmw.authenticate"]
+    assert check["context"]["trace_id"] == "0x" + trace_id
+    assert check["parent_id"] == "0x" + parent_id
+    assert check["attributes"]["authmw.outcome"] == "allowed"
+    assert check["attributes"]["authmw.cache"] == "miss"
+    assert check["attributes"]["url.path"] == "/items"
+    assert "enduser.id" not in check["attributes"]
+    calls = [s for s in spans if s["parent_id"] == check["context"]["span_id"]]
+    assert [s["name"] for s in calls] == ["GET identity service"]
+    assert calls[0]["context"]["trace_id"] == "0x" + trace_id
+    assert token not in spans_file.read_text()
