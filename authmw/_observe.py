@@ -131,10 +131,11 @@ class Observer:
         decision: Decision,
         credentials: Credentials | None,
         request: RequestFacts,
-        started: float,
+        started: float | None,
         cached: bool,
     ) -> None:
-        """Hand one record of ``decision`` to the hook (if any)."""
+        """Hand one record of ``decision`` to the hook (if any); ``started``: when deciding
+        began (:func:`time.perf_counter`), None when nothing was decided (a public route)."""
         hook = self.hook
         if hook is None:
             return
@@ -160,7 +161,7 @@ class Observer:
             roles=identity.roles if identity is not None else (),
             service_user_id=service.user_id if service is not None else None,
             cached=cached,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=0.0 if started is None else round((time.perf_counter() - started) * 1e3, 3),
         )
         self._call(hook, record)
 

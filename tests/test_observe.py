@@ -58,6 +58,7 @@ def test_one_record_per_decision_without_the_token() -> None:
     assert first.client == "192.0.2.10" and first.method == "GET" and first.path == "/"
     assert first.roles == ("Member", "reader", "Admin")
     assert bad.status == 401 and bad.user_id is None and bad.token is not None
+    assert records[4].latency_ms == 0.0  # nothing to decide on a public route
     assert len(bad.token) == 8
     for record in records:
         text = json.dumps(record.as_dict())
