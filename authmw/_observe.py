@@ -68,13 +68,13 @@ class Observer:
             decision = self.pipeline.cached_decision(credentials)
             cached = decision is not None
             if decision is None:
-                throttle = self.throttle
-                decision = self._throttled(
-                    throttle.reserve(request.client) if throttle is not None else None
-                )
+                throttle, client = self.throttle, self._client(credentials, request)
+                if throttle is not None and client is not None:
+                    decision = self._throttled(throttle.reserve(client))
                 if decision is None:
                     decision = self.pipeline.validated(credentials)
-                    self._settle(decision, request.client)
+                    if throttle is not None and client is not None and _not_failed(decision):
+                        throttle.release(client)
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
         self.record(decision, credentials, request, started, cached)
@@ -87,13 +87,13 @@ class Observer:
             decision = self.pipeline.cached_decision(credentials)
             cached = decision is not None
             if decision is None:
-                throttle = self.throttle
-                wait = await throttle.areserve(request.client) if throttle is not None else None
-                decision = self._throttled(wait)
+                throttle, client = self.throttle, self._client(credentials, request)
+                if throttle is not None and client is not None:
+                    decision = self._throttled(await throttle.areserve(client))
                 if decision is None:
                     decision = await self.pipeline.avalidated(credentials)
-                    if throttle is not None and _not_failed(decision):
-                        await throttle.arelease(request.client)
+                    if throttle is not None and client is not None and _not_failed(decision):
+                        await throttle.arelease(client)
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
         self.record(decision, credentials, request, started, cached)
@@ -104,9 +104,18 @@ class Observer:
             return None
         return Decision(None, self.pipeline.responses.too_many(wait))
 
-    def _settle(self, decision: Decision, client: str | None) -> None:
-        if self.throttle is not None and _not_failed(decision):
-            self.throttle.release(client)
+    def _client(self, credentials: Credentials, request: RequestFacts) -> str | None:
+        """The client whose failure budget deciding uses, or None: not throttling, or no
+        well-formed token to validate (no token, or only malformed ones: answered 401
+        without the validator, so not a failure the budget counts)."""
+        if self.throttle is None:
+            return None
+        core = self.pipeline.core
+        answers = core._answers[credentials.source]
+        for value in (credentials.token, credentials.service_token):
+            if value is not None and isinstance(core._extract(value, answers), str):
+                return request.client
+        return None
 
     # -- tracing -------------------------------------------------------------------------------
     @contextlib.contextmanager

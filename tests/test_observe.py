@@ -157,6 +157,18 @@ def test_successes_and_outages_do_not_use_the_budget() -> None:
         assert get(middleware, f"good-token-{n:04d}-xxxxxx") == 200
 
 
+def test_requests_the_validator_never_sees_do_not_use_the_budget() -> None:
+    # No token, or only a malformed one: 401 without asking the validator. A browser
+    # polling before its user logs in must not be locked out of logging in.
+    middleware, validator = wsgi(throttle=Throttle(failures=2, window=60))
+    assert [get(middleware, None) for _ in range(5)] == [401] * 5
+    assert [get(middleware, "x" * 5000) for _ in range(5)] == [401] * 5
+    assert [get(middleware, "two words") for _ in range(5)] == [401] * 5
+    assert validator.calls == []
+    assert get(middleware, GOOD) == 200  # validated: the budget is untouched
+    assert [get(middleware, f"bad-{n}-xxxxxxxxxxxx") for n in range(3)] == [401, 401, 429]
+
+
 def test_concurrent_floods_stay_within_the_budget() -> None:
     middleware, validator = wsgi(throttle=Throttle(failures=10, window=60))
     barrier = threading.Barrier(8)
