@@ -25,6 +25,7 @@ from ._hashing import fingerprint
 from ._scan import Credentials
 from .audit import AuditRecord
 from .core import Decision
+from .identity import Identity
 from .restrictions import RequestFacts
 
 if TYPE_CHECKING:
@@ -75,9 +76,10 @@ class Observer:
                     decision = self.pipeline.validated(credentials)
                     if throttle is not None and client is not None and _not_failed(decision):
                         throttle.release(client)
+            confirmed = decision.identity  # who a restriction refuses, for the record
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
-        self.record(decision, credentials, request, started, cached)
+        self.record(decision, credentials, request, started, cached, confirmed)
         return decision
 
     async def adecide(self, credentials: Credentials, request: RequestFacts) -> Decision:
@@ -94,9 +96,10 @@ class Observer:
                     decision = await self.pipeline.avalidated(credentials)
                     if throttle is not None and client is not None and _not_failed(decision):
                         await throttle.arelease(client)
+            confirmed = decision.identity  # who a restriction refuses, for the record
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
-        self.record(decision, credentials, request, started, cached)
+        self.record(decision, credentials, request, started, cached, confirmed)
         return decision
 
     def _throttled(self, wait: float | None) -> Decision | None:
@@ -142,13 +145,16 @@ class Observer:
         request: RequestFacts,
         started: float | None,
         cached: bool,
+        identity: Identity | None = None,
     ) -> None:
         """Hand one record of ``decision`` to the hook (if any); ``started``: when deciding
-        began (:func:`time.perf_counter`), None when nothing was decided (a public route)."""
+        began (:func:`time.perf_counter`), None when nothing was decided (a public route);
+        ``identity``: the one confirmed before a restriction refused it, if so."""
         hook = self.hook
         if hook is None:
             return
-        identity = decision.identity
+        if identity is None:
+            identity = decision.identity
         rejection = decision.rejection
         token = credentials.token.strip() if credentials and credentials.token else None
         service = decision.service_identity

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from authmw import Identity, IdentityServiceUnavailable, InvalidToken, Throttle
+from authmw.audit import AuditRecord
 from authmw.errors import ConfigurationError
 from authmw.gateway import ForwardAuth, ForwardAuthWSGI, RoutePolicy, build
 from authmw.headers import STRIPPED_HEADERS
@@ -297,3 +298,16 @@ def test_the_check_continues_the_gateways_trace(form: str) -> None:
     assert first.attributes is not None and first.attributes["authmw.cache"] == "miss"
     assert second.parent is None and format(second.context.trace_id, "032x") != trace_id
     provider.shutdown()
+
+
+def test_a_refusal_by_the_route_policy_is_recorded_with_who_was_refused(form: str) -> None:
+    records: list[AuditRecord] = []
+    with client(form, "nginx", on_decision=records.append) as c:
+        for uri, status in (("/admin/x", 403), ("/admin/x", 403), ("/items", 200)):
+            response = c.get("/", headers=nginx("GET", uri, ("X-Auth-Token", GOOD)))
+            assert response.status_code == status
+    assert [(r.outcome, r.status, r.user_name, r.cached) for r in records] == [
+        ("forbidden", 403, "alice", False),
+        ("forbidden", 403, "alice", True),
+        ("allowed", None, "alice", True),
+    ]

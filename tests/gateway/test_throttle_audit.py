@@ -169,6 +169,7 @@ def test_one_audit_line_per_check_without_a_token(
         assert records[0]["request_id"] == "req-/items"
         assert records[2]["token"] is not None and len(records[2]["token"]) == 8
         assert records[3]["token"] is None and records[4]["user_id"] is None
+        assert records[5]["user_name"] == "demo-reader"  # who the route policy refused
     else:
         assert [r["reason"]["policyType"] for r in records] == [o for *_, o in checks]
         success = [status == 200 for _, _, status, _ in checks]
@@ -177,6 +178,7 @@ def test_one_audit_line_per_check_without_a_token(
         assert [r["reason"]["reasonCode"] for r in records] == codes
         assert {r["initiator"]["host"]["address"] for r in records} == {ATTACKER}
         assert records[0]["initiator"]["id"] == member_id
+        assert records[5]["initiator"]["name"] == "demo-reader"
         assert records[0]["requestId"] == "req-/items"
 
 
