@@ -25,6 +25,7 @@ from ._hashing import fingerprint
 from ._scan import Credentials
 from .audit import AuditRecord
 from .core import Decision
+from .identity import Identity
 from .restrictions import RequestFacts
 
 if TYPE_CHECKING:
@@ -68,16 +69,17 @@ class Observer:
             decision = self.pipeline.cached_decision(credentials)
             cached = decision is not None
             if decision is None:
-                throttle = self.throttle
-                decision = self._throttled(
-                    throttle.reserve(request.client) if throttle is not None else None
-                )
+                throttle, client = self.throttle, self._client(credentials, request)
+                if throttle is not None and client is not None:
+                    decision = self._throttled(throttle.reserve(client))
                 if decision is None:
                     decision = self.pipeline.validated(credentials)
-                    self._settle(decision, request.client)
+                    if throttle is not None and client is not None and _not_failed(decision):
+                        throttle.release(client)
+            confirmed = decision.identity  # who a restriction refuses, for the record
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
-        self.record(decision, credentials, request, started, cached)
+        self.record(decision, credentials, request, started, cached, confirmed)
         return decision
 
     async def adecide(self, credentials: Credentials, request: RequestFacts) -> Decision:
@@ -87,16 +89,17 @@ class Observer:
             decision = self.pipeline.cached_decision(credentials)
             cached = decision is not None
             if decision is None:
-                throttle = self.throttle
-                wait = await throttle.areserve(request.client) if throttle is not None else None
-                decision = self._throttled(wait)
+                throttle, client = self.throttle, self._client(credentials, request)
+                if throttle is not None and client is not None:
+                    decision = self._throttled(await throttle.areserve(client))
                 if decision is None:
                     decision = await self.pipeline.avalidated(credentials)
-                    if throttle is not None and _not_failed(decision):
-                        await throttle.arelease(request.client)
+                    if throttle is not None and client is not None and _not_failed(decision):
+                        await throttle.arelease(client)
+            confirmed = decision.identity  # who a restriction refuses, for the record
             decision = self.pipeline.restricted(decision, request)
             self._trace(span, decision, cached)
-        self.record(decision, credentials, request, started, cached)
+        self.record(decision, credentials, request, started, cached, confirmed)
         return decision
 
     def _throttled(self, wait: float | None) -> Decision | None:
@@ -104,9 +107,18 @@ class Observer:
             return None
         return Decision(None, self.pipeline.responses.too_many(wait))
 
-    def _settle(self, decision: Decision, client: str | None) -> None:
-        if self.throttle is not None and _not_failed(decision):
-            self.throttle.release(client)
+    def _client(self, credentials: Credentials, request: RequestFacts) -> str | None:
+        """The client whose failure budget deciding uses, or None: not throttling, or no
+        well-formed token to validate (no token, or only malformed ones: answered 401
+        without the validator, so not a failure the budget counts)."""
+        if self.throttle is None:
+            return None
+        core = self.pipeline.core
+        answers = core._answers[credentials.source]
+        for value in (credentials.token, credentials.service_token):
+            if value is not None and isinstance(core._extract(value, answers), str):
+                return request.client
+        return None
 
     # -- tracing -------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -131,14 +143,18 @@ class Observer:
         decision: Decision,
         credentials: Credentials | None,
         request: RequestFacts,
-        started: float,
+        started: float | None,
         cached: bool,
+        identity: Identity | None = None,
     ) -> None:
-        """Hand one record of ``decision`` to the hook (if any)."""
+        """Hand one record of ``decision`` to the hook (if any); ``started``: when deciding
+        began (:func:`time.perf_counter`), None when nothing was decided (a public route);
+        ``identity``: the one confirmed before a restriction refused it, if so."""
         hook = self.hook
         if hook is None:
             return
-        identity = decision.identity
+        if identity is None:
+            identity = decision.identity
         rejection = decision.rejection
         token = credentials.token.strip() if credentials and credentials.token else None
         service = decision.service_identity
@@ -160,7 +176,7 @@ class Observer:
             roles=identity.roles if identity is not None else (),
             service_user_id=service.user_id if service is not None else None,
             cached=cached,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=0.0 if started is None else round((time.perf_counter() - started) * 1e3, 3),
         )
         self._call(hook, record)
 

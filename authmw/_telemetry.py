@@ -19,8 +19,8 @@ __all__ = ["active", "cache_outcome", "install", "outgoing", "request_id"]
 cache_outcome: contextvars.ContextVar[str] = contextvars.ContextVar(
     "authmw_cache_outcome", default="miss"
 )
-"""``miss`` (asked the validator), ``coalesced`` (waited for another request's answer)
-or ``negative`` (a cached rejection), for the authentication in progress."""
+"""``miss`` (not in the process's cache) or ``coalesced`` (waited for another request's
+answer), for the authentication in progress (a cache hit never gets this far)."""
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "authmw_request_id", default=None

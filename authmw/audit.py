@@ -92,6 +92,7 @@ class JSONLinesAudit:
         self._logger = logger
         self._lock = threading.Lock()
         self._stream: IO[str] | None = stream
+        self._owned = path is not None  # close() closes only a file opened here
         if path is not None:
             self._stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
@@ -107,7 +108,7 @@ class JSONLinesAudit:
 
     def close(self) -> None:
         """Close the file (a stream or logger given is left alone)."""
-        if self._stream is not None and self._logger is None:
+        if self._stream is not None and self._owned:
             self._stream.close()
 
 

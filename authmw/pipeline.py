@@ -332,7 +332,7 @@ class Pipeline:
 
     def _public_environ(self, environ: Environ) -> Decision:
         if self.observer is not None:
-            self.observer.record(PUBLIC, None, self.environ_facts(environ), 0.0, False)
+            self.observer.record(PUBLIC, None, self.environ_facts(environ), None, False)
         return self._inject_environ(environ, PUBLIC)
 
     def _finish_environ(self, environ: Environ, decision: Decision) -> Decision:
@@ -378,7 +378,7 @@ class Pipeline:
         scope, credentials = self.prepare_scope(scope, copy=copy)
         if credentials is None:
             if self.observer is not None:
-                self.observer.record(PUBLIC, None, self.scope_facts(scope), 0.0, False)
+                self.observer.record(PUBLIC, None, self.scope_facts(scope), None, False)
             return scope, PUBLIC
         if self.observer is not None:  # the whole decision in resolve_scope, observed
             scope[CREDENTIALS_KEY] = credentials

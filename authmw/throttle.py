@@ -4,18 +4,20 @@
 point; off by default) gives each client address a budget of failed
 authentications per window. A validation that has to ask the identity
 service first reserves a unit of its client's budget; a success or an
-outage gives it back, a rejection keeps it. A client past its budget gets
-429 with ``Retry-After`` without the identity service being asked, while
-its tokens already in the cache keep working (a cache hit reserves
-nothing). Reserving before asking keeps the bound exact under concurrency:
-a flood of unique bad tokens from one address costs at most the budget in
-identity-service calls per window.
+outage gives it back, a rejection keeps it (a request without a token, or
+with only a malformed one, is answered 401 without asking and uses none).
+A client past its budget gets 429 with ``Retry-After`` without the
+identity service being asked, while its tokens already in the cache keep
+working (a cache hit reserves nothing). Reserving before asking keeps the
+bound exact under concurrency: a flood of unique bad tokens from one
+address costs at most the budget in identity-service calls per window.
 
 With a shared cache that counts (Redis), the budget is shared by every
 process and host; otherwise each process has its own. The client address is
 the connection's, or a trusted proxy's ``X-Forwarded-For`` (the
 ``trusted_proxies`` option); a request whose address is unknown is not
-throttled. Addresses are kept as keyed digests in the shared cache.
+throttled. The shared cache holds digests of the addresses, not the
+addresses. See docs/throttling.md.
 """
 
 from __future__ import annotations

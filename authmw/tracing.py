@@ -2,8 +2,8 @@
 
 With ``tracing=Tracing()`` (any entry point's option) each authentication
 is a span ``authmw.authenticate`` with its outcome and whether the cache
-answered (``hit``, ``miss``, ``coalesced``: waited for another request's
-validation, ``negative``: a cached rejection); each HTTP call of a remote
+answered (``hit``: an identity or a rejection the process cached, ``miss``,
+``coalesced``: waited for another request's validation); each HTTP call of a remote
 validator (Keystone, introspection, JWKS) is a child span, and carries the
 trace context (``traceparent``) and the request's ``X-OpenStack-Request-ID``
 to the identity service, so one trace spans the middleware and the Keystone

@@ -58,6 +58,7 @@ def test_one_record_per_decision_without_the_token() -> None:
     assert first.client == "192.0.2.10" and first.method == "GET" and first.path == "/"
     assert first.roles == ("Member", "reader", "Admin")
     assert bad.status == 401 and bad.user_id is None and bad.token is not None
+    assert records[4].latency_ms == 0.0  # nothing to decide on a public route
     assert len(bad.token) == 8
     for record in records:
         text = json.dumps(record.as_dict())
@@ -106,6 +107,32 @@ def test_json_lines_and_cadf() -> None:
     assert GOOD not in stream.getvalue() and BAD not in stream.getvalue()
 
 
+def test_close_closes_only_a_file_it_opened(tmp_path: Any) -> None:
+    stream = io.StringIO()
+    JSONLinesAudit(stream=stream).close()
+    assert not stream.closed  # e.g. sys.stdout, which the caller still writes to
+    path = tmp_path / "audit.jsonl"
+    audit = JSONLinesAudit(str(path))
+    nothing = dict.fromkeys(("status", "client", "request_id", "token", "audit_id", "user_id"))
+    nothing |= dict.fromkeys(("user_name", "project_id", "domain_id", "service_user_id"))
+    record = AuditRecord(
+        time=0.0,
+        outcome="public",
+        reason="",
+        method="GET",
+        path="/",
+        roles=(),
+        cached=False,
+        latency_ms=0.0,
+        **nothing,
+    )
+    audit(record)
+    audit.close()
+    assert json.loads(path.read_text())["outcome"] == "public"
+    with pytest.raises(ValueError, match="closed file"):
+        audit(record)
+
+
 # -- throttling -----------------------------------------------------------------------------------
 
 
@@ -128,6 +155,18 @@ def test_successes_and_outages_do_not_use_the_budget() -> None:
     middleware = WSGIAuthMiddleware(WSGIRecorder(), validator, throttle=Throttle(failures=2))
     for n in range(20):
         assert get(middleware, f"good-token-{n:04d}-xxxxxx") == 200
+
+
+def test_requests_the_validator_never_sees_do_not_use_the_budget() -> None:
+    # No token, or only a malformed one: 401 without asking the validator. A browser
+    # polling before its user logs in must not be locked out of logging in.
+    middleware, validator = wsgi(throttle=Throttle(failures=2, window=60))
+    assert [get(middleware, None) for _ in range(5)] == [401] * 5
+    assert [get(middleware, "x" * 5000) for _ in range(5)] == [401] * 5
+    assert [get(middleware, "two words") for _ in range(5)] == [401] * 5
+    assert validator.calls == []
+    assert get(middleware, GOOD) == 200  # validated: the budget is untouched
+    assert [get(middleware, f"bad-{n}-xxxxxxxxxxxx") for n in range(3)] == [401, 401, 429]
 
 
 def test_concurrent_floods_stay_within_the_budget() -> None:

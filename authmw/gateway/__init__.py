@@ -64,8 +64,17 @@ def build(
 def from_settings(kind: type[App], settings: Settings) -> App:
     """A forward-auth app of ``kind`` as ``settings`` say."""
     validator, options, routes = build_parts(settings)
-    core = AuthCore(validator, **options)
-    return kind(core, gateway_mode(settings.gateway, settings.path_prefix), routes)
+    audit = options.get("on_decision")  # the audit file the settings opened
+    try:
+        core = AuthCore(validator, **options)
+        app = kind(core, gateway_mode(settings.gateway, settings.path_prefix), routes)
+    except BaseException:
+        if audit is not None:
+            audit.close()
+        raise
+    if audit is not None:
+        app.closers.append(audit.close)
+    return app
 
 
 def asgi_app(environ: Mapping[str, str] | None = None) -> ForwardAuth:

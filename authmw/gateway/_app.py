@@ -13,15 +13,21 @@ runs the pipeline on that, and translates the decision back:
 - refused: the pipeline's answer as it is (401 with ``WWW-Authenticate``,
   403, 429, 503 with ``Retry-After``), which the gateway passes on;
 - a check request that does not say which request it is about: 400.
+
+With tracing on, the check's span continues the gateway's trace (the
+``traceparent`` the gateway, or its client, sent with the check).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .. import headers as _headers
+from .._clients import parse_address
 from ..pipeline import Access, Message, Pipeline, Receive, Scope, Send
 from ._modes import GatewayMode, Original
 
@@ -39,6 +45,11 @@ _TO_REMOVE = _headers.ENVOY_HEADERS_TO_REMOVE.lower().encode()
 _ALL_IDENTITY_NAMES = tuple(sorted(name.lower() for name in _headers.STRIPPED_HEADERS))
 _TARGET_KEYS = frozenset({"PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI"})
 _ORIGINAL_KEYS = ("type", "asgi", "http_version", "scheme", "server", "client", "extensions")
+_FORWARDED = _headers.X_FORWARDED_FOR.lower().encode()
+_FORWARDED_KEY = _headers.environ_key(_headers.X_FORWARDED_FOR)
+_FORWARDED_CHECKS = 64  # checks looked at for a missing X-Forwarded-For when throttling
+
+log = logging.getLogger("authmw.gateway")
 
 
 class _Base:
@@ -52,6 +63,32 @@ class _Base:
         self._read_keys = frozenset(_headers.environ_key(n.decode()) for n in self._read)
         self._envoy = mode.uri_header is None
         self._removals: dict[frozenset[str], str] = {}
+        self.closers: list[Callable[[], None]] = []
+        """Called by :meth:`close` (and at lifespan shutdown): what the settings opened."""
+        self._traced = _trace_parent() if core.tracing is not None else None
+        self._forwarded_checks = _FORWARDED_CHECKS if core.throttle is not None else 0
+
+    def _forwarded(self, peer: str | None, forwarded: bool) -> None:
+        """Throttling: warn once if a trusted gateway sends no X-Forwarded-For (every
+        client would share the gateway's budget)."""
+        self._forwarded_checks -= 1
+        address = parse_address(peer) if peer else None
+        if forwarded or address is None:
+            return
+        if any(address in network for network in self.core.clients.networks):
+            self._forwarded_checks = 0
+            log.warning(
+                "a check from the gateway (%s) carries no X-Forwarded-For: throttling counts "
+                "it against the gateway's address, which every client shares; make the "
+                "gateway send the client's address (docs/gateway.md)",
+                address,
+            )
+
+    def close(self) -> None:
+        """Close the validator's blocking resources and what the settings opened."""
+        self.core.close()
+        for close in self.closers:
+            close()
 
     def _to_remove(self, names: Iterable[str]) -> str:
         """Envoy: every identity header name the answer does not set, comma-separated."""
@@ -78,7 +115,18 @@ class ForwardAuth(_Base):
             return
         if kind != "http":
             return  # no gateway checks over websockets: the connection is refused
+        if self._traced is None:
+            await self._check(scope, receive, send)
+            return
+        with self._traced(_pairs(scope.get("headers") or ())):
+            await self._check(scope, receive, send)
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send) -> None:
         original, headers = self._original(scope)
+        if self._forwarded_checks > 0:
+            client = scope.get("client")
+            forwarded = any(name.lower() == _FORWARDED for name, _ in headers)
+            self._forwarded(client[0] if client else None, forwarded)
         pipeline = self.pipeline
         if isinstance(original, str):
             await pipeline.send_rejection(
@@ -139,6 +187,8 @@ class ForwardAuth(_Base):
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.core.aclose()
+                for close in self.closers:
+                    close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -147,7 +197,20 @@ class ForwardAuthWSGI(_Base):
     """The WSGI forward-auth app (e.g. under gunicorn: ``authmw.gateway:wsgi_app()``)."""
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        if self._traced is None:
+            return self._check(environ, start_response)
+        carrier = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and isinstance(value, str)
+        }
+        with self._traced(carrier):
+            return self._check(environ, start_response)
+
+    def _check(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         original, request = self._original(environ)
+        if self._forwarded_checks > 0:
+            self._forwarded(environ.get("REMOTE_ADDR"), _FORWARDED_KEY in environ)
         pipeline = self.pipeline
         if isinstance(original, str):
             rejection = pipeline.responses.bad_request(original)
@@ -193,3 +256,23 @@ class ForwardAuthWSGI(_Base):
                 RAW_URI=original.raw_path.decode("latin-1"),
             )
         return original, request
+
+
+def _pairs(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """An ASGI header list as a carrier for OpenTelemetry's propagators."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in headers}
+
+
+def _trace_parent() -> Callable[[Mapping[str, str]], contextlib.AbstractContextManager[None]]:
+    """A context manager making the trace context in a check's headers the current one."""
+    from opentelemetry import context, propagate
+
+    @contextlib.contextmanager
+    def parent(carrier: Mapping[str, str]) -> Iterator[None]:
+        token = context.attach(propagate.extract(carrier))
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+    return parent

@@ -12,7 +12,10 @@ Sections (docs/gateway.md has the reference):
   ``workers``, ``path_prefix`` (envoy), ``log_level``, ``access_log``;
 - ``validator``: ``type`` and the validator's settings (:mod:`._validators`);
 - ``middleware``: the pipeline's options, as for the middleware
-  (``public_routes``, ``fiware_service_scope``, ``cache_time``, ...);
+  (``public_routes``, ``fiware_service_scope``, ``cache_time``, ...), and
+  the server's forms of the options that take objects: ``trusted_proxies``,
+  ``throttle`` (``{failures, window}``), ``audit_log`` and ``audit_format``
+  (a JSON-lines file for ``on_decision``), ``tracing``;
 - ``routes``: ``rules`` (``[{match = "DELETE /v2/*", rule = "role:admin"}]``),
   ``default`` and ``policy_file`` (named rules for ``rule:...``);
 - ``cache``: ``redis_url``, ``redis_secret``, ``encrypt``: a shared cache.
@@ -23,15 +26,21 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _checks
+from .._clients import ClientAddresses
 from ..errors import ConfigurationError
-from ..options import _MIDDLEWARE, _bool, _int, _str
+from ..options import _MIDDLEWARE, _bool, _choice, _float, _int, _list, _str
+from ..throttle import Throttle
 from ._validators import KINDS, build_validator, check_kind, env_name, infer_kind
+
+if TYPE_CHECKING:
+    from ..audit import JSONLinesAudit
 
 __all__ = ["CONFIG_ENV", "Settings", "load_settings"]
 
@@ -40,6 +49,11 @@ CONFIG_ENV = "AUTHMW_CONFIG"
 
 # Middleware options a file cannot express (objects): the server builds them.
 _OBJECT_OPTIONS = frozenset({"shared_cache", "timer"})
+# Middleware settings of the server's own: the middleware takes objects for these.
+_SERVER_OPTIONS = ("trusted_proxies", "throttle", "audit_log", "audit_format", "tracing")
+_THROTTLE = {"failures": _int, "window": _float}
+_TRACING = {"identities": _bool}
+_AUDIT_FORMATS = ("record", "cadf")
 _SECTIONS = ("serve", "validator", "middleware", "routes", "cache")
 _SERVE: dict[str, Any] = {
     "gateway": None,
@@ -78,6 +92,17 @@ class Settings:
     validator: dict[str, tuple[str, Any]] = field(default_factory=dict)
     """Validator settings: name -> (where it was set, value)."""
     middleware: dict[str, Any] = field(default_factory=dict)
+    """Middleware options (``trusted_proxies`` among them), parsed."""
+    throttle: tuple[int, float] | None = None
+    """(failures, window) of each client's budget of failed authentications, or None."""
+    audit_log: str | None = None
+    """The JSON-lines audit file (``-``: standard output), or None."""
+    audit_format: str = "record"
+    """``record`` (the :class:`~authmw.audit.AuditRecord` fields) or ``cadf``."""
+    tracing: bool = False
+    tracing_identities: bool = False
+    given: dict[str, str] = field(default_factory=dict)
+    """Where each ``middleware`` setting was given (a file's key or a variable)."""
     routes: list[tuple[str, str]] = field(default_factory=list)
     default_rule: str | None = None
     policy_file: str | None = None
@@ -171,7 +196,7 @@ def load_settings(
     settings = Settings(gateway="", source=path)
     _serve_settings(settings, serve, env, overrides or {})
     _validator_settings(settings, validator, env)
-    settings.middleware = _middleware_settings(middleware, env)
+    _middleware_settings(settings, middleware, env)
     _route_settings(settings, routes, env)
     _cache_settings(settings, cache, env)
     return settings
@@ -257,12 +282,20 @@ def _validator_settings(
     settings.validator = chosen
 
 
-def _middleware_settings(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    known = sorted(set(_MIDDLEWARE) - _OBJECT_OPTIONS)
+def _middleware_settings(
+    settings: Settings, values: Mapping[str, Any], env: Mapping[str, str]
+) -> None:
+    known = sorted((set(_MIDDLEWARE) - _OBJECT_OPTIONS) | set(_SERVER_OPTIONS))
     options: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, value in values.items():
-        if name not in _MIDDLEWARE:
+        if name not in known:
+            if name == "on_decision":
+                raise ConfigurationError(
+                    "middleware.on_decision",
+                    "takes a Python hook: set middleware.audit_log (a JSON-lines file, "
+                    "or - for standard output)",
+                )
             raise _checks.unknown_option(f"middleware.{name}", [f"middleware.{n}" for n in known])
         sources[name] = f"middleware.{name}"
         options[name] = value
@@ -272,11 +305,99 @@ def _middleware_settings(values: Mapping[str, Any], env: Mapping[str, str]) -> d
             sources[name], options[name] = variable, env[variable]
     parsed: dict[str, Any] = {}
     for name, value in options.items():
+        if name in _SERVER_OPTIONS:
+            continue
         keyword, parse = _MIDDLEWARE[name]
         if keyword in parsed:
             raise ConfigurationError(sources[name], f"sets {keyword} a second time")
         parsed[keyword] = parse(sources[name], value)
-    return parsed
+    settings.middleware = parsed
+    settings.given = sources
+    _server_options(settings, {n: (sources[n], v) for n, v in options.items()})
+
+
+def _server_options(settings: Settings, given: Mapping[str, tuple[str, Any]]) -> None:
+    """``trusted_proxies``, ``throttle``, ``audit_log``, ``audit_format``, ``tracing``."""
+    if "trusted_proxies" in given:
+        where, value = given["trusted_proxies"]
+        proxies = _list(where, value)
+        try:
+            ClientAddresses(proxies)
+        except ConfigurationError as exc:
+            raise ConfigurationError(where, _message(exc)) from None
+        settings.middleware["trusted_proxies"] = proxies
+    if "throttle" in given:
+        where, value = given["throttle"]
+        fields = _table(where, value, _THROTTLE)
+        if fields is not None:
+            try:
+                throttle = Throttle(**fields)
+            except ConfigurationError as exc:
+                raise _field_error(where, exc.option, _message(exc)) from None
+            if not settings.middleware.get("trusted_proxies"):
+                raise ConfigurationError(
+                    where,
+                    "needs middleware.trusted_proxies (AUTHMW_TRUSTED_PROXIES): every check "
+                    "comes from the gateway, so without the gateway's address there every "
+                    "client would share one budget",
+                )
+            settings.throttle = (throttle.failures, throttle.window)
+    if "audit_log" in given:
+        settings.audit_log = _str(*given["audit_log"])
+    if "audit_format" in given:
+        where, value = given["audit_format"]
+        if settings.audit_log is None:
+            raise ConfigurationError(where, "needs middleware.audit_log (AUTHMW_AUDIT_LOG)")
+        settings.audit_format = _choice(*_AUDIT_FORMATS)(where, value)
+    if "tracing" in given:
+        fields = _table(*given["tracing"], _TRACING)
+        settings.tracing = fields is not None
+        settings.tracing_identities = bool(fields and fields.get("identities"))
+
+
+def _message(exc: ConfigurationError) -> str:
+    """The message of ``exc`` without the option name in front."""
+    return str(exc).split(": ", 1)[-1]
+
+
+def _field_error(where: str, name: str, message: str) -> ConfigurationError:
+    """The error for field ``name`` of a table setting: ``middleware.throttle.failures``,
+    or (a variable) ``AUTHMW_THROTTLE: failures ...``."""
+    if where.startswith("AUTHMW_"):
+        return ConfigurationError(where, f"{name}: {message}")
+    return ConfigurationError(f"{where}.{name}", message)
+
+
+def _table(where: str, value: Any, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A setting that is off (``false``), on with defaults (``true``) or on with some of
+    ``fields`` (a table; from a variable, ``name=value,name=value``): None when off."""
+    if isinstance(value, str) and "=" in value:
+        pairs: dict[str, str] = {}
+        for part in value.split(","):
+            name, equals, text = part.partition("=")
+            if part.strip() and not equals:
+                raise ConfigurationError(where, f"expected name=value, got {part.strip()!r}")
+            if equals:
+                pairs[name.strip()] = text.strip()
+        value = pairs
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for name, item in value.items():
+            if name not in fields:
+                unknown = _checks.unknown_option(name, fields)
+                raise _field_error(where, name, _message(unknown))
+            try:
+                out[name] = fields[name](name, item)
+            except ConfigurationError as exc:
+                raise _field_error(where, name, _message(exc)) from None
+        return out
+    try:
+        return {} if _bool(where, value) else None
+    except ConfigurationError:
+        example = ", ".join(f"{name} = ..." for name in fields)
+        raise ConfigurationError(
+            where, f"must be true, false or a table {{{example}}}, got {value!r}"
+        ) from None
 
 
 def _route_settings(settings: Settings, values: Mapping[str, Any], env: Mapping[str, str]) -> None:
@@ -331,6 +452,10 @@ def build_parts(settings: Settings) -> tuple[Any, dict[str, Any], Any]:
         )
     elif built.shared_cache is not None:
         options["shared_cache"] = built.shared_cache
+    if settings.throttle is not None:
+        options["throttle"] = Throttle(*settings.throttle)
+    if settings.tracing:
+        options["tracing"] = _tracing(settings)
     policy = None
     if settings.policy_file is not None:
         try:
@@ -340,4 +465,34 @@ def build_parts(settings: Settings) -> tuple[Any, dict[str, Any], Any]:
     routes = None
     if settings.routes or settings.default_rule is not None:
         routes = RoutePolicy(settings.routes, settings.default_rule, policy=policy)
+    if settings.audit_log is not None:  # last: nothing after it can fail and leave it open
+        options["on_decision"] = audit_hook(settings)
     return built.validator, options, routes
+
+
+def audit_hook(settings: Settings) -> JSONLinesAudit:
+    """The ``on_decision`` hook writing ``settings.audit_log``."""
+    from ..audit import AuditRecord, JSONLinesAudit, cadf
+
+    assert settings.audit_log is not None
+    render = cadf if settings.audit_format == "cadf" else AuditRecord.as_dict
+    if settings.audit_log == "-":
+        return JSONLinesAudit(stream=sys.stdout, format=render)
+    try:
+        return JSONLinesAudit(settings.audit_log, format=render)
+    except OSError as exc:
+        where = settings.given.get("audit_log", "middleware.audit_log")
+        raise ConfigurationError(
+            where, f"cannot open {settings.audit_log}: {exc.strerror}"
+        ) from None
+
+
+def _tracing(settings: Settings) -> Any:
+    """The :class:`~authmw.tracing.Tracing` of ``settings``, on the global tracer provider."""
+    where = settings.given.get("tracing", "middleware.tracing")
+    try:
+        from ..tracing import Tracing
+
+        return Tracing(identities=settings.tracing_identities)
+    except ImportError:
+        raise ConfigurationError(where, "needs OpenTelemetry: pip install 'authmw[otel]'") from None

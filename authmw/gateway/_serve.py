@@ -9,11 +9,12 @@ handed to them through ``AUTHMW_CONFIG`` and ``AUTHMW_*``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from typing import Any
 
 from ..errors import ConfigurationError
-from . import CONFIG_ENV, ForwardAuth, RoutePolicy, from_settings, load_settings
+from . import CONFIG_ENV, ForwardAuth, RoutePolicy, Settings, from_settings, load_settings
 
 __all__ = ["add_parser", "run"]
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _CLI if getattr(args, name) is not None}
     settings = load_settings(args.config, overrides=overrides)
     app = from_settings(ForwardAuth, settings)
-    app.core.close()
+    app.close()
     if args.check:
         access = app.pipeline.access
         routes = len(access) if isinstance(access, RoutePolicy) else 0
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             f"settings ok: gateway {settings.gateway}, validator {settings.validator_kind}, "
             f"{routes} route rule{'s' if routes != 1 else ''}, "
             f"listening on {settings.host}:{settings.port} with {settings.workers} worker"
-            f"{'s' if settings.workers != 1 else ''}"
+            f"{'s' if settings.workers != 1 else ''}{_extras(settings)}"
         )
         return 0
     try:
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=_log_config(settings.log_level),
         access_log=settings.access_log,
         proxy_headers=False,  # the client address is not for a forwarded header to say
         server_header=False,
@@ -83,3 +85,45 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _extras(settings: Settings) -> str:
+    """What the ``--check`` summary adds for throttling, audit and tracing."""
+    extras = []
+    if settings.middleware.get("trusted_proxies"):
+        extras.append(
+            f"trusting X-Forwarded-For from {', '.join(settings.middleware['trusted_proxies'])}"
+        )
+    if settings.throttle is not None:
+        failures, window = settings.throttle
+        extras.append(f"throttling at {failures} failures per client per {window:g} s")
+    if settings.audit_log is not None:
+        where = "standard output" if settings.audit_log == "-" else settings.audit_log
+        extras.append(f"audit ({settings.audit_format}) to {where}")
+    if settings.tracing:
+        extras.append("tracing" + (" with identities" if settings.tracing_identities else ""))
+    return "".join(f"; {extra}" for extra in extras)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, plus authmw's loggers at ``level`` on stderr (in
+    every worker: uvicorn applies it in each)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["authmw"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+        "use_colors": None,
+    }
+    config["handlers"]["authmw"] = {
+        "formatter": "authmw",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["authmw"] = {
+        "handlers": ["authmw"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config

@@ -1,4 +1,4 @@
-"""Real servers for the gateway tests: nginx, an echo upstream, ``authmw serve``, a stub.
+"""Real servers for the gateway tests: nginx, an echo upstream, ``authmw serve``.
 
 - :class:`Nginx`: Debian's nginx on 127.0.0.1 with a config generated in a
   temp dir around examples/gateways/nginx/ (copied as they are), in front
@@ -6,8 +6,6 @@
 - :class:`Echo`: the upstream, a threaded HTTP server answering every
   request with JSON: method, the request target as received, every header.
 - :class:`Serve`: ``python -m authmw serve`` under uvicorn, from a settings file.
-- :class:`StubAuth`: a forward-auth server answering one fixed status, for
-  what the pipeline cannot be made to answer here (429).
 
 Envoy and Traefik are in :mod:`._proxies`.
 
@@ -289,32 +287,3 @@ class Serve:
     def stop(self) -> None:
         _stop(self.proc)
         self.proc = None
-
-
-class _StubHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        server: Any = self.server
-        status, headers = server.answer
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_POST = do_HEAD = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class StubAuth(Echo):
-    """A forward-auth server that always answers ``status`` with ``headers``."""
-
-    def __init__(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _StubHandler)
-        self.server.daemon_threads = True
-        self.server.answer = (status, headers)  # type: ignore[attr-defined]
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

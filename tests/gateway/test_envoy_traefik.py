@@ -19,7 +19,7 @@ import pytest
 from authmw.headers import STRIPPED_HEADERS
 
 from ._proxies import Envoy, Traefik
-from ._servers import Echo, Serve, StubAuth
+from ._servers import Echo, Serve
 from .conftest import keystone_env, keystone_sections
 
 GATEWAYS = {"envoy": Envoy, "traefik": Traefik}
@@ -156,16 +156,36 @@ def test_keystone_stopped_is_503_with_retry_after(
 
 
 @pytest.mark.parametrize("kind", list(GATEWAYS))
-def test_429_from_the_auth_server_reaches_the_client(kind: str, echo: Echo, tmp_path: Path) -> None:
-    # No throttling in the pipeline yet: a stub answers 429 (what is under
-    # test is the gateway configuration passing it on).
-    stub = StubAuth(429, [("Retry-After", "11"), ("Content-Type", "application/json")]).start()
-    gateway = GATEWAYS[kind](tmp_path, echo.port, stub.port)
+def test_a_flood_of_bad_tokens_is_429_per_client_at_the_client(
+    kind: str, keystone: Any, echo: Echo, tmp_path: Path
+) -> None:
+    budget = 2
+    settings = sections(keystone, kind, trusted_proxies=["127.0.0.1"])
+    # A window of months: a flood never straddles two windows (two budgets).
+    settings["middleware"]["throttle"] = {"failures": budget, "window": 10_000_000}
+    started = Stack(tmp_path, kind, echo, settings, keystone_env(keystone))
+    good = keystone.issue_token("demo-user", project="demo-project")
+
+    def client_from(address: str) -> httpx.Client:
+        transport = httpx.HTTPTransport(local_address=address)
+        return httpx.Client(base_url=started.gateway.url, transport=transport, timeout=30)
+
+    def get(client: httpx.Client, token: str, *extra: tuple[str, str]) -> httpx.Response:
+        return client.get("/items", headers=[("X-Auth-Token", token), *extra])
+
     try:
-        gateway.start()
-        response = httpx.get(gateway.url + "/items", headers={"X-Auth-Token": "t"}, timeout=30)
-        assert response.status_code == 429
-        assert response.headers["retry-after"] == "11"
+        with client_from("127.0.0.2") as attacker, client_from("127.0.0.3") as other:
+            assert seen(get(attacker, good))
+            spoofed = ("X-Forwarded-For", "198.51.100.1")
+            flood = [
+                get(attacker, f"bad-token-{n}-{kind}-{tmp_path.name}", spoofed)
+                for n in range(2 * budget)
+            ]
+            assert [r.status_code for r in flood] == [401] * budget + [429] * budget
+            for response in flood[budget:]:
+                assert_error(response, 429)
+                assert 1 <= int(response.headers["retry-after"]) <= 10_000_000
+            assert seen(get(attacker, good))  # its cached token still passes
+            assert_error(get(other, f"bad-token-other-{kind}-{tmp_path.name}"), 401)
     finally:
-        gateway.stop()
-        stub.stop()
+        started.stop()

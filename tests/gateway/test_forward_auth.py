@@ -12,12 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from authmw import Identity, IdentityServiceUnavailable, InvalidToken
+from authmw import Identity, IdentityServiceUnavailable, InvalidToken, Throttle
+from authmw.audit import AuditRecord
 from authmw.errors import ConfigurationError
 from authmw.gateway import ForwardAuth, ForwardAuthWSGI, RoutePolicy, build
 from authmw.headers import STRIPPED_HEADERS
 from authmw.restrictions import RequestFacts
+from authmw.tracing import Tracing
 
 GOOD = "good-token-0123456789"
 ADMIN = "admin-token-0123456789"
@@ -256,3 +261,53 @@ def test_unknown_gateway_and_misplaced_prefix() -> None:
         build(ForwardAuth, Scripted(), gateway="nginx", path_prefix="/authz")
     with pytest.raises(ConfigurationError, match="path_prefix"):
         build(ForwardAuth, Scripted(), gateway="envoy", path_prefix="authz/")
+
+
+def test_throttling_warns_once_when_the_gateway_sends_no_client_address(
+    form: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    throttle = Throttle(failures=2, window=60)
+    with client(form, "nginx", throttle=throttle, trusted_proxies=["127.0.0.1"]) as c:
+        forwarded = ("X-Forwarded-For", "198.51.100.7")
+        for _ in range(3):
+            c.get("/", headers=nginx("GET", "/items", forwarded, ("X-Auth-Token", GOOD)))
+        assert not [r for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
+        statuses = [
+            c.get("/", headers=nginx("GET", "/items", ("X-Auth-Token", f"bad-{n}-xxxxxxxx")))
+            for n in range(3)
+        ]
+        assert [r.status_code for r in statuses] == [401, 401, 429]  # all on the gateway's budget
+    warnings = [r for r in caplog.records if "X-Forwarded-For" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert "every client shares" in warnings[0].getMessage()
+
+
+def test_the_check_continues_the_gateways_trace(form: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = ("traceparent", f"00-{trace_id}-{parent_id}-01")
+    with client(form, "nginx", tracing=Tracing(provider)) as c:
+        r = c.get("/", headers=nginx("GET", "/items", traceparent, ("X-Auth-Token", GOOD)))
+        assert r.status_code == 200
+        assert c.get("/", headers=nginx("GET", "/items", ("X-Auth-Token", GOOD))).status_code == 200
+    first, second = exporter.get_finished_spans()
+    assert format(first.context.trace_id, "032x") == trace_id
+    assert first.parent is not None and format(first.parent.span_id, "016x") == parent_id
+    assert first.attributes is not None and first.attributes["authmw.cache"] == "miss"
+    assert second.parent is None and format(second.context.trace_id, "032x") != trace_id
+    provider.shutdown()
+
+
+def test_a_refusal_by_the_route_policy_is_recorded_with_who_was_refused(form: str) -> None:
+    records: list[AuditRecord] = []
+    with client(form, "nginx", on_decision=records.append) as c:
+        for uri, status in (("/admin/x", 403), ("/admin/x", 403), ("/items", 200)):
+            response = c.get("/", headers=nginx("GET", uri, ("X-Auth-Token", GOOD)))
+            assert response.status_code == status
+    assert [(r.outcome, r.status, r.user_name, r.cached) for r in records] == [
+        ("forbidden", 403, "alice", False),
+        ("forbidden", 403, "alice", True),
+        ("allowed", None, "alice", True),
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from authmw.audit import JSONLinesAudit
 from authmw.cli import main
 from authmw.errors import ConfigurationError
 from authmw.gateway import ForwardAuth, from_settings, load_settings
@@ -192,3 +193,180 @@ def test_serve_command_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "middleware.x: unknown option" in proc.stderr
+
+
+# -- trusted proxies, throttling, audit, tracing ---------------------------------------------
+
+
+def observed(**middleware: Any) -> dict[str, Any]:
+    return full(middleware={"public_routes": ["GET /healthz"], **middleware})
+
+
+def test_throttle_audit_tracing_from_the_file(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    path = settings_file(
+        tmp_path,
+        observed(
+            trusted_proxies=["127.0.0.1", "10.0.0.0/8"],
+            throttle={"failures": 7, "window": 30},
+            audit_log=str(audit),
+            audit_format="cadf",
+            tracing={"identities": True},
+        ),
+    )
+    settings = load_settings(path, environ={})
+    assert settings.middleware["trusted_proxies"] == ["127.0.0.1", "10.0.0.0/8"]
+    assert settings.throttle == (7, 30.0)
+    assert (settings.audit_log, settings.audit_format) == (str(audit), "cadf")
+    assert settings.tracing and settings.tracing_identities
+    app = from_settings(ForwardAuth, settings)
+    core = app.core
+    assert core.throttle is not None and (core.throttle.failures, core.throttle.window) == (7, 30)
+    assert core.clients.client("10.0.0.5", "198.51.100.1") == "198.51.100.1"
+    assert isinstance(core.on_decision, JSONLinesAudit) and audit.exists()
+    assert core.tracing is not None and core.tracing.identities
+    app.close()
+    assert main(["serve", "--config", path, "--check"]) == 0
+
+
+def test_throttle_audit_tracing_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        "AUTHMW_TRUSTED_PROXIES": "127.0.0.1, ::1",
+        "AUTHMW_THROTTLE": "failures=3, window=10",
+        "AUTHMW_AUDIT_LOG": "-",
+        "AUTHMW_TRACING": "true",
+    }
+    settings = load_settings(settings_file(tmp_path, full()), environ=env)
+    assert settings.middleware["trusted_proxies"] == ["127.0.0.1", "::1"]
+    assert settings.throttle == (3, 10.0)
+    assert (settings.audit_log, settings.audit_format) == ("-", "record")
+    assert settings.tracing and not settings.tracing_identities
+    assert load_settings(
+        settings_file(tmp_path, observed(throttle=True, trusted_proxies="::1")), environ={}
+    ).throttle == (20, 60.0)  # Throttle's defaults
+    assert (
+        load_settings(
+            settings_file(tmp_path, full()), environ={"AUTHMW_THROTTLE": "false"}
+        ).throttle
+        is None
+    )
+    app = from_settings(ForwardAuth, settings)
+    app.close()  # standard output stays open
+    print("still open")
+    assert capsys.readouterr().out == "still open\n"
+
+
+def test_check_summary_names_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = settings_file(
+        tmp_path,
+        observed(
+            trusted_proxies="127.0.0.1", throttle={"failures": 5}, audit_log="-", tracing=True
+        ),
+    )
+    assert main(["serve", "--config", path, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "trusting X-Forwarded-For from 127.0.0.1" in out
+    assert "throttling at 5 failures per client per 60 s" in out
+    assert "audit (record) to standard output" in out and "tracing" in out
+
+
+@pytest.mark.parametrize(
+    ("middleware", "env", "setting", "words"),
+    [
+        ({"trusted_proxies": ["10.0.0.0/33"]}, {}, "middleware.trusted_proxies", "not an address"),
+        (
+            {"trusted_proxy": "10.0.0.1"},
+            {},
+            "middleware.trusted_proxy",
+            "'middleware.trusted_proxies'",
+        ),
+        ({}, {"AUTHMW_TRUSTED_PROXIES": "gateway"}, "AUTHMW_TRUSTED_PROXIES", "not an address"),
+        (
+            {"throttle": {"failures": 5}},
+            {},
+            "middleware.throttle",
+            "needs middleware.trusted_proxies",
+        ),
+        ({"throttle": True, "trusted_proxies": []}, {}, "middleware.throttle", "trusted_proxies"),
+        (
+            {"throttle": {"failres": 5}, "trusted_proxies": "127.0.0.1"},
+            {},
+            "middleware.throttle.failres",
+            "did you mean 'failures'",
+        ),
+        (
+            {"throttle": {"failures": 0}, "trusted_proxies": "127.0.0.1"},
+            {},
+            "middleware.throttle.failures",
+            "integer >= 1",
+        ),
+        (
+            {"throttle": {"window": "soon"}, "trusted_proxies": "127.0.0.1"},
+            {},
+            "middleware.throttle.window",
+            "number",
+        ),
+        ({"throttle": "maybe"}, {}, "middleware.throttle", "true, false or a table"),
+        (
+            {"trusted_proxies": "127.0.0.1"},
+            {"AUTHMW_THROTTLE": "failures=3,windw=9"},
+            "AUTHMW_THROTTLE",
+            "windw: unknown option; did you mean 'window'",
+        ),
+        (
+            {"trusted_proxies": "127.0.0.1"},
+            {"AUTHMW_THROTTLE": "failures"},
+            "AUTHMW_THROTTLE",
+            "true, false",
+        ),
+        ({"audit_format": "cadf"}, {}, "middleware.audit_format", "needs middleware.audit_log"),
+        ({"audit_log": "-", "audit_format": "xml"}, {}, "middleware.audit_format", "record, cadf"),
+        ({"audit_log": ""}, {}, "middleware.audit_log", "non-empty"),
+        ({"on_decision": "audit.jsonl"}, {}, "middleware.on_decision", "middleware.audit_log"),
+        ({"tracing": "sometimes"}, {}, "middleware.tracing", "true, false or a table"),
+        ({"tracing": {"identity": True}}, {}, "middleware.tracing.identity", "'identities'"),
+    ],
+)
+def test_observation_mistakes_are_named_at_start_up(
+    tmp_path: Path, middleware: dict[str, Any], env: dict[str, str], setting: str, words: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(settings_file(tmp_path, observed(**middleware)), environ=env)
+    assert error.value.option == setting, error.value
+    assert words in str(error.value)
+
+
+def test_an_audit_file_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "audit.jsonl"
+    settings = load_settings(
+        settings_file(tmp_path, observed()), {"AUTHMW_AUDIT_LOG": str(missing)}
+    )
+    with pytest.raises(ConfigurationError) as error:
+        from_settings(ForwardAuth, settings)
+    assert error.value.option == "AUTHMW_AUDIT_LOG"
+    assert "cannot open" in str(error.value) and "No such file" in str(error.value)
+
+
+def test_tracing_without_opentelemetry_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = settings_file(tmp_path, observed(tracing=True))
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # not installed\n"
+        "from authmw.cli import main\n"
+        f"sys.exit(main(['serve', '--config', {path!r}]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        "authmw: error: middleware.tracing: needs OpenTelemetry: pip install 'authmw[otel]'\n"
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from authmw import headers as h
-from authmw.responses import NOT_AUTHENTICATED, UNAVAILABLE, error_body
+from authmw.responses import NOT_AUTHENTICATED, UNAVAILABLE, Responses, error_body
 
 GATEWAYS = Path(__file__).resolve().parents[2] / "examples" / "gateways"
 
@@ -31,6 +31,8 @@ def test_nginx_bodies_are_authmws() -> None:
     assert (str(401), error_body(401, NOT_AUTHENTICATED).decode()) in bodies
     assert (str(503), error_body(503, UNAVAILABLE).decode()) in bodies
     assert (str(403), error_body(403, "Forbidden.").decode()) in bodies
+    too_many = Responses("Keystone", lambda: 5.0).too_many(1).body.decode()
+    assert (str(429), too_many) in bodies
     for status, body in bodies:
         if status == "500":
             continue  # nginx's own failure, not an answer of authmw's
