@@ -9,14 +9,26 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 from ..validators.base import RevocationListener, run_blocking
 from ._backend import Backend, open_backend
+from ._records import (
+    COLUMNS,
+    DAY,
+    MAX_DESCRIPTION,
+    PUBLIC_COLUMNS,
+    IssuedToken,
+    TokenRecord,
+    as_datetime,
+    positive_seconds,
+    role_names,
+    text_field,
+)
+from ._schema import check_scheme, migrate
 from ._tokens import TokenHasher, is_well_formed, new_token
 
 __all__ = ["DEFAULT_URL", "IssuedToken", "LocalTokenStore", "TokenRecord"]
@@ -26,160 +38,11 @@ log = logging.getLogger("authmw.store")
 DEFAULT_URL = "sqlite:///authmw-tokens.db"
 """Where the command line keeps tokens unless told otherwise: a file in the working directory."""
 
-_DAY = 86400.0
-_MAX_FIELD = 255
-_MAX_DESCRIPTION = 1024
-
-_COLUMNS = (
-    "id",
-    "token_hash",
-    "user_id",
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-    "system_scope",
-    "roles",
-    "description",
-    "created_at",
-    "expires_at",
-    "revoked_at",
-    "last_used_at",
-)
-_PUBLIC_COLUMNS = tuple(c for c in _COLUMNS if c != "token_hash")
 # Row positions used on the validation path.
 _ID, _HASH, _ROLES, _CREATED, _EXPIRES, _REVOKED, _LAST_USED = (
-    _COLUMNS.index(c)
+    COLUMNS.index(c)
     for c in ("id", "token_hash", "roles", "created_at", "expires_at", "revoked_at", "last_used_at")
 )
-
-_utc = timezone.utc
-
-
-def _datetime(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, _utc)
-
-
-def _seconds(value: float | timedelta | None, option: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ConfigurationError(option, f"must be a positive number of seconds, got {value!r}")
-    return float(seconds)
-
-
-def _text(name: str, value: str | None, limit: int = _MAX_FIELD) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    value = value.strip()
-    if not value:
-        raise ValueError(f"{name} must not be empty")
-    if len(value) > limit:
-        raise ValueError(f"{name} is longer than {limit} characters")
-    if not value.isprintable():
-        raise ValueError(f"{name} must not contain control characters")
-    return value
-
-
-def _roles(roles: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(roles, str):
-        raise TypeError("roles must be a sequence of role names, not a string")
-    seen: set[str] = set()
-    result = []
-    for role in roles:
-        name = _text("role", role)
-        assert name is not None
-        if "," in name:
-            raise ValueError(f"role {name!r} must not contain a comma")
-        if name.lower() not in seen:  # str.lower(), as oslo.policy compares roles
-            seen.add(name.lower())
-            result.append(name)
-    return tuple(result)
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """What the store knows about a token; never the token itself."""
-
-    id: str
-    user_id: str
-    user_name: str | None
-    user_domain_id: str | None
-    user_domain_name: str | None
-    project_id: str | None
-    project_name: str | None
-    project_domain_id: str | None
-    project_domain_name: str | None
-    domain_id: str | None
-    domain_name: str | None
-    system_scope: str | None
-    roles: tuple[str, ...]
-    description: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    @classmethod
-    def _from_row(cls, row: Sequence[Any]) -> TokenRecord:
-        values = dict(zip(_PUBLIC_COLUMNS, row, strict=True))
-        values["roles"] = tuple(values["roles"].split(",")) if values["roles"] else ()
-        for name in ("created_at", "expires_at", "revoked_at", "last_used_at"):
-            values[name] = _datetime(values[name])
-        return cls(**values)
-
-    @property
-    def scope(self) -> str:
-        """``project:NAME``, ``domain:NAME``, ``system:all`` or ``unscoped``."""
-        if self.project_id:
-            return f"project:{self.project_name or self.project_id}"
-        if self.domain_id:
-            return f"domain:{self.domain_name or self.domain_id}"
-        if self.system_scope:
-            return f"system:{self.system_scope}"
-        return "unscoped"
-
-    def status(self, now: float | None = None) -> str:
-        """``revoked``, ``expired`` or ``active`` at ``now`` (POSIX seconds, default: now)."""
-        if self.revoked_at is not None:
-            return "revoked"
-        moment = time.time() if now is None else now
-        if self.expires_at is not None and self.expires_at.timestamp() <= moment:
-            return "expired"
-        return "active"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; datetimes as ISO 8601 strings."""
-        out: dict[str, Any] = {}
-        for name in _PUBLIC_COLUMNS:
-            value = getattr(self, name)
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[name] = value
-        return out
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """A new token: ``token`` is the only copy of the secret; show it once."""
-
-    token: str = field(repr=False)
-    record: TokenRecord
-
-    @property
-    def id(self) -> str:
-        """The token's public id (``record.id``)."""
-        return self.record.id
 
 
 class LocalTokenStore:
@@ -211,7 +74,7 @@ class LocalTokenStore:
         url: str = DEFAULT_URL,
         *,
         pepper: str | bytes | None = None,
-        max_ttl: float | timedelta | None = 365 * _DAY,
+        max_ttl: float | timedelta | None = 365 * DAY,
         require_expiry: bool = True,
         leeway: float = 0.0,
         touch_interval: float | None = 60.0,
@@ -223,7 +86,7 @@ class LocalTokenStore:
             pepper = pepper.encode("utf-8")
         if pepper is not None and len(pepper) < 16:
             raise ConfigurationError("pepper", "must be at least 16 bytes (use a random secret)")
-        self.max_ttl = _seconds(max_ttl, "max_ttl")
+        self.max_ttl = positive_seconds(max_ttl, "max_ttl")
         self.require_expiry = bool(require_expiry)
         if self.require_expiry is False and max_ttl is not None:
             # A cap implies an expiry; refusing the combination avoids a silent surprise.
@@ -231,8 +94,8 @@ class LocalTokenStore:
                 "require_expiry", "set max_ttl=None to allow tokens without expiry"
             )
         self.leeway = float(leeway)
-        self.touch_interval = _seconds(touch_interval, "touch_interval")
-        timeout_seconds = _seconds(timeout, "timeout")
+        self.touch_interval = positive_seconds(touch_interval, "touch_interval")
+        timeout_seconds = positive_seconds(timeout, "timeout")
         assert timeout_seconds is not None
         self._hasher = TokenHasher(pepper)
         self._clock = clock
@@ -242,12 +105,12 @@ class LocalTokenStore:
         self._opened = False
         self._touch_paused_until = 0.0
         b = self._backend
-        columns = ", ".join(_COLUMNS)
-        public = ", ".join(_PUBLIC_COLUMNS)
+        columns = ", ".join(COLUMNS)
+        public = ", ".join(PUBLIC_COLUMNS)
         self._q_by_hash = b.sql(f"SELECT {columns} FROM authmw_tokens WHERE token_hash = ?")  # noqa: S608
         self._q_by_id = b.sql(f"SELECT {public} FROM authmw_tokens WHERE id = ?")  # noqa: S608
         self._q_insert = b.sql(
-            f"INSERT INTO authmw_tokens ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+            f"INSERT INTO authmw_tokens ({columns}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
         )
         self._q_list = f"SELECT {public} FROM authmw_tokens"  # noqa: S608
         self._q_touch = b.sql(
@@ -312,77 +175,8 @@ class LocalTokenStore:
         return int(row[0] or 0)
 
     def _migrate(self, conn: Any) -> None:
-        b = self._backend
-        latest = b.migrations[-1][0]
-        version, scheme = self._schema_state(conn)
-        if version < latest or scheme is None:
-            with b.exclusive(conn):
-                conn.execute(b.version_table)
-                version, scheme = self._schema_state(conn)
-                self._check_version(version, latest)
-                for number, statements in b.migrations:
-                    if number <= version:
-                        continue
-                    log.info(
-                        "token store %s: migrating schema to version %d", b.display_url, number
-                    )
-                    for statement in statements:
-                        conn.execute(statement)
-                    conn.execute(
-                        b.sql(
-                            "INSERT INTO authmw_schema_version (version, applied_at) VALUES (?, ?)"
-                        ),
-                        (number, time.time()),
-                    )
-                if scheme is None:
-                    scheme = self._hasher.scheme
-                    conn.execute(
-                        b.sql("INSERT INTO authmw_settings (key, value) VALUES (?, ?)"),
-                        ("token_hash", scheme),
-                    )
-        self._check_version(version, latest)
-        self._check_scheme(scheme)
-
-    def _schema_state(self, conn: Any) -> tuple[int, str | None]:
-        b = self._backend
-        if b.dialect == "sqlite":
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                ("authmw_schema_version",),
-            ).fetchone()
-        else:
-            exists = conn.execute("SELECT to_regclass('authmw_schema_version')").fetchone()[0]
-        if not exists:
-            return 0, None
-        version = int(
-            conn.execute("SELECT MAX(version) FROM authmw_schema_version").fetchone()[0] or 0
-        )
-        if version < 1:
-            return version, None
-        row = conn.execute(
-            b.sql("SELECT value FROM authmw_settings WHERE key = ?"), ("token_hash",)
-        ).fetchone()
-        return version, None if row is None else str(row[0])
-
-    def _check_version(self, version: int, latest: int) -> None:
-        if version > latest:
-            raise ConfigurationError(
-                "url",
-                f"token store {self.url} has schema version {version}, newer than this "
-                f"authmw supports ({latest}); upgrade authmw",
-            )
-
-    def _check_scheme(self, scheme: str | None) -> None:
-        mine = self._hasher.scheme
-        if scheme is None or hmac.compare_digest(scheme, mine):
-            return
-        if scheme == "sha256":
-            message = "this token store was created without a pepper; remove the pepper setting"
-        elif mine == "sha256":
-            message = "this token store was created with a pepper; configure the same pepper"
-        else:
-            message = "this is not the pepper this token store was created with"
-        raise ConfigurationError("pepper", message)
+        scheme = migrate(self._backend, conn, self._hasher.scheme)
+        check_scheme(scheme, self._hasher.scheme)
 
     # -- administration ----------------------------------------------------
     def issue(
@@ -412,21 +206,21 @@ class LocalTokenStore:
         ``default``/``Default``. The lifetime is ``ttl`` (seconds or a
         timedelta) or ``expires_at``. Raises ``ValueError`` for bad input.
         """
-        user_id = _text("user_id", user_id)
-        user_name = _text("user_name", user_name)
+        user_id = text_field("user_id", user_id)
+        user_name = text_field("user_name", user_name)
         if user_id is None and user_name is None:
             raise ValueError("user: give a user name or id")
-        user_domain_id = _text("user_domain_id", user_domain_id)
-        user_domain_name = _text("user_domain_name", user_domain_name)
+        user_domain_id = text_field("user_domain_id", user_domain_id)
+        user_domain_name = text_field("user_domain_name", user_domain_name)
         if user_domain_id is None and user_domain_name is None:
             user_domain_id, user_domain_name = "default", "Default"
-        project_id = _text("project_id", project_id)
-        project_name = _text("project_name", project_name)
-        project_domain_id = _text("project_domain_id", project_domain_id)
-        project_domain_name = _text("project_domain_name", project_domain_name)
-        domain_id = _text("domain_id", domain_id)
-        domain_name = _text("domain_name", domain_name)
-        system_scope = _text("system_scope", system_scope)
+        project_id = text_field("project_id", project_id)
+        project_name = text_field("project_name", project_name)
+        project_domain_id = text_field("project_domain_id", project_domain_id)
+        project_domain_name = text_field("project_domain_name", project_domain_name)
+        domain_id = text_field("domain_id", domain_id)
+        domain_name = text_field("domain_name", domain_name)
+        system_scope = text_field("system_scope", system_scope)
         scopes = [
             kind
             for kind, given in (
@@ -448,10 +242,10 @@ class LocalTokenStore:
             raise ValueError("project_domain: only meaningful with a project")
         if domain_id or domain_name:
             domain_id = domain_id or domain_name
-        role_names = _roles(roles)
-        if not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:
+        roles_kept = role_names(roles)
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
             raise ValueError(
-                f"description must be a string of at most {_MAX_DESCRIPTION} characters"
+                f"description must be a string of at most {MAX_DESCRIPTION} characters"
             )
         if description and not description.isprintable():
             raise ValueError("description must not contain control characters")
@@ -473,7 +267,7 @@ class LocalTokenStore:
             domain_id,
             domain_name,
             system_scope,
-            ",".join(role_names),
+            ",".join(roles_kept),
             description.strip(),
             now,
             expires,
@@ -625,8 +419,8 @@ class LocalTokenStore:
             domain_name=row[11],
             system_scope=row[12],
             roles=row[_ROLES].split(",") if row[_ROLES] else (),
-            expires_at=_datetime(expires),
-            issued_at=_datetime(row[_CREATED]),
+            expires_at=as_datetime(expires),
+            issued_at=as_datetime(row[_CREATED]),
             audit_ids=(row[_ID],),
             methods=("token",),
         )
@@ -660,6 +454,6 @@ class LocalTokenStore:
 
         def load(conn: Any) -> int:
             with b.transaction(conn):
-                return b.bulk_insert(conn, "authmw_tokens", _COLUMNS, rows)
+                return b.bulk_insert(conn, "authmw_tokens", COLUMNS, rows)
 
         return b.run(load)
