@@ -52,6 +52,20 @@ _MIGRATIONS: Migrations = (
             "CREATE INDEX authmw_tokens_expires_at ON authmw_tokens (expires_at)",
         ),
     ),
+    (
+        3,
+        (
+            # What other processes must hear about (revocations, rotations, ...): a log
+            # every process reads, after a PRAGMA data_version says something changed.
+            """CREATE TABLE authmw_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                token_id TEXT,
+                kind TEXT NOT NULL,
+                at REAL NOT NULL
+            )""",
+            "CREATE INDEX authmw_events_at ON authmw_events (at)",
+        ),
+    ),
 )
 
 
@@ -90,6 +104,11 @@ class SQLiteBackend(Backend):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         return conn
+
+    def watch_connection(self) -> sqlite3.Connection:
+        """A connection of its own for the change watcher (``PRAGMA data_version`` is per
+        connection: it moves when another connection commits)."""
+        return self._connect()
 
     def _is_integrity_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToke
 from ..identity import Identity
 from ..validators.base import RevocationListener, run_blocking
 from ._backend import Backend, open_backend
+from ._events import Event, Watcher, add_event, latest_event
 from ._records import (
     COLUMNS,
     DAY,
@@ -67,6 +70,12 @@ class LocalTokenStore:
     ``require_expiry`` refuses tokens without one. ``last_used_at`` is
     written at most once per ``touch_interval`` seconds per token (None:
     never). ``connect=False`` defers opening the database to first use.
+
+    Revocations made by other processes (or hosts) reach this instance's
+    revocation listeners within about ``watch_interval`` seconds (0.25; on
+    PostgreSQL at once, through ``LISTEN``): a thread per process starts at
+    the first validation in that process (so also in each worker forked
+    after the store was built). ``watch_interval=None`` turns that off.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class LocalTokenStore:
         leeway: float = 0.0,
         touch_interval: float | None = 60.0,
         timeout: float = 5.0,
+        watch_interval: float | None = 0.25,
         clock: Callable[[], float] = time.time,
         connect: bool = True,
     ) -> None:
@@ -104,6 +114,12 @@ class LocalTokenStore:
         self._open_lock = threading.Lock()
         self._opened = False
         self._touch_paused_until = 0.0
+        self.watch_interval = positive_seconds(watch_interval, "watch_interval")
+        self._watcher: Watcher | None = None
+        self._watch_lock = threading.Lock()
+        self._own_events: set[int] = set()  # dispatched here already, skipped by the watcher
+        self._closed = False
+        _stores.add(self)
         b = self._backend
         columns = ", ".join(COLUMNS)
         public = ", ".join(PUBLIC_COLUMNS)
@@ -155,7 +171,12 @@ class LocalTokenStore:
             self._opened = True
 
     def close(self) -> None:
-        """Close pooled connections; later calls raise IdentityServiceUnavailable."""
+        """Close pooled connections and stop watching for changes; later calls raise
+        IdentityServiceUnavailable."""
+        self._closed = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
         self._backend.close()
 
     def __enter__(self) -> LocalTokenStore:
@@ -343,24 +364,64 @@ class LocalTokenStore:
         """Revoke token ``token_id``; True if this call revoked it.
 
         Takes effect at once in this process: revocation listeners (the
-        middleware's cache) drop the token, so revoke through the store
-        instance the middleware uses. Other processes (and other instances)
-        validate against the database only when their cache misses, so
-        there a revoked token stays accepted for at most their
-        ``cache_time`` (default 300 s); use ``cache_time=0`` where that is
-        too long.
+        middleware's cache) drop the token. Every other process validating
+        with this store drops it within about ``watch_interval`` seconds
+        (PostgreSQL: at once), through the events log.
         """
         self.open()
-        changed = self._backend.execute(self._q_revoke, (self._clock(), token_id))
-        if not changed:
+        now = self._clock()
+        b = self._backend
+
+        def write(conn: Any) -> int | None:
+            with b.transaction(conn):
+                if not conn.execute(self._q_revoke, (now, token_id)).rowcount:
+                    return None
+                return add_event(b, conn, token_id, "revoked")
+
+        seq = b.run(write)
+        if seq is None:
             return False
         log.info("revoked token %s", token_id)
+        self._own_events.add(seq)
+        self._notify(token_id)
+        return True
+
+    def _notify(self, token_id: str | None) -> None:
+        """Tell every revocation listener that ``token_id`` (None: any token) changed."""
         for listener in list(self._listeners):
             try:
                 listener(token_id)
             except Exception:
                 log.exception("revocation listener %r failed", listener)
-        return True
+
+    def _dispatch(self, events: Sequence[Event]) -> None:
+        """Events the watcher read: those other processes (or instances) wrote."""
+        for seq, token_id, _kind in events:
+            if seq in self._own_events:
+                self._own_events.discard(seq)
+                continue
+            self._notify(token_id)
+
+    def _ensure_watching(self) -> None:
+        """Start this process's watcher thread unless it runs (cheap when it does)."""
+        watcher = self._watcher
+        if (watcher is not None and watcher.alive) or self.watch_interval is None:
+            return
+        with self._watch_lock:
+            watcher = self._watcher
+            if (watcher is not None and watcher.alive) or self._closed:
+                return
+            # Read before the caller's validation: a change committed after this
+            # number is dispatched, so no revocation slips between the two.
+            since = latest_event(self._backend)
+            self._own_events.clear()
+            self._watcher = Watcher(
+                self._backend, since, self.watch_interval, self._dispatch, self._tick
+            )
+            self._watcher.start()
+
+    def _tick(self) -> None:
+        """Periodic work of the watcher thread (batched writes come here)."""
 
     def purge(self, *, expired: bool = True, revoked: bool = False, older_than: float = 0.0) -> int:
         """Delete tokens that expired (and/or were revoked) over ``older_than`` seconds ago.
@@ -381,7 +442,9 @@ class LocalTokenStore:
         return self._backend.execute(self._backend.sql(statement), [cutoff] * len(clauses))
 
     def add_revocation_listener(self, listener: RevocationListener) -> None:
-        """Register ``listener(token_id)``, called after each revocation in this process."""
+        """Register ``listener(token_id)``, called after each revocation: made here at once,
+        made elsewhere once the watcher reads it (``token_id`` None: any token may have
+        changed)."""
         self._listeners.append(listener)
 
     # -- validation --------------------------------------------------------
@@ -395,6 +458,7 @@ class LocalTokenStore:
             except ConfigurationError as exc:
                 # Fail closed, as for any store that cannot answer.
                 raise IdentityServiceUnavailable(str(exc)) from exc
+        self._ensure_watching()
         digest = self._hasher(token)
         row = self._backend.fetchone(self._q_by_hash, (digest,))
         if row is None or not hmac.compare_digest(bytes(row[_HASH]), digest):
@@ -457,3 +521,20 @@ class LocalTokenStore:
                 return b.bulk_insert(conn, "authmw_tokens", COLUMNS, rows)
 
         return b.run(load)
+
+
+# Stores alive in this process: after a fork the child gets fresh locks (another
+# thread may have held one at the fork) and starts its own watcher when it
+# first validates (the parent's thread does not exist in the child).
+_stores: weakref.WeakSet[LocalTokenStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_stores):
+        store._watch_lock = threading.Lock()
+        store._open_lock = threading.Lock()
+        store._watcher = None
+        store._own_events = set()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
