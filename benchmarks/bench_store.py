@@ -51,7 +51,7 @@ def _rows(store: LocalTokenStore, count: int, known: list[str]) -> Iterator[tupl
     """
     now = time.time()
     expires = now + 30 * 86400
-    digests = [store._hasher(token) for token in known]
+    digests = [store._ring.digests(token)[-1] for token in known]
     digests += [os.urandom(32) for _ in range(count - len(known))]
     digests.sort()
     for n, digest in enumerate(digests):
@@ -77,6 +77,12 @@ def _rows(store: LocalTokenStore, count: int, known: list[str]) -> Iterator[tupl
             expires,
             None,
             None,
+            "",  # schema 4: no scopes,
+            0,  # not read-only,
+            "",  # no networks,
+            None,  # no idle time,
+            None,  # never rotated,
+            None,  # no pepper
         )
 
 

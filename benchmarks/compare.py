@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, tree in trees.items():
             runs[name].append(_round(tree, args.seconds))
         loads.append(os.getloadavg()[0])
-    print(f"base {args.base}, {args.rounds} alternating rounds, load average "
-          f"{min(loads):.1f}-{max(loads):.1f}, {os.cpu_count()} CPUs")
+    print(
+        f"base {args.base}, {args.rounds} alternating rounds, load average "
+        f"{min(loads):.1f}-{max(loads):.1f}, {os.cpu_count()} CPUs"
+    )
     print("| scenario | base, us | this, us | change, us |")
     print("| --- | --- | --- | --- |")
     for scenario in runs["this"][0]:

@@ -86,7 +86,7 @@ class Recorder:
     def last_use(self, token_id: str) -> float | None:
         return self.uses.get(token_id)
 
-    def note_use(self, token_id: str, when: float, idle_ttl: float) -> None:
+    def note_use(self, token_id: str, when: float, window: float) -> None:
         self.uses[token_id] = when
 
 

@@ -88,6 +88,35 @@ _MIGRATIONS: Migrations = (
                 FOR EACH ROW EXECUTE FUNCTION authmw_events_notify()""",
         ),
     ),
+    (
+        4,
+        (
+            # API keys (issue 16): restrictions fixed at issue, rotation, versioned peppers.
+            "ALTER TABLE authmw_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE authmw_tokens ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN idle_ttl DOUBLE PRECISION",
+            "ALTER TABLE authmw_tokens ADD COLUMN rotated_at DOUBLE PRECISION",
+            "ALTER TABLE authmw_tokens ADD COLUMN pepper_id TEXT",
+            # Secrets replaced by a rotation, valid until their grace period ends.
+            """CREATE TABLE authmw_retired_secrets (
+                token_hash BYTEA PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                pepper_id TEXT,
+                valid_until DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX authmw_retired_secrets_token_id ON authmw_retired_secrets (token_id)",
+            # A store made with one pepper: that pepper is now pepper "1".
+            """INSERT INTO authmw_settings (key, value)
+                SELECT 'pepper.1', substr(value, 13) FROM authmw_settings
+                WHERE key = 'token_hash' AND value LIKE 'hmac-sha256:%'""",
+            """UPDATE authmw_tokens SET pepper_id = '1'
+                WHERE EXISTS (SELECT 1 FROM authmw_settings WHERE key = 'pepper.1')""",
+            # Names the store in restriction data that travels through shared caches.
+            """INSERT INTO authmw_settings (key, value) VALUES
+                ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16))""",
+        ),
+    ),
 )
 
 NOTIFY_CHANNEL = "authmw_events"
@@ -97,6 +126,9 @@ NOTIFY_CHANNEL = "authmw_events"
 # sequence hands out numbers at insert, and a watcher that read number 6
 # must never later find a 5 committed after it.
 _EVENTS_LOCK = 0x61_6D_77_5F_65_76_74  # "amw_evt"
+# First key of the advisory locks that serialise issuing to one user (the second:
+# a hash of the user id), so two processes cannot both pass max_tokens_per_user.
+_USERS_LOCK = 0x616D_7775  # "amwu", an int4
 
 
 class PostgresBackend(Backend):
@@ -160,6 +192,9 @@ class PostgresBackend(Backend):
             conn.close()
             raise
         return conn
+
+    def lock_user(self, conn: psycopg.Connection[Any], user_id: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_USERS_LOCK, user_id))
 
     def lock_events(self, conn: psycopg.Connection[Any]) -> None:
         """In a write transaction: hold the events lock until commit (see _EVENTS_LOCK)."""

@@ -66,6 +66,35 @@ _MIGRATIONS: Migrations = (
             "CREATE INDEX authmw_events_at ON authmw_events (at)",
         ),
     ),
+    (
+        4,
+        (
+            # API keys (issue 16): restrictions fixed at issue, rotation, versioned peppers.
+            "ALTER TABLE authmw_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE authmw_tokens ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN idle_ttl REAL",
+            "ALTER TABLE authmw_tokens ADD COLUMN rotated_at REAL",
+            "ALTER TABLE authmw_tokens ADD COLUMN pepper_id TEXT",
+            # Secrets replaced by a rotation, valid until their grace period ends.
+            """CREATE TABLE authmw_retired_secrets (
+                token_hash BLOB PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                pepper_id TEXT,
+                valid_until REAL NOT NULL
+            )""",
+            "CREATE INDEX authmw_retired_secrets_token_id ON authmw_retired_secrets (token_id)",
+            # A store made with one pepper: that pepper is now pepper "1".
+            """INSERT INTO authmw_settings (key, value)
+                SELECT 'pepper.1', substr(value, 13) FROM authmw_settings
+                WHERE key = 'token_hash' AND value LIKE 'hmac-sha256:%'""",
+            """UPDATE authmw_tokens SET pepper_id = '1'
+                WHERE EXISTS (SELECT 1 FROM authmw_settings WHERE key = 'pepper.1')""",
+            # Names the store in restriction data that travels through shared caches.
+            """INSERT INTO authmw_settings (key, value)
+                VALUES ('store_id', lower(hex(randomblob(8))))""",
+        ),
+    ),
 )
 
 
