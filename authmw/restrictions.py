@@ -61,9 +61,7 @@ def _methods(allowed: Any, request: RequestFacts) -> Refusal | None:
     if request.method.upper() in allowed:
         return None
     reason = "read-only" if _SAFE_METHODS.issuperset(allowed) else "method"
-    return Refusal(
-        403, f"this token allows only {', '.join(allowed)} requests", reason, request.method
-    )
+    return Refusal(403, f"this token allows only {', '.join(allowed)} requests", reason)
 
 
 CHECKS: dict[str, Check] = {"methods": _methods}
