@@ -75,10 +75,14 @@ class LocalTokenStore(StoreAdmin):
         self.close()
 
     # -- validation --------------------------------------------------------
-    def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+    def validate(
+        self, token: str, *, allow_expired: bool = False, record_use: bool = True
+    ) -> Identity:
         """The identity of ``token``; raises InvalidToken or IdentityServiceUnavailable.
 
         ``allow_expired`` accepts a token past its expiry (and only that).
+        ``record_use=False``: a look, not a use (``last_used_at`` and the idle
+        deadline stay as they are; ``authmw check`` looks).
         """
         if not is_well_formed(token):
             raise InvalidToken("malformed token")
@@ -95,7 +99,7 @@ class LocalTokenStore(StoreAdmin):
         if row is None:
             row, grace_end = self._by_old_secret(digests)
         self._check_digest(token, row[_HASH], row[_PEPPER])
-        return self._identity(row, self._clock(), allow_expired, grace_end)
+        return self._identity(row, self._clock(), allow_expired, grace_end, record_use)
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """Same as :meth:`validate`, with the database call in a worker thread."""
@@ -145,7 +149,12 @@ class LocalTokenStore(StoreAdmin):
             raise InvalidToken("unknown token")
 
     def _identity(
-        self, row: Sequence[Any], now: float, allow_expired: bool, grace_end: float | None
+        self,
+        row: Sequence[Any],
+        now: float,
+        allow_expired: bool,
+        grace_end: float | None,
+        record_use: bool = True,
     ) -> Identity:
         token_id = row[_ID]
         if row[_REVOKED] is not None:
@@ -185,7 +194,8 @@ class LocalTokenStore(StoreAdmin):
                 "deadline": now + idle,
             }
             ends.append(now + idle)
-        self._touch(token_id, row[_LAST_USED], now, idle)
+        if record_use:
+            self._touch(token_id, row[_LAST_USED], now, idle)
         return Identity(
             user_id=row[2],
             user_name=row[3],
