@@ -63,28 +63,11 @@ def when(value: datetime | None, *, short: bool = False) -> str:
     return value.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%dT%H:%M:%SZ")
 
 
-def _peppers() -> str | dict[str, str] | None:
-    single, many = env("AUTHMW_PEPPER"), env("AUTHMW_PEPPERS")
-    if single and many:
-        raise ConfigurationError("AUTHMW_PEPPERS", "set AUTHMW_PEPPER or AUTHMW_PEPPERS, not both")
-    if many is None:
-        return single
-    try:
-        value = json.loads(many)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ConfigurationError(
-            "AUTHMW_PEPPERS",
-            'must be a JSON object of pepper ids to secrets, oldest first: {"1": "..."}',
-        )
-    return value
-
-
 def open_store(args: argparse.Namespace, *, must_exist: bool) -> LocalTokenStore:
     """The store of ``--db`` / ``AUTHMW_DB``, with the peppers and limits of the environment."""
     from .store import DEFAULT_URL, LocalTokenStore
     from .store._backend import sqlite_path
+    from .store._tokens import pepper_from_environment
 
     url = args.db or env("AUTHMW_DB") or DEFAULT_URL
     path = sqlite_path(url)
@@ -104,7 +87,7 @@ def open_store(args: argparse.Namespace, *, must_exist: bool) -> LocalTokenStore
                 raise ConfigurationError("AUTHMW_MAX_TTL", str(exc)) from None
     return LocalTokenStore(
         url,
-        pepper=_peppers(),
+        pepper=pepper_from_environment(os.environ),
         max_ttl=max_ttl,
         require_expiry=max_ttl is not None,
         watch_interval=None,  # a command does not stay to hear of changes

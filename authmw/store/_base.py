@@ -235,7 +235,11 @@ class StoreBase:
                 self._own_events.discard(seq)
                 continue
             if kind in ("policy", "pepper"):
-                self._reload_settings()
+                try:
+                    self._reload_settings()
+                except IdentityServiceUnavailable as exc:
+                    # Caches are dropped all the same; the next event or open reloads.
+                    log.warning("token store %s: settings not reloaded: %s", self.url, exc)
             self._notify(token_id)
 
     def _ensure_watching(self) -> None:
@@ -251,8 +255,13 @@ class StoreBase:
             # number is dispatched, so no revocation slips between the two.
             since = latest_event(self._backend)
             self._own_events.clear()
+            # Weak: a store dropped without close() must not be kept alive by its thread.
             self._watcher = Watcher(
-                self._backend, since, self.watch_interval, self._dispatch, self._tick
+                self._backend,
+                since,
+                self.watch_interval,
+                weakref.WeakMethod(self._dispatch),
+                weakref.WeakMethod(self._tick),
             )
             self._watcher.start()
 

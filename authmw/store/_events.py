@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,8 +70,10 @@ class Watcher:
 
     ``dispatch(events)`` gets each batch in order (from this thread);
     ``tick()`` runs about once per ``interval`` (the store flushes its
-    batched writes there). A watcher belongs to the process that started
-    it: after a fork, :attr:`alive` is False in the child.
+    batched writes there). Both may be weak methods
+    (:class:`weakref.WeakMethod`): once their object is gone, the thread
+    ends. A watcher belongs to the process that started it: after a fork,
+    :attr:`alive` is False in the child.
     """
 
     def __init__(
@@ -78,8 +81,8 @@ class Watcher:
         backend: Backend,
         since: int,
         interval: float,
-        dispatch: Callable[[Sequence[Event]], None],
-        tick: Callable[[], None],
+        dispatch: Callable[[Sequence[Event]], None] | weakref.WeakMethod[Any],
+        tick: Callable[[], None] | weakref.WeakMethod[Any],
     ) -> None:
         self.backend = backend
         self.since = since
@@ -225,15 +228,30 @@ class Watcher:
             )
         self._failing = True
 
+    def _callback(self, callback: Any) -> Callable[..., None] | None:
+        if isinstance(callback, weakref.WeakMethod):
+            method: Callable[..., None] | None = callback()
+            if method is None:  # its store was dropped without close(): end quietly
+                self._stop.set()
+            return method
+        function: Callable[..., None] = callback
+        return function
+
     def _safe_dispatch(self, events: Sequence[Event]) -> None:
+        dispatch = self._callback(self._dispatch)
+        if dispatch is None:
+            return
         try:
-            self._dispatch(events)
+            dispatch(events)
         except Exception:
             log.exception("token store %s: handling changes failed", self.backend.display_url)
 
     def _safe_tick(self) -> None:
+        tick = self._callback(self._tick)
+        if tick is None:
+            return
         try:
-            self._tick()
+            tick()
         except Exception:
             log.exception("token store %s: periodic writes failed", self.backend.display_url)
 

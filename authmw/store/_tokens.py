@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import zlib
@@ -152,6 +153,28 @@ class PepperRing:
         """Forget a retired pepper (never the newest)."""
         if pepper_id != self.newest:
             self.hashers.pop(pepper_id, None)
+
+
+def pepper_from_environment(
+    environ: Mapping[str, str],
+) -> str | dict[str, str] | None:
+    """``AUTHMW_PEPPER`` (one secret) or ``AUTHMW_PEPPERS`` (a JSON object of pepper ids to
+    secrets, oldest first); ConfigurationError naming the variable for a mistake."""
+    single, many = environ.get("AUTHMW_PEPPER") or None, environ.get("AUTHMW_PEPPERS") or None
+    if single and many:
+        raise ConfigurationError("AUTHMW_PEPPERS", "set AUTHMW_PEPPER or AUTHMW_PEPPERS, not both")
+    if many is None:
+        return single
+    try:
+        value = json.loads(many)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigurationError(
+            "AUTHMW_PEPPERS",
+            'must be a JSON object of pepper ids to secrets, oldest first: {"1": "..."}',
+        )
+    return value
 
 
 def _secret(pepper_id: str, value: str | bytes) -> bytes:

@@ -227,3 +227,24 @@ def test_postgresql_listener_lost_falls_back_to_polling_and_reconnects(
             admin.execute(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS true')
         here.close()
         elsewhere.close()
+
+
+def test_a_store_dropped_without_close_ends_its_watcher(db_url: str) -> None:
+    import gc
+
+    before = len(watcher_threads())
+    store = LocalTokenStore(db_url, watch_interval=0.05)
+    store.validate(store.issue(user_name="alice", ttl=DAY).token)
+    assert len(watcher_threads()) == before + 1
+    del store
+    gc.collect()
+    wait_for(lambda: len(watcher_threads()) == before, "the watcher thread ended")
+
+
+def test_a_bad_watch_interval_names_the_option(db_url: str) -> None:
+    from authmw import ConfigurationError
+
+    for bad in (0, -1, "1"):
+        with pytest.raises(ConfigurationError) as info:
+            LocalTokenStore(db_url, watch_interval=bad, connect=False)  # type: ignore[arg-type]
+        assert info.value.option == "watch_interval"

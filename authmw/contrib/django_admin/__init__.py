@@ -21,7 +21,6 @@ permissions of "API token" (a superuser has them).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any
@@ -92,9 +91,9 @@ def get_store() -> Any:
                     "AUTHMW_TOKEN_ADMIN", 'set {"URL": "<the token store URL>"}'
                 )
             pepper = config.get("PEPPER")
-            if pepper is None and os.environ.get("AUTHMW_PEPPERS"):
-                pepper = json.loads(os.environ["AUTHMW_PEPPERS"])
-            elif pepper is None:
-                pepper = os.environ.get("AUTHMW_PEPPER") or None
+            if pepper is None:
+                from ...store._tokens import pepper_from_environment
+
+                pepper = pepper_from_environment(os.environ)
             _store = LocalTokenStore(url, pepper=pepper)
     return _store
