@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import os
 import threading
 import time
 import weakref
@@ -108,6 +109,14 @@ class UseRecorder(Protocol):
 
 _recorders: dict[str, list[weakref.ref[UseRecorder]]] = {}
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def register_uses(store_id: str, recorder: UseRecorder | None, *, remove: bool = False) -> None:

@@ -241,7 +241,7 @@ class StoreAdmin(StoreRules):
         if seq is None:
             return False
         log.info("revoked token %s", token_id)
-        self._own_events.add(seq)
+        self._mine(seq)
         self._notify(token_id)
         return True
 
@@ -295,7 +295,7 @@ class StoreAdmin(StoreRules):
         values = dict(zip(COLUMNS, row, strict=True))
         values.update(rotated_at=now, pepper_id=self._ring.newest)
         log.info("rotated token %s (old secret valid for %gs)", token_id, grace_seconds)
-        self._own_events.add(seq)
+        self._mine(seq)
         self._notify(token_id)
         return IssuedToken(token, TokenRecord._from_row([values[c] for c in PUBLIC_COLUMNS]))
 

@@ -228,6 +228,13 @@ class StoreBase:
             except Exception:
                 log.exception("revocation listener %r failed", listener)
 
+    def _mine(self, seq: int) -> None:
+        """Event ``seq`` was dispatched here already: the watcher skips it (a watcher
+        started later reads only newer events, so remember it only for a running one)."""
+        watcher = self._watcher
+        if watcher is not None and watcher.alive:
+            self._own_events.add(seq)
+
     def _dispatch(self, events: Sequence[Event]) -> None:
         """Events the watcher read: those other processes (or instances) wrote."""
         for seq, token_id, kind in events:

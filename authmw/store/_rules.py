@@ -74,7 +74,7 @@ class StoreRules(StoreBase):
                 return add_event(b, conn, None, "policy")
 
         seq = b.run(write)
-        self._own_events.add(seq)
+        self._mine(seq)
         self._reload_settings()
         log.info("token store policy changed: %s", self._policy)
         self._notify(None)
@@ -145,7 +145,7 @@ class StoreRules(StoreBase):
                 return int(count), add_event(b, conn, None, "pepper")
 
         count, seq = b.run(write)
-        self._own_events.add(seq)
+        self._mine(seq)
         self._ring.drop(pepper_id)
         log.info("retired pepper %r: %d tokens revoked", pepper_id, count)
         self._notify(None)

@@ -144,8 +144,10 @@ class TokenService:
         raise _Refused(405 if len(parts) <= 2 else 404, "no such route")
 
     def _may(self, caller: Identity, record: TokenRecord | None, user_id: str) -> bool:
+        # Tokens issued here for a caller without a user domain get the default one.
         own = user_id == caller.user_id and (
-            record is None or record.user_domain_id == caller.user_domain_id
+            record is None
+            or (record.user_domain_id or "default") == (caller.user_domain_id or "default")
         )
         if own:
             return self.policy.enforce("authmw:tokens:manage_own", caller, _target(caller))

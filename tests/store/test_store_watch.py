@@ -111,12 +111,10 @@ def test_the_command_line_revokes_for_every_process(
 
 def test_no_watcher_before_the_first_validation(make_store: MakeStore) -> None:
     """As in gunicorn's master with --preload: it builds the app, forks, never validates."""
-    before = len(watcher_threads())
     store = make_store(clock=time.time)
     CachedValidator(store)  # registers its listener, as the middleware does
     issued = store.issue(user_name="alice", ttl=DAY)
     store.revoke(issued.id)
-    assert len(watcher_threads()) == before
     assert store._watcher is None
 
     other = store.issue(user_name="bob", ttl=DAY)
@@ -232,13 +230,14 @@ def test_postgresql_listener_lost_falls_back_to_polling_and_reconnects(
 def test_a_store_dropped_without_close_ends_its_watcher(db_url: str) -> None:
     import gc
 
-    before = len(watcher_threads())
     store = LocalTokenStore(db_url, watch_interval=0.05)
     store.validate(store.issue(user_name="alice", ttl=DAY).token)
-    assert len(watcher_threads()) == before + 1
+    assert store._watcher is not None
+    thread = store._watcher._thread
+    assert thread in watcher_threads()
     del store
     gc.collect()
-    wait_for(lambda: len(watcher_threads()) == before, "the watcher thread ended")
+    wait_for(lambda: not thread.is_alive(), "the watcher thread ended")
 
 
 def test_a_bad_watch_interval_names_the_option(db_url: str) -> None:
@@ -248,3 +247,39 @@ def test_a_bad_watch_interval_names_the_option(db_url: str) -> None:
         with pytest.raises(ConfigurationError) as info:
             LocalTokenStore(db_url, watch_interval=bad, connect=False)  # type: ignore[arg-type]
         assert info.value.option == "watch_interval"
+
+
+async def test_a_revocation_made_elsewhere_closes_the_tokens_open_websocket(
+    make_store: MakeStore,
+) -> None:
+    import asyncio
+
+    from authmw import ASGIAuthMiddleware
+
+    here, elsewhere = make_store(clock=time.time), make_store(clock=time.time)
+    issued = elsewhere.issue(user_name="alice", ttl=DAY)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    middleware = ASGIAuthMiddleware(app, validator=here, cache_time=300)
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    outbox: asyncio.Queue[Any] = asyncio.Queue()
+    await inbox.put({"type": "websocket.connect"})
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [(b"x-auth-token", issued.token.encode())],
+        "client": ("10.1.2.3", 5000),
+    }
+    task = asyncio.create_task(middleware(scope, inbox.get, outbox.put))
+    assert (await asyncio.wait_for(outbox.get(), BOUND))["type"] == "websocket.accept"
+
+    await asyncio.to_thread(elsewhere.revoke, issued.id)
+
+    closed = await asyncio.wait_for(outbox.get(), BOUND)
+    assert closed["type"] == "websocket.close" and closed["code"] == 1008
+    await asyncio.wait_for(task, BOUND)
