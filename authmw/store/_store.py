@@ -98,7 +98,7 @@ class LocalTokenStore(StoreAdmin):
         grace_end: float | None = None
         if row is None:
             row, grace_end = self._by_old_secret(digests)
-        self._check_digest(token, row[_HASH], row[_PEPPER])
+        self._check_digest(digests, row[_HASH], row[_PEPPER])
         return self._identity(row, self._clock(), allow_expired, grace_end, record_use)
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
@@ -143,9 +143,10 @@ class LocalTokenStore(StoreAdmin):
         row[_HASH], row[_PEPPER] = old_hash, pepper_id
         return row, float(valid_until)
 
-    def _check_digest(self, token: str, stored: bytes, pepper_id: str | None) -> None:
-        hasher = self._ring.hasher(pepper_id)
-        if hasher is None or not hmac.compare_digest(bytes(stored), hasher(token)):
+    def _check_digest(self, digests: list[bytes], stored: bytes, pepper_id: str | None) -> None:
+        """The row's hash must be the token's digest under the row's own pepper."""
+        index = self._ring.index.get(pepper_id)
+        if index is None or not hmac.compare_digest(bytes(stored), digests[index]):
             raise InvalidToken("unknown token")
 
     def _identity(
@@ -163,7 +164,12 @@ class LocalTokenStore(StoreAdmin):
         if not allow_expired and expires is not None and expires <= now - self.leeway:
             raise TokenRejected("expired", f"token {token_id} expired")
         created = row[_CREATED]
-        ends = [t for t in (expires, grace_end) if t is not None]
+        # The identity expires at the earliest end: expiry, grace, lifetime, idle deadline.
+        end = (
+            expires
+            if grace_end is None or (expires is not None and expires < grace_end)
+            else grace_end
+        )
         lifetime = self._policy.max_lifetime
         if lifetime is not None:
             if created + lifetime <= now:
@@ -172,7 +178,7 @@ class LocalTokenStore(StoreAdmin):
                     f"token {token_id} older than the store's maximum lifetime of "
                     f"{format_duration(lifetime)}",
                 )
-            ends.append(created + lifetime)
+            end = created + lifetime if end is None else min(end, created + lifetime)
         restrictions: dict[str, Any] = {}
         if row[_READ_ONLY]:
             restrictions["methods"] = list(_SAFE_METHODS)
@@ -193,7 +199,7 @@ class LocalTokenStore(StoreAdmin):
                 "ttl": idle,
                 "deadline": now + idle,
             }
-            ends.append(now + idle)
+            end = now + idle if end is None else min(end, now + idle)
         if record_use:
             self._touch(token_id, row[_LAST_USED], now, idle)
         return Identity(
@@ -209,7 +215,7 @@ class LocalTokenStore(StoreAdmin):
             domain_name=row[11],
             system_scope=row[12],
             roles=row[_ROLES].split(",") if row[_ROLES] else (),
-            expires_at=as_datetime(min(ends) if ends else None),
+            expires_at=as_datetime(end),
             issued_at=as_datetime(created),
             audit_ids=(token_id,),
             methods=("token",),

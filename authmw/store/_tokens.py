@@ -133,13 +133,19 @@ class PepperRing:
             )
         self.newest: str | None = list(self.hashers)[-1]
         self.peppered = self.newest is not None
+        self._reindex()
+
+    def _reindex(self) -> None:
+        #: Pepper id -> position of its digest in :meth:`digests`.
+        self.index: dict[str | None, int] = {key: n for n, key in enumerate(self.hashers)}
+        self._hashers = tuple(self.hashers.values())
 
     def hasher(self, pepper_id: str | None) -> TokenHasher | None:
         return self.hashers.get(pepper_id)
 
     def digests(self, token: str) -> list[bytes]:
         """The token's digest under each pepper (one per pepper, newest last)."""
-        return [hasher(token) for hasher in self.hashers.values()]
+        return [hasher(token) for hasher in self._hashers]
 
     def fingerprints(self) -> dict[str, str]:
         """Pepper id -> fingerprint, for the store's records."""
@@ -153,6 +159,7 @@ class PepperRing:
         """Forget a retired pepper (never the newest)."""
         if pepper_id != self.newest:
             self.hashers.pop(pepper_id, None)
+            self._reindex()
 
 
 def pepper_from_environment(
