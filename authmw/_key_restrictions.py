@@ -86,9 +86,15 @@ def _parsed(networks: tuple[str, ...]) -> tuple[_Network, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+@functools.lru_cache(maxsize=4096)
+def _allowed(networks: tuple[str, ...], client: str | None) -> bool:
+    """Whether ``client`` is in one of ``networks`` (remembered: checked on every request)."""
+    address = client_address(client)
+    return address is not None and any(address in n for n in _parsed(networks))
+
+
 def _ips(data: Any, request: RequestFacts) -> Refusal | None:
-    address = client_address(request.client)
-    if address is not None and any(address in n for n in _parsed(tuple(data))):
+    if _allowed(data if isinstance(data, tuple) else tuple(data), request.client):
         return None
     return Refusal(
         403,
