@@ -28,6 +28,7 @@ _ID, _HASH, _ROLES, _CREATED, _EXPIRES, _REVOKED, _LAST_USED = (
 _SCOPES, _READ_ONLY, _IPS, _IDLE, _PEPPER = (
     ROW[c] for c in ("scopes", "read_only", "allowed_ips", "idle_ttl", "pepper_id")
 )
+_GRACE = len(COLUMNS)  # the lookup's last column: when a rotated-out secret ends
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -94,12 +95,15 @@ class LocalTokenStore(StoreAdmin):
                 raise IdentityServiceUnavailable(str(exc)) from exc
         self._ensure_watching()
         digests = self._ring.digests(token)
-        row = self._backend.fetchone(self._select_by_hash(len(digests)), digests)
-        grace_end: float | None = None
+        row = self._backend.fetchone(self._lookup(len(digests)), digests + digests)
         if row is None:
-            row, grace_end = self._by_old_secret(digests)
+            raise InvalidToken("unknown token")
         self._check_digest(digests, row[_HASH], row[_PEPPER])
-        return self._identity(row, self._clock(), allow_expired, grace_end, record_use)
+        now = self._clock()
+        grace_end = row[_GRACE]
+        if grace_end is not None and grace_end <= now:
+            raise TokenRejected("rotated", f"token {row[_ID]} rotated, its grace period over")
+        return self._identity(row, now, allow_expired, grace_end, record_use)
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """Same as :meth:`validate`, with the database call in a worker thread."""
@@ -109,39 +113,25 @@ class LocalTokenStore(StoreAdmin):
             functools.partial(self.validate, token, allow_expired=allow_expired)
         )
 
-    def _select_by_hash(self, count: int, table: str = "authmw_tokens") -> str:
-        """``SELECT`` by one digest per pepper (one statement per count, made once)."""
-        statement = self._statements.get((count, table))
+    def _lookup(self, count: int) -> str:
+        """One query by one digest per pepper: the token with that secret, else the token
+        whose rotated-out secret it is (with that secret's end in the last column).
+        Made once per number of peppers."""
+        statement = self._statements.get((count, "lookup"))
         if statement is None:
-            columns = (
-                ", ".join(COLUMNS)
-                if table == "authmw_tokens"
-                else "token_id, valid_until, token_hash, pepper_id"
-            )
             marks = ", ".join("?" * count)
-            condition = "token_hash = ?" if count == 1 else f"token_hash IN ({marks})"
-            statement = self._backend.sql(f"SELECT {columns} FROM {table} WHERE {condition}")  # noqa: S608
-            self._statements[(count, table)] = statement
+            current = ", ".join(COLUMNS)
+            rotated = ", ".join(
+                f"r.{c}" if c in ("token_hash", "pepper_id") else f"t.{c}" for c in COLUMNS
+            )
+            statement = self._backend.sql(
+                f"SELECT {current}, NULL FROM authmw_tokens WHERE token_hash IN ({marks}) "  # noqa: S608
+                f"UNION ALL SELECT {rotated}, r.valid_until FROM authmw_retired_secrets r "
+                f"JOIN authmw_tokens t ON t.id = r.token_id WHERE r.token_hash IN ({marks}) "
+                "LIMIT 1"
+            )
+            self._statements[(count, "lookup")] = statement
         return statement
-
-    def _by_old_secret(self, digests: list[bytes]) -> tuple[Sequence[Any], float]:
-        """The row of a token whose secret was rotated out, and when that secret ends."""
-        b = self._backend
-        old = b.fetchone(self._select_by_hash(len(digests), "authmw_retired_secrets"), digests)
-        if old is None:
-            raise InvalidToken("unknown token")
-        token_id, valid_until, old_hash, pepper_id = old
-        if float(valid_until) <= self._clock():
-            raise TokenRejected("rotated", f"token {token_id} rotated, its grace period over")
-        row = b.fetchone(
-            b.sql(f"SELECT {', '.join(COLUMNS)} FROM authmw_tokens WHERE id = ?"),  # noqa: S608
-            (token_id,),
-        )
-        if row is None:
-            raise InvalidToken("unknown token")
-        row = list(row)
-        row[_HASH], row[_PEPPER] = old_hash, pepper_id
-        return row, float(valid_until)
 
     def _check_digest(self, digests: list[bytes], stored: bytes, pepper_id: str | None) -> None:
         """The row's hash must be the token's digest under the row's own pepper."""
