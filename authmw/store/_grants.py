@@ -98,16 +98,26 @@ def grant(caller: Identity, request: Mapping[str, Any], now: float) -> Grant:
     )
 
 
+def _caller_end(caller: Identity) -> float | None:
+    """When the caller's token ends (POSIX seconds; None: never). For an idle-limited
+    token that is its end but for idleness (the idle deadline moves with use, and the
+    new token inherits the idle time)."""
+    idle = caller.restrictions.get("idle")
+    if idle is not None:
+        until = idle.get("until")
+        return None if until is None else float(until)
+    return None if caller.expires_at is None else caller.expires_at.timestamp()
+
+
 def lifetime(caller: Identity, request: Mapping[str, Any], default: float, now: float) -> float:
     """The ttl for a new token: asked for (or ``default``), at most the caller's own time left."""
+    end = _caller_end(caller)
     ttl = request.get("ttl", None)
     if ttl is None:
-        ttl = default
-        if caller.expires_at is not None:
-            ttl = min(ttl, caller.expires_at.timestamp() - now)
+        ttl = default if end is None else min(default, end - now)
     elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError("ttl: seconds")
-    if caller.expires_at is not None and now + float(ttl) > caller.expires_at.timestamp() + 1e-6:
+    if end is not None and now + float(ttl) > end + 1e-6:
         raise Escalation("the token would outlive your own")
     if ttl <= 0:
         raise Escalation("your own token has expired")
@@ -129,5 +139,6 @@ def check_record(caller: Identity, record: TokenRecord, max_lifetime: float | No
             raise Escalation("the token is usable from more networks than yours")
     grant(caller, fields, 0.0)
     expiry: datetime | None = record.effective_expiry(max_lifetime)
-    if caller.expires_at is not None and (expiry is None or expiry > caller.expires_at):
+    end = _caller_end(caller)
+    if end is not None and (expiry is None or expiry.timestamp() > end + 1e-6):
         raise Escalation("the token would outlive your own")

@@ -194,6 +194,7 @@ class LocalTokenStore(StoreAdmin):
                 "token": token_id,
                 "ttl": idle,
                 "deadline": now + idle,
+                "until": end,  # the token's end but for idleness (None: no end)
             }
             end = now + idle if end is None else min(end, now + idle)
         if record_use:

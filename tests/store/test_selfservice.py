@@ -172,6 +172,12 @@ CASES: dict[str, Case] = {
     "longer idle time": Case("alice-idle", "POST", "/", {"idle_ttl": 7200}, 403),
     "no idle time": Case("alice-idle", "POST", "/", {"idle_ttl": None}, 403),
     "idle time inherited": Case("alice-idle", "POST", "/", {}, 201, _issued(idle_ttl=3600)),
+    "idle-limited caller, its full lifetime": Case(
+        "alice-idle", "POST", "/", {"ttl": 29 * DAY}, 201, _issued(idle_ttl=3600)
+    ),
+    "idle-limited caller, past its lifetime": Case(
+        "alice-idle", "POST", "/", {"ttl": 31 * DAY}, 403
+    ),
     "rotate a more powerful own token": Case(
         "alice", "POST", "/{alice-powerful}/rotate", {}, 403, _active("alice-powerful")
     ),
