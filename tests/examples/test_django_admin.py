@@ -132,3 +132,40 @@ def test_what_the_admin_did_happened_in_the_store(run: tuple[dict[str, Any], str
     assert (first["url"], first["status"]) == ("/admin/", 302)  # not signed in
     errors = [r for r in data["responses"] if r["method"] == "POST" and "3x" in r["body"]]
     assert errors and errors[0]["status"] == 200  # the form again, with its error
+
+
+@pytest.mark.parametrize(
+    ("settings", "option"),
+    [
+        ({}, "AUTHMW_TOKEN_ADMIN"),
+        ({"AUTHMW_TOKEN_ADMIN": {"URL": "sqlite:///t.db"}}, "DATABASES"),
+        (
+            {
+                "AUTHMW_TOKEN_ADMIN": {"URL": "sqlite:///t.db"},
+                "DATABASES": {
+                    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+                    "authmw_tokens": {"ENGINE": "django.db.backends.sqlite3"},
+                },
+            },
+            "DATABASE_ROUTERS",
+        ),
+    ],
+)
+def test_admin_settings_mistakes_fail_at_start_naming_the_setting(
+    settings: dict[str, Any], option: str
+) -> None:
+    code = (
+        "import django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['django.contrib.contenttypes', "
+        "'django.contrib.auth', 'authmw.contrib.django_admin'], "
+        f"**{settings!r})\n"
+        "django.setup()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHMW_", "DJANGO_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"ConfigurationError: {option}:" in result.stderr.splitlines()[-1]
