@@ -5,7 +5,8 @@ Settings come from options or environment variables:
 - ``--db URL`` / ``AUTHMW_DB``: the token store, ``sqlite:///authmw-tokens.db``
   (a file in the working directory) unless given; ``postgresql://...`` works too.
 - ``AUTHMW_PEPPER``: the store's HMAC pepper, if it was created with one
-  (never an option, so it stays out of shell history and ``ps``).
+  (never an option, so it stays out of shell history and ``ps``); or
+  ``AUTHMW_PEPPERS``, a JSON object of pepper ids to secrets, newest last.
 - ``AUTHMW_MAX_TTL``: longest lifetime of new tokens (default ``365d``;
   ``none`` allows tokens that never expire, with ``--ttl never``).
 - ``authmw check`` reads the token from standard input (``authmw check -``,
@@ -26,22 +27,20 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import AuthError, ConfigurationError, IdentityServiceUnavailable, InvalidToken
+from ._cli_store import Failure, env, open_store, when
+from ._cli_tokens import add_parser as add_token_parser
+from .errors import AuthError, IdentityServiceUnavailable, InvalidToken
 
 if TYPE_CHECKING:
     from .identity import Identity
-    from .store import LocalTokenStore, TokenRecord
     from .validators.base import Validator
 
 __all__ = ["main"]
 
-DEFAULT_TTL = "30d"
 _FROM_STDIN = "-"
 _TOKEN_ENV = "AUTHMW_TOKEN"  # noqa: S105 - the variable's name, not a secret
 _ARGV_WARNING = (
@@ -77,195 +76,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class _Failure(Exception):
-    """A message for stderr and an exit status."""
-
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value else None
-
-
-def _duration(text: str) -> float | None:
-    from .store import parse_duration
-
-    if text.strip().lower() == "never":
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _when(value: datetime | None, *, short: bool = False) -> str:
-    if value is None:
-        return "-" if short else "never"
-    return value.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- store ----------------------------------------------------------------
-def _open_store(args: argparse.Namespace, *, must_exist: bool) -> LocalTokenStore:
-    from .store import DEFAULT_URL, LocalTokenStore
-    from .store._backend import sqlite_path
-
-    url = args.db or _env("AUTHMW_DB") or DEFAULT_URL
-    path = sqlite_path(url)
-    if must_exist and path is not None and not os.path.exists(path):
-        raise _Failure(
-            f"no token store at {path} (issue a token first, or pass --db URL / set AUTHMW_DB)"
-        )
-    max_ttl_text = _env("AUTHMW_MAX_TTL")
-    max_ttl: float | None = 365 * 86400.0
-    if max_ttl_text is not None:
-        if max_ttl_text.strip().lower() == "none":
-            max_ttl = None
-        else:
-            try:
-                max_ttl = _duration(max_ttl_text)
-            except argparse.ArgumentTypeError as exc:
-                raise ConfigurationError("AUTHMW_MAX_TTL", str(exc)) from None
-    return LocalTokenStore(
-        url,
-        pepper=_env("AUTHMW_PEPPER"),
-        max_ttl=max_ttl,
-        require_expiry=max_ttl is not None,
-    )
-
-
-def _print_record(record: TokenRecord) -> None:
-    rows = [
-        ("id", record.id),
-        ("status", record.status()),
-        ("user", f"{record.user_name or '-'} (id {record.user_id})"),
-        ("user domain", record.user_domain_name or record.user_domain_id or "-"),
-        ("scope", record.scope),
-    ]
-    if record.project_id:
-        rows.append(("project id", record.project_id))
-        rows.append(
-            ("project domain", record.project_domain_name or record.project_domain_id or "-")
-        )
-    if record.domain_id:
-        rows.append(("domain id", record.domain_id))
-    rows += [
-        ("roles", ", ".join(record.roles) or "-"),
-        ("description", record.description or "-"),
-        ("created", _when(record.created_at)),
-        ("expires", _when(record.expires_at)),
-        ("revoked", _when(record.revoked_at) if record.revoked_at else "-"),
-        ("last used", _when(record.last_used_at) if record.last_used_at else "-"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name + ':':<{width + 1}} {value}")
-
-
-def _cmd_issue(args: argparse.Namespace) -> int:
-    with _open_store(args, must_exist=False) as store:
-        issued = store.issue(
-            user_id=args.user_id,
-            user_name=args.user,
-            user_domain_id=args.user_domain_id or args.user_domain,
-            user_domain_name=args.user_domain,
-            project_id=args.project_id,
-            project_name=args.project,
-            project_domain_id=args.project_domain_id or args.project_domain,
-            project_domain_name=args.project_domain,
-            domain_id=args.domain_id,
-            domain_name=args.domain,
-            system_scope=args.system,
-            roles=args.role,
-            description=args.description or "",
-            ttl=args.ttl,
-        )
-    if args.quiet:
-        print(issued.token)
-        return 0
-    record = issued.record
-    print(f"id:      {record.id}")
-    print(f"token:   {issued.token}")
-    print(f"user:    {record.user_name or record.user_id}")
-    print(f"scope:   {record.scope}")
-    print(f"roles:   {', '.join(record.roles) or '-'}")
-    print(f"expires: {_when(record.expires_at)}")
-    print(
-        "Copy the token now: it is shown only this once (the store keeps only its hash).",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    with _open_store(args, must_exist=True) as store:
-        records = store.list_tokens(user=args.user, include_inactive=args.all)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in records], indent=2))
-        return 0
-    if not records:
-        print(
-            "no tokens"
-            + (" (use --all to include revoked and expired ones)" if not args.all else "")
-        )
-        return 0
-    header = ("ID", "USER", "SCOPE", "ROLES", "EXPIRES", "LAST USED", "STATUS", "DESCRIPTION")
-    table = [header]
-    for r in records:
-        description = r.description if len(r.description) <= 40 else r.description[:39] + "…"
-        table.append(
-            (
-                r.id,
-                r.user_name or r.user_id,
-                r.scope,
-                ",".join(r.roles) or "-",
-                _when(r.expires_at, short=True),
-                _when(r.last_used_at, short=True),
-                r.status(),
-                description,
-            )
-        )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    return 0
-
-
-def _cmd_show(args: argparse.Namespace) -> int:
-    with _open_store(args, must_exist=True) as store:
-        record = store.get(args.id)
-    if record is None:
-        raise _Failure(f"no token with id {args.id!r}", status=1)
-    if args.json:
-        print(json.dumps(record.to_dict(), indent=2))
-    else:
-        _print_record(record)
-    return 0
-
-
-def _cmd_revoke(args: argparse.Namespace) -> int:
-    with _open_store(args, must_exist=True) as store:
-        record = store.get(args.id)
-        if record is None:
-            raise _Failure(f"no token with id {args.id!r}", status=1)
-        if store.revoke(args.id):
-            print(f"revoked token {args.id}")
-        else:
-            print(f"token {args.id} was already revoked")
-    return 0
-
-
-def _cmd_purge(args: argparse.Namespace) -> int:
-    if not (args.expired or args.revoked):
-        raise _Failure("say what to purge: --expired and/or --revoked")
-    with _open_store(args, must_exist=True) as store:
-        count = store.purge(
-            expired=args.expired, revoked=args.revoked, older_than=args.older_than or 0.0
-        )
-    print(f"deleted {count} token{'s' if count != 1 else ''}")
-    return 0
+_Failure = Failure
+_env = env
+_open_store = open_store
+_when = when
 
 
 # -- check ----------------------------------------------------------------
@@ -317,6 +131,15 @@ def _print_identity(identity: Identity) -> None:
         ("expires", _when(identity.expires_at)),
         ("audit ids", ", ".join(identity.audit_ids) or "-"),
     ]
+    if identity.token_scopes:
+        rows.append(("token scopes", ", ".join(identity.token_scopes)))
+    limits = identity.restrictions
+    if "methods" in limits:
+        rows.append(("methods", ", ".join(limits["methods"])))
+    if "ips" in limits:
+        rows.append(("networks", ", ".join(limits["ips"])))
+    if "idle" in limits:
+        rows.append(("idle time", f"{limits['idle']['ttl']:g} s of no use"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name + ':':<{width + 1}} {value}")
@@ -351,7 +174,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     validator = _check_validator(args)
     rejection: InvalidToken | None = None
     try:
-        identity = validator.validate(token)
+        from .store import LocalTokenStore
+
+        if isinstance(validator, LocalTokenStore):
+            # A check is not a use: it must not keep an idle token alive.
+            identity = validator.validate(token, record_use=False)
+        else:
+            identity = validator.validate(token)
     except InvalidToken as exc:
         rejection = exc
     finally:
@@ -364,12 +193,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if rejection is not None:
         print(f"invalid token: {rejection}", file=sys.stderr)
         return 1
+    refused = _request_refusal(args, identity)
+    if refused is not None:
+        print(f"refused: {refused.message} (reason: {refused.reason})", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(identity.to_dict(), indent=2))
     else:
         print("valid token")
         _print_identity(identity)
     return 0
+
+
+def _request_refusal(args: argparse.Namespace, identity: Identity) -> Any:
+    """What the token's restrictions say of a request with ``--method``/``--client``
+    (those not given are not checked), or None."""
+    from .restrictions import RequestFacts, refusal
+
+    limits = {}
+    if args.method is not None and "methods" in identity.restrictions:
+        limits["methods"] = identity.restrictions["methods"]
+    if args.client is not None and "ips" in identity.restrictions:
+        limits["ips"] = identity.restrictions["ips"]
+    request = RequestFacts((args.method or "GET").upper(), "/", args.client, False)
+    return refusal(limits, request) if limits else None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -404,67 +251,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    token = commands.add_parser("token", help="issue, list, show, revoke and purge local tokens")
-    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
-
-    issue = token_commands.add_parser(
-        "issue", parents=[db], help="issue a token (printed once) for a user"
-    )
-    issue.add_argument("--user", metavar="NAME", help="user name (also the id unless --user-id)")
-    issue.add_argument("--user-id", metavar="ID", help="user id")
-    issue.add_argument("--user-domain", metavar="NAME", help="user's domain (default: Default)")
-    issue.add_argument("--user-domain-id", metavar="ID", help="user's domain id")
-    scope = issue.add_mutually_exclusive_group()
-    scope.add_argument("--project", metavar="NAME", help="project scope (name; also the id)")
-    scope.add_argument("--domain", metavar="NAME", help="domain scope (name; also the id)")
-    scope.add_argument("--system", metavar="all", choices=["all"], help="system scope")
-    issue.add_argument("--project-id", metavar="ID", help="project id (with or without --project)")
-    issue.add_argument(
-        "--project-domain", metavar="NAME", help="project's domain (default: Default)"
-    )
-    issue.add_argument("--project-domain-id", metavar="ID", help="project's domain id")
-    issue.add_argument("--domain-id", metavar="ID", help="domain id (with or without --domain)")
-    issue.add_argument(
-        "--role", action="append", default=[], metavar="ROLE", help="a role (repeat for more)"
-    )
-    issue.add_argument(
-        "--ttl",
-        type=_duration,
-        default=_duration(DEFAULT_TTL),
-        metavar="DURATION",
-        help=f"lifetime: 30d, 12h, 90m, 3600 (seconds) or never (default: {DEFAULT_TTL})",
-    )
-    issue.add_argument("--description", metavar="TEXT", help="what the token is for")
-    issue.add_argument("-q", "--quiet", action="store_true", help="print only the token")
-    issue.set_defaults(func=_cmd_issue)
-
-    listing = token_commands.add_parser("list", parents=[db], help="list tokens (no secrets)")
-    listing.add_argument("--user", metavar="USER", help="only this user's tokens (name or id)")
-    listing.add_argument("--all", action="store_true", help="include revoked and expired tokens")
-    listing.add_argument("--json", action="store_true", help="JSON output")
-    listing.set_defaults(func=_cmd_list)
-
-    show = token_commands.add_parser("show", parents=[db], help="show one token's details")
-    show.add_argument("id", metavar="ID", help="the token's id (not the token)")
-    show.add_argument("--json", action="store_true", help="JSON output")
-    show.set_defaults(func=_cmd_show)
-
-    revoke = token_commands.add_parser("revoke", parents=[db], help="revoke a token")
-    revoke.add_argument("id", metavar="ID", help="the token's id (not the token)")
-    revoke.set_defaults(func=_cmd_revoke)
-
-    purge = token_commands.add_parser(
-        "purge", parents=[db], help="delete expired and/or revoked tokens"
-    )
-    purge.add_argument("--expired", action="store_true", help="delete expired tokens")
-    purge.add_argument("--revoked", action="store_true", help="delete revoked tokens")
-    purge.add_argument(
-        "--older-than",
-        type=_duration,
-        metavar="DURATION",
-        help="only those expired/revoked at least this long ago (e.g. 7d)",
-    )
-    purge.set_defaults(func=_cmd_purge)
+    add_token_parser(commands, db)
 
     check = commands.add_parser(
         "check",
@@ -486,6 +273,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="- to read the token from stdin; the token itself is accepted, with a warning",
     )
     check.add_argument("--json", action="store_true", help="print the identity as JSON")
+    check.add_argument(
+        "--method", metavar="METHOD", help="also check the token may make this request (POST)"
+    )
+    check.add_argument(
+        "--client", metavar="ADDRESS", help="also check the token may be used from this address"
+    )
     check.add_argument("--auth-url", metavar="URL", help="Keystone URL (env AUTHMW_AUTH_URL)")
     for option, text in _KEYSTONE_OPTIONS:
         check.add_argument(f"--{option}", metavar="VALUE", help=text)

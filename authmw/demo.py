@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["make_app", "run"]
 
 HOST = "127.0.0.1"
-CACHE_TIME = 5.0
-"""The demo caches validations briefly, so a revocation from another process shows quickly."""
+CACHE_TIME = 300.0
+"""The demo caches validations as long as the middleware does by default: the store tells
+the cache of a revocation from another process within a second."""
 
 _JSON = [("Content-Type", "application/json")]
 
@@ -49,6 +50,11 @@ def _api(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[by
     method = environ.get("REQUEST_METHOD", "GET")
     path = environ.get("PATH_INFO", "")
     identity: Identity | None = environ.get("authmw.identity")
+    if method == "POST" and path == "/notes" and identity is not None:
+        # Reached only by tokens that may write: the middleware answers a
+        # read-only token's POST with 403 before the app sees it.
+        who = identity.user_name or identity.user_id
+        return _json(start_response, "201 Created", {"saved": True, "by": who})
     if method != "GET":
         return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
     if path == "/healthz":
@@ -118,6 +124,14 @@ def run(*, directory: str | None = None, port: int = 8000) -> int:
                 ttl=86400,
                 description="authmw demo: reader",
             )
+            read_only = store.issue(
+                user_name="ci-bot",
+                project_name="demo",
+                roles=["admin"],
+                ttl=86400,
+                read_only=True,
+                description="authmw demo: a read-only API key",
+            )
             try:
                 server = make_server(
                     HOST, port, make_app(store), server_class=_Server, handler_class=_Handler
@@ -131,7 +145,7 @@ def run(*, directory: str | None = None, port: int = 8000) -> int:
                 return 2
             with server:
                 base = f"http://{HOST}:{server.server_address[1]}"
-                _print_intro(base, db_url, admin.token, reader.token, reader.id)
+                _print_intro(base, db_url, admin.token, reader.token, reader.id, read_only.token)
                 server.serve_forever(poll_interval=0.2)
         return 0
     except KeyboardInterrupt:
@@ -144,18 +158,22 @@ def run(*, directory: str | None = None, port: int = 8000) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _print_intro(base: str, db_url: str, admin: str, reader: str, reader_id: str) -> None:
-    def curl(path: str, token: str | None = None) -> str:
+def _print_intro(
+    base: str, db_url: str, admin: str, reader: str, reader_id: str, read_only: str
+) -> None:
+    def curl(path: str, token: str | None = None, method: str = "GET") -> str:
         header = f"-H {shlex.quote('X-Auth-Token: ' + token)} " if token else ""
-        return f"  curl -i {header}{base}{path}"
+        verb = "" if method == "GET" else f"-X {method} "
+        return f"  curl -i {verb}{header}{base}{path}"
 
     lines = [
         f"authmw demo: a protected API is listening on {base}",
         f"token store: {db_url}",
         "",
-        "Two tokens were issued (valid 24 hours):",
+        "Three tokens were issued (valid 24 hours):",
         f"  admin (roles admin, member, reader): {admin}",
         f"  alice (role reader):                 {reader}",
+        f"  ci-bot (role admin, read-only key):  {read_only}",
         "",
         "Try it:",
         "  # 200: a public route, no token needed",
@@ -168,8 +186,12 @@ def _print_intro(base: str, db_url: str, admin: str, reader: str, reader_id: str
         curl("/admin", reader),
         "  # 200: the admin token may",
         curl("/admin", admin),
+        "  # 201: a token may POST",
+        curl("/notes", admin, "POST"),
+        "  # 403: a read-only token is refused a POST (its restriction, whatever its roles)",
+        curl("/notes", read_only, "POST"),
         "",
-        f"Revoke alice's token from another shell; within {CACHE_TIME:g} s her requests get 401:",
+        "Revoke alice's token from another shell; within a second her requests get 401:",
         f"  authmw token revoke {reader_id} --db {shlex.quote(db_url)}",
         "",
         "Press Ctrl-C to stop.",

@@ -116,6 +116,9 @@ class Identity:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     #: Limits checked on every request (see :mod:`authmw.restrictions`).
     restrictions: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: Permissions a restricted API key was issued with (``items:read``); policy rules
+    #: test them with ``token_scope:items:read``. Empty: the token passes no such check.
+    token_scopes: tuple[str, ...] = ()
 
     # Derived once, read on every request.
     _roles_lower: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -129,7 +132,7 @@ class Identity:
         if not isinstance(self.user_id, str) or not self.user_id:
             raise ValueError("Identity.user_id must be a non-empty string")
         setattr_ = object.__setattr__
-        for name in ("roles", "audit_ids", "methods"):
+        for name in ("roles", "audit_ids", "methods", "token_scopes"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise TypeError(f"Identity.{name} must be a sequence of strings, not a string")
@@ -187,6 +190,10 @@ class Identity:
         held = self._roles_lower
         return all(r.lower() in held for r in roles)
 
+    def has_token_scope(self, scope: str) -> bool:
+        """True if the token was issued with ``scope`` (exact, case-sensitive match)."""
+        return scope in self.token_scopes
+
     # -- expiry ------------------------------------------------------------
     @property
     def expires_timestamp(self) -> float:
@@ -210,7 +217,7 @@ class Identity:
                 continue
             if isinstance(value, datetime):
                 value = value.isoformat()
-            elif name in ("extra", "restrictions") and not value:
+            elif name in ("extra", "restrictions", "token_scopes") and not value:
                 continue
             else:
                 value = thawed(value)

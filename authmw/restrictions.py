@@ -20,6 +20,8 @@ Kinds:
   The path is ``SCRIPT_NAME`` + ``PATH_INFO`` (ASGI ``root_path`` + the
   path inside the app), percent-quoted as webob quotes it, as
   keystonemiddleware matches it.
+- ``"ips"``, ``"idle"``: the client networks allowed and the idle deadline
+  of a local store's API key (:mod:`authmw._key_restrictions`);
 
 A kind this version does not know refuses every request (fail closed: a
 newer writer of the token store may have added it).
@@ -28,12 +30,17 @@ newer writer of the token store may have added it).
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = ["CHECKS", "Refusal", "RequestFacts", "refusal"]
+
+log = logging.getLogger("authmw.restrictions")
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class RequestFacts(NamedTuple):
@@ -53,10 +60,16 @@ class RequestFacts(NamedTuple):
 
 
 class Refusal(NamedTuple):
-    """A restriction's no: the status (401 or 403) and a message for the logs and body."""
+    """A restriction's no: the status (401 or 403) and a message for the body and logs.
+
+    ``reason`` names the rule in the logs (``read-only``, ``ip``, ``idle``);
+    ``note`` says more there when the message must stay generic (a 401).
+    """
 
     status: int
     message: str
+    reason: str = ""
+    note: str = ""
 
 
 Check = Callable[[Any, RequestFacts], "Refusal | None"]
@@ -65,7 +78,8 @@ Check = Callable[[Any, RequestFacts], "Refusal | None"]
 def _methods(allowed: Any, request: RequestFacts) -> Refusal | None:
     if request.method.upper() in allowed:
         return None
-    return Refusal(403, f"this token allows only {', '.join(allowed)} requests")
+    reason = "read-only" if _SAFE_METHODS.issuperset(allowed) else "method"
+    return Refusal(403, f"this token allows only {', '.join(allowed)} requests", reason)
 
 
 # keystonemiddleware's message for every refused token (its 401 body says the same).
@@ -139,5 +153,21 @@ def refusal(restrictions: Mapping[str, Any], request: RequestFacts) -> Refusal |
             )
         answer = check(data, request)
         if answer is not None:
+            log.info(
+                "refused a request to %s %s (reason: %s): %s",
+                request.method,
+                request.path,
+                answer.reason or kind,
+                answer.note or answer.message,
+            )
             return answer
     return None
+
+
+def _register_key_restrictions() -> None:
+    from ._key_restrictions import CHECKS as KEY_CHECKS
+
+    CHECKS.update(KEY_CHECKS)
+
+
+_register_key_restrictions()

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_store.py                 # SQLite in a temp folder
     .venv/bin/python benchmarks/bench_store.py --postgres      # a private PostgreSQL, started here
     .venv/bin/python benchmarks/bench_store.py --db URL        # an existing, empty database
+    .venv/bin/python benchmarks/bench_store.py --peppers 2     # two peppers (one digest each)
 
 The table is filled with ``--tokens`` rows in one bulk insert (executemany on
 SQLite, COPY on PostgreSQL); all but a sample are random digests, which cost
@@ -51,7 +52,8 @@ def _rows(store: LocalTokenStore, count: int, known: list[str]) -> Iterator[tupl
     """
     now = time.time()
     expires = now + 30 * 86400
-    digests = [store._hasher(token) for token in known]
+    digests = [store._ring.digests(token)[-1] for token in known]
+    pepper = store._ring.newest
     digests += [os.urandom(32) for _ in range(count - len(known))]
     digests.sort()
     for n, digest in enumerate(digests):
@@ -77,6 +79,12 @@ def _rows(store: LocalTokenStore, count: int, known: list[str]) -> Iterator[tupl
             expires,
             None,
             None,
+            "",  # schema 4: no scopes,
+            0,  # not read-only,
+            "",  # no networks,
+            None,  # no idle time,
+            None,  # never rotated,
+            pepper,  # the newest pepper (None: plain SHA-256)
         )
 
 
@@ -101,10 +109,11 @@ def _report(name: str, samples: list[float]) -> None:
     )
 
 
-def run(url: str, count: int, samples: int) -> None:
+def run(url: str, count: int, samples: int, peppers: int = 0) -> None:
     known = [new_token() for _ in range(2 * samples)]
-    store = LocalTokenStore(url, max_ttl=None, require_expiry=False)
-    print(f"store: {store.url} ({store.dialect}), {count:,} tokens")
+    ring = {f"p{n}": f"pepper number {n} of this benchmark" for n in range(peppers)} or None
+    store = LocalTokenStore(url, max_ttl=None, require_expiry=False, pepper=ring)
+    print(f"store: {store.url} ({store.dialect}), {count:,} tokens, {peppers} peppers")
 
     start = time.perf_counter()
     inserted = store._insert_rows(_rows(store, count, known))
@@ -142,10 +151,13 @@ def main() -> int:
     )
     parser.add_argument("--tokens", type=int, default=1_000_000, help="rows in the store")
     parser.add_argument("--samples", type=int, default=5000, help="timed calls per case")
+    parser.add_argument(
+        "--peppers", type=int, default=0, help="peppers (0: plain SHA-256; 2: two digests)"
+    )
     args = parser.parse_args()
 
     if args.db:
-        run(args.db, args.tokens, args.samples)
+        run(args.db, args.tokens, args.samples, args.peppers)
     elif args.postgres:
         sys.path.insert(0, str(REPO / "tests"))
         from _services import PostgresServer
@@ -153,13 +165,13 @@ def main() -> int:
         server = PostgresServer()
         server.start()
         try:
-            run(server.create_database(), args.tokens, args.samples)
+            run(server.create_database(), args.tokens, args.samples, args.peppers)
         finally:
             server.destroy()
     else:
         folder = tempfile.mkdtemp(prefix="authmw-bench-")
         try:
-            run(f"sqlite:///{folder}/tokens.db", args.tokens, args.samples)
+            run(f"sqlite:///{folder}/tokens.db", args.tokens, args.samples, args.peppers)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return 0

@@ -6,8 +6,10 @@
 
     {"validator": "memory", "tokens": {"<token>": {"user_id": "u1", ...}},   # or
      "validator": "keystone", "keystone_url": "http://127.0.0.1:PORT/v3",
-     "service": {"username": ..., "password": ..., ...}, "timeout": 5.0,
+     "service": {"username": ..., "password": ..., ...}, "timeout": 5.0,  # or
+     "validator": "store", "store_url": "sqlite:///...", "store_options": {...},
      "redis_url": "redis://...", "redis_secret": "...",               # optional
+     "pid_header": true,                      # X-Worker-Pid on every answer, 401s too
      "options": {...}}                                               # middleware options
 
 Behind the middleware sits an echo app: it answers 200 with a JSON object
@@ -67,6 +69,10 @@ def _validator(config: dict[str, Any]) -> Validator:
             **config["service"],
             **config.get("validator_options", {}),
         )
+    if kind == "store":
+        from authmw.store import LocalTokenStore
+
+        return LocalTokenStore(config["store_url"], **config.get("store_options", {}))
     raise ValueError(f"unknown validator {kind!r}")
 
 
@@ -113,7 +119,35 @@ def _stats(middleware: WSGIAuthMiddleware | ASGIAuthMiddleware) -> bytes:
     return json.dumps(stats).encode()
 
 
-def wsgi_app() -> WSGIAuthMiddleware:
+def _pid_wsgi(app: Any) -> Any:
+    """``app`` adding ``X-Worker-Pid`` to every answer (authmw's own 401/403 too). The pid
+    is read per request: under gunicorn's --preload the app is built in the master."""
+
+    def with_pid(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("X-Worker-Pid", str(os.getpid()))], exc_info)
+
+        return app(environ, start)
+
+    return with_pid
+
+
+def _pid_asgi(app: Any) -> Any:
+    """``app`` adding ``x-worker-pid`` to every HTTP answer."""
+
+    async def with_pid(scope: Any, receive: Any, send: Any) -> None:
+        async def send_with_pid(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                pid = (b"x-worker-pid", str(os.getpid()).encode())
+                message = {**message, "headers": [*message.get("headers", ()), pid]}
+            await send(message)
+
+        await app(scope, receive, send_with_pid if scope["type"] == "http" else send)
+
+    return with_pid
+
+
+def wsgi_app() -> Any:
     """The echo app behind :class:`WSGIAuthMiddleware`, as configured."""
     config = load_config()
     holder: list[WSGIAuthMiddleware] = []
@@ -148,10 +182,10 @@ def wsgi_app() -> WSGIAuthMiddleware:
     _logging(config)
     middleware = WSGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
     holder.append(middleware)
-    return middleware
+    return _pid_wsgi(middleware) if config.get("pid_header") else middleware
 
 
-def asgi_app() -> ASGIAuthMiddleware:
+def asgi_app() -> Any:
     """The echo app behind :class:`ASGIAuthMiddleware`, as configured (http and websocket)."""
     config = load_config()
     holder: list[ASGIAuthMiddleware] = []
@@ -211,4 +245,4 @@ def asgi_app() -> ASGIAuthMiddleware:
     _logging(config)
     middleware = ASGIAuthMiddleware(echo, validator=_validator(config), **_options(config))
     holder.append(middleware)
-    return middleware
+    return _pid_asgi(middleware) if config.get("pid_header") else middleware

@@ -87,7 +87,9 @@ def sample_process(pid: int, upstream_port: int | None = None) -> Sample:
 
 
 class Server:
-    """``kind`` is ``gunicorn`` (1 worker, ``threads`` threads) or ``uvicorn``."""
+    """``kind`` is ``gunicorn`` (``workers`` gthread workers of ``threads`` threads each,
+    the app built in the master first with ``preload``) or ``uvicorn``.
+    ``keep_alive``: seconds gunicorn keeps an idle connection (its default: 2)."""
 
     def __init__(
         self,
@@ -96,15 +98,22 @@ class Server:
         workdir: Path,
         threads: int = 8,
         access_log: bool = False,
+        *,
         workers: int = 1,
+        preload: bool = False,
+        keep_alive: int | None = None,
     ) -> None:
         if kind not in ("gunicorn", "uvicorn"):
             raise ValueError(kind)
+        if kind == "uvicorn" and preload:
+            raise ValueError("preload is a gunicorn option")
         self.kind = kind
-        self.workers = workers
         self.access_log = access_log
         self.workdir = workdir
         self.threads = threads
+        self.workers = workers
+        self.preload = preload
+        self.keep_alive = keep_alive
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"{kind}-{self.port}.json"
@@ -126,6 +135,8 @@ class Server:
                 str(self.workers),
                 "--threads",
                 str(self.threads),
+                *(["--preload"] if self.preload else []),
+                *(["--keep-alive", str(self.keep_alive)] if self.keep_alive else []),
                 "--bind",
                 ":".join(host),
                 "--graceful-timeout",
@@ -195,14 +206,27 @@ class Server:
     @property
     def serving_pid(self) -> int:
         """The pid that serves requests: gunicorn's worker, uvicorn itself."""
-        assert self.proc is not None
-        if self.kind == "uvicorn":
-            return self.proc.pid
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        pids = [int(p) for p in children.split()]
+        pids = self.worker_pids()
         if len(pids) != 1:
             raise RuntimeError(f"gunicorn has {len(pids)} workers, expected 1")
         return pids[0]
+
+    def worker_pids(self) -> list[int]:
+        """The pids that serve requests: gunicorn's workers, or uvicorn itself."""
+        assert self.proc is not None
+        if self.kind == "uvicorn":
+            return [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return sorted(int(p) for p in children.split())
+
+    def wait_for_workers(self, timeout: float = 30.0) -> list[int]:
+        """Wait until gunicorn runs all its workers; their pids."""
+        deadline = time.monotonic() + timeout
+        while len(pids := self.worker_pids()) != self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn runs {len(pids)} of {self.workers} workers")
+            time.sleep(0.05)
+        return pids
 
     def sample(self, upstream_port: int | None = None) -> Sample:
         return sample_process(self.serving_pid, upstream_port)

@@ -37,6 +37,7 @@ class Curl:
     comment: str
     url: str
     headers: dict[str, str]
+    method: str = "GET"
 
 
 class Demo:
@@ -78,11 +79,14 @@ class Demo:
                 continue
             words = shlex.split(command)
             headers = {}
+            method = "GET"
             for flag, value in itertools.pairwise(words):
                 if flag == "-H":
                     name, _, header_value = value.partition(":")
                     headers[name.strip()] = header_value.strip()
-            found.append(Curl(int(match.group(1)), match.group(2), words[-1], headers))
+                if flag == "-X":
+                    method = value
+            found.append(Curl(int(match.group(1)), match.group(2), words[-1], headers, method))
         return found
 
     def stop(self) -> tuple[int, str, str]:
@@ -111,11 +115,11 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 def test_the_printed_curl_commands_do_what_they_say(demo: Demo, tmp_path: Path) -> None:
     assert demo.process.poll() is None, demo.intro
     curls = demo.curls()
-    assert {c.expected for c in curls} >= {200, 401, 403}
-    assert len(curls) == 5
+    assert {c.expected for c in curls} >= {200, 201, 401, 403}
+    assert len(curls) == 7
 
     for curl in curls:
-        response = httpx.get(curl.url, headers=curl.headers, timeout=10)
+        response = httpx.request(curl.method, curl.url, headers=curl.headers, timeout=10)
         assert response.status_code == curl.expected, (curl, response.text)
         assert response.headers["content-type"] == "application/json"
         body = response.json()
@@ -131,6 +135,10 @@ def test_the_printed_curl_commands_do_what_they_say(demo: Demo, tmp_path: Path) 
             assert identity["project_name"] == "demo"
             assert body["headers"]["X-Roles"] == "reader"
             assert "X-Auth-Token" not in body["headers"]
+    refused = next(c for c in curls if c.method == "POST" and c.expected == 403)
+    message = httpx.post(refused.url, headers=refused.headers, timeout=10).json()
+    assert message["error"]["message"] == "this token allows only GET, HEAD, OPTIONS requests"
+    assert "read-only" in refused.comment
     assert (tmp_path / "demo" / "demo-tokens.db").exists()
 
     status, rest, stderr = demo.stop()
@@ -155,7 +163,7 @@ def test_revoking_with_the_printed_command_locks_the_reader_out(demo: Demo) -> N
     )
     assert revoked.returncode == 0, revoked.stderr
 
-    # Another process revoked it: the demo's cache forgets it within its cache time.
+    # Another process revoked it: the store tells the demo's cache within a second.
     deadline = time.monotonic() + 60
     while True:
         status = httpx.get(reader.url, headers=reader.headers, timeout=10).status_code

@@ -185,7 +185,8 @@ def validator_from_env(
       ``AUTHMW_APPLICATION_CREDENTIAL_ID``/``_SECRET``, ...), ``AUTHMW_CAFILE``,
       ``AUTHMW_INSECURE``, ``AUTHMW_INCLUDE_SERVICE_CATALOG``;
     - ``AUTHMW_DB``: the local token store (``sqlite:///tokens.db``,
-      ``postgresql://...``), with ``AUTHMW_PEPPER`` if it was created with one;
+      ``postgresql://...``), with ``AUTHMW_PEPPER`` (or ``AUTHMW_PEPPERS``, a JSON
+      object of pepper ids to secrets) if it was created with one;
     - neither: ``default()``, or :class:`~authmw.ConfigurationError`.
     """
     env = os.environ if environ is None else environ
@@ -208,8 +209,9 @@ def validator_from_env(
         return KeystoneValidator(auth_url, **kwargs)
     if db_url:
         from ..store import LocalTokenStore
+        from ..store._tokens import pepper_from_environment
 
-        return LocalTokenStore(db_url, pepper=env.get("AUTHMW_PEPPER") or None)
+        return LocalTokenStore(db_url, pepper=pepper_from_environment(env))
     if default is None:
         raise ConfigurationError("AUTHMW_AUTH_URL", "set AUTHMW_AUTH_URL (Keystone) or AUTHMW_DB")
     return default()

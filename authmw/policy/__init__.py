@@ -47,6 +47,7 @@ __all__ = [
     "require_project_scope",
     "require_roles",
     "require_system_scope",
+    "require_token_scopes",
 ]
 
 log = logging.getLogger("authmw.policy")
@@ -197,6 +198,17 @@ def require_system_scope(scope: str = "all") -> Requirement:
     return Requirement(
         _Predicate(f"system_scope:{scope}", lambda i: i.system_scope == scope),
         f"a system-scoped token ({scope})",
+    )
+
+
+def require_token_scopes(*scopes: str) -> Requirement:
+    """A token issued with every one of ``scopes`` (``token_scope:`` checks; exact match)."""
+    if not scopes or not all(isinstance(s, str) and s.strip() for s in scopes):
+        raise ValueError("require_token_scopes() needs non-empty scope names")
+    text = " and ".join(f"token_scope:{s}" for s in scopes)
+    return Requirement(
+        _Predicate(text, lambda i: all(i.has_token_scope(s) for s in scopes)),
+        "token scope " + " and ".join(scopes),
     )
 
 

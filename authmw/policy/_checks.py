@@ -35,6 +35,7 @@ __all__ = [
     "Rules",
     "Template",
     "TemplateKey",
+    "TokenScopeCheck",
     "Verdict",
     "credential_getter",
     "credentials",
@@ -65,6 +66,7 @@ _CREDENTIALS: Final[dict[str, Getter]] = {
         "roles",
         "is_admin_project",
         "application_credential",
+        "token_scopes",
     )
 }
 _CREDENTIALS["system"] = attrgetter("system_scope")
@@ -318,6 +320,28 @@ class RoleCheck(Check):
 
     def __str__(self) -> str:
         return f"role:{self.template.text}"
+
+
+class TokenScopeCheck(Check):
+    """``token_scope:items:read``: the token was issued with that scope (exact match);
+    the name may come from the target. A token issued without scopes passes none."""
+
+    __slots__ = ("_static", "template")
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self._static = template.static
+
+    def __call__(self, identity: Identity, target: Mapping[str, Any], rules: Rules) -> Verdict:
+        scope = self._static
+        if scope is None:
+            scope = self.template.render(target)
+            if scope is None:
+                return None
+        return identity.has_token_scope(scope)
+
+    def __str__(self) -> str:
+        return f"token_scope:{self.template.text}"
 
 
 def _matches(value: Any, path: tuple[str, ...], expected: str) -> bool:

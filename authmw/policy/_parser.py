@@ -33,6 +33,7 @@ from ._checks import (
     RuleRef,
     Template,
     TemplateKey,
+    TokenScopeCheck,
 )
 
 __all__ = ["PolicyError", "parse_rule", "parse_template"]
@@ -144,6 +145,11 @@ def parse_check(text: str, *, rule: str | None = None) -> Check:
         if template.static == "":
             raise PolicyError("'role:' needs a role name", rule=rule)
         return RoleCheck(template)
+    if kind == "token_scope":
+        template = parse_template(match, rule=rule)
+        if template.static == "":
+            raise PolicyError("'token_scope:' needs a scope name", rule=rule)
+        return TokenScopeCheck(template)
     if kind in _REMOTE_KINDS:
         raise PolicyError(f"remote {kind}: checks are not supported ({text!r})", rule=rule)
     if not match:

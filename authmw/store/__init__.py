@@ -15,16 +15,21 @@ The ``authmw token ...`` commands manage the same store from a shell.
 
 from __future__ import annotations
 
+from ._base import StorePolicy
+from ._records import REASONS, TokenRejected
 from ._store import DEFAULT_URL, IssuedToken, LocalTokenStore, TokenRecord
 from ._tokens import TOKEN_PATTERN, is_well_formed
 from ._ttl import format_duration, parse_duration
 
 __all__ = [
     "DEFAULT_URL",
+    "REASONS",
     "TOKEN_PATTERN",
     "IssuedToken",
     "LocalTokenStore",
+    "StorePolicy",
     "TokenRecord",
+    "TokenRejected",
     "format_duration",
     "is_well_formed",
     "parse_duration",

@@ -136,6 +136,18 @@ class Backend:
         """Insert many rows fast in the current transaction; returns the count."""
         raise NotImplementedError
 
+    def watch_connection(self) -> Any:
+        """A new connection, outside the pool, for the change watcher's thread."""
+        raise NotImplementedError
+
+    def lock_user(self, conn: Any, user_id: str) -> None:
+        """In a write transaction: serialise with others issuing tokens to ``user_id``
+        (counting them; SQLite's single writer already does)."""
+
+    def lock_events(self, conn: Any) -> None:
+        """In a write transaction, before adding an event: make event numbers follow
+        commit order (SQLite's single writer already does)."""
+
     def prepare(self) -> None:
         """One-off set-up before the first migration (e.g. the journal mode)."""
 

@@ -65,7 +65,70 @@ _MIGRATIONS: Migrations = (
             "CREATE INDEX authmw_tokens_expires_at ON authmw_tokens (expires_at)",
         ),
     ),
+    (
+        3,
+        (
+            # What other processes must hear about (revocations, rotations, ...): a log
+            # every process reads when NOTIFY says a row was added (or, without a
+            # listening connection, by polling).
+            """CREATE TABLE authmw_events (
+                seq BIGSERIAL PRIMARY KEY,
+                token_id TEXT,
+                kind TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX authmw_events_at ON authmw_events (at)",
+            """CREATE FUNCTION authmw_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('authmw_events', NEW.seq::text);
+                RETURN NULL;
+            END
+            $$""",
+            """CREATE TRIGGER authmw_events_notify AFTER INSERT ON authmw_events
+                FOR EACH ROW EXECUTE FUNCTION authmw_events_notify()""",
+        ),
+    ),
+    (
+        4,
+        (
+            # API keys (issue 16): restrictions fixed at issue, rotation, versioned peppers.
+            "ALTER TABLE authmw_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE authmw_tokens ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN idle_ttl DOUBLE PRECISION",
+            "ALTER TABLE authmw_tokens ADD COLUMN rotated_at DOUBLE PRECISION",
+            "ALTER TABLE authmw_tokens ADD COLUMN pepper_id TEXT",
+            # Secrets replaced by a rotation, valid until their grace period ends.
+            """CREATE TABLE authmw_retired_secrets (
+                token_hash BYTEA PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                pepper_id TEXT,
+                valid_until DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX authmw_retired_secrets_token_id ON authmw_retired_secrets (token_id)",
+            # A store made with one pepper: that pepper is now pepper "1".
+            """INSERT INTO authmw_settings (key, value)
+                SELECT 'pepper.1', substr(value, 13) FROM authmw_settings
+                WHERE key = 'token_hash' AND value LIKE 'hmac-sha256:%'""",
+            """UPDATE authmw_tokens SET pepper_id = '1'
+                WHERE EXISTS (SELECT 1 FROM authmw_settings WHERE key = 'pepper.1')""",
+            # Names the store in restriction data that travels through shared caches.
+            """INSERT INTO authmw_settings (key, value) VALUES
+                ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16))""",
+        ),
+    ),
 )
+
+NOTIFY_CHANNEL = "authmw_events"
+"""The channel the events trigger notifies (per database)."""
+
+# Key of the advisory lock that makes event numbers follow commit order: a
+# sequence hands out numbers at insert, and a watcher that read number 6
+# must never later find a 5 committed after it.
+_EVENTS_LOCK = 0x61_6D_77_5F_65_76_74  # "amw_evt"
+# First key of the advisory locks that serialise issuing to one user (the second:
+# a hash of the user id), so two processes cannot both pass max_tokens_per_user.
+_USERS_LOCK = 0x616D_7775  # "amwu", an int4
 
 
 class PostgresBackend(Backend):
@@ -103,6 +166,39 @@ class PostgresBackend(Backend):
             conn.close()
             raise
         return conn
+
+    def watch_connection(self) -> psycopg.Connection[Any]:
+        """A connection of its own that LISTENs for events. TCP keepalives make a
+        dead server or network show up as an error within about 15 s."""
+        kwargs: dict[str, Any] = {"autocommit": True}
+        for key, value in (
+            ("connect_timeout", max(2, math.ceil(self.timeout))),
+            ("keepalives", 1),
+            ("keepalives_idle", 5),
+            ("keepalives_interval", 2),
+            ("keepalives_count", 3),
+            ("application_name", "authmw-watch"),
+        ):
+            if key not in self._conninfo:
+                kwargs[key] = value
+        conn = psycopg.connect(self.url, **kwargs)
+        try:
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                (str(max(1, int(self.timeout * 1000))),),
+            )
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def lock_user(self, conn: psycopg.Connection[Any], user_id: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_USERS_LOCK, user_id))
+
+    def lock_events(self, conn: psycopg.Connection[Any]) -> None:
+        """In a write transaction: hold the events lock until commit (see _EVENTS_LOCK)."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_EVENTS_LOCK,))
 
     def _is_integrity_error(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.IntegrityError)

@@ -52,6 +52,49 @@ _MIGRATIONS: Migrations = (
             "CREATE INDEX authmw_tokens_expires_at ON authmw_tokens (expires_at)",
         ),
     ),
+    (
+        3,
+        (
+            # What other processes must hear about (revocations, rotations, ...): a log
+            # every process reads, after a PRAGMA data_version says something changed.
+            """CREATE TABLE authmw_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                token_id TEXT,
+                kind TEXT NOT NULL,
+                at REAL NOT NULL
+            )""",
+            "CREATE INDEX authmw_events_at ON authmw_events (at)",
+        ),
+    ),
+    (
+        4,
+        (
+            # API keys (issue 16): restrictions fixed at issue, rotation, versioned peppers.
+            "ALTER TABLE authmw_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE authmw_tokens ADD COLUMN allowed_ips TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE authmw_tokens ADD COLUMN idle_ttl REAL",
+            "ALTER TABLE authmw_tokens ADD COLUMN rotated_at REAL",
+            "ALTER TABLE authmw_tokens ADD COLUMN pepper_id TEXT",
+            # Secrets replaced by a rotation, valid until their grace period ends.
+            """CREATE TABLE authmw_retired_secrets (
+                token_hash BLOB PRIMARY KEY,
+                token_id TEXT NOT NULL,
+                pepper_id TEXT,
+                valid_until REAL NOT NULL
+            )""",
+            "CREATE INDEX authmw_retired_secrets_token_id ON authmw_retired_secrets (token_id)",
+            # A store made with one pepper: that pepper is now pepper "1".
+            """INSERT INTO authmw_settings (key, value)
+                SELECT 'pepper.1', substr(value, 13) FROM authmw_settings
+                WHERE key = 'token_hash' AND value LIKE 'hmac-sha256:%'""",
+            """UPDATE authmw_tokens SET pepper_id = '1'
+                WHERE EXISTS (SELECT 1 FROM authmw_settings WHERE key = 'pepper.1')""",
+            # Names the store in restriction data that travels through shared caches.
+            """INSERT INTO authmw_settings (key, value)
+                VALUES ('store_id', lower(hex(randomblob(8))))""",
+        ),
+    ),
 )
 
 
@@ -90,6 +133,11 @@ class SQLiteBackend(Backend):
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         return conn
+
+    def watch_connection(self) -> sqlite3.Connection:
+        """A connection of its own for the change watcher (``PRAGMA data_version`` is per
+        connection: it moves when another connection commits)."""
+        return self._connect()
 
     def _is_integrity_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)

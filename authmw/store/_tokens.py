@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import secrets
 import zlib
+from collections.abc import Mapping
+
+from ..errors import ConfigurationError
 
 __all__ = [
     "PREFIX",
     "TOKEN_LENGTH",
     "TOKEN_PATTERN",
+    "PepperRing",
     "TokenHasher",
     "is_well_formed",
     "new_token",
@@ -78,8 +84,7 @@ class TokenHasher:
             self.scheme = "sha256"
         else:
             self._mac = hmac.new(pepper, digestmod=hashlib.sha256)
-            check = hmac.new(pepper, b"authmw pepper check", hashlib.sha256).hexdigest()[:16]
-            self.scheme = f"hmac-sha256:{check}"
+            self.scheme = f"hmac-sha256:{fingerprint(pepper)}"
 
     def __call__(self, token: str) -> bytes:
         data = token.encode("utf-8", "surrogateescape")
@@ -88,3 +93,102 @@ class TokenHasher:
         mac = self._mac.copy()
         mac.update(data)
         return mac.digest()
+
+
+def fingerprint(pepper: bytes) -> str:
+    """What the store records to recognise a pepper (not enough to recover it)."""
+    return hmac.new(pepper, b"authmw pepper check", hashlib.sha256).hexdigest()[:16]
+
+
+_PEPPER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+LEGACY_PEPPER_ID = "1"
+"""The id of a pepper given alone (``pepper="..."``), and of a store's first pepper."""
+
+
+class PepperRing:
+    """The peppers a store instance knows, by id; new tokens use the newest (the last).
+
+    ``pepper`` is None (plain SHA-256), one secret (id ``"1"``), or a
+    mapping of ids to secrets, oldest first. Secrets are at least 16 bytes.
+    """
+
+    def __init__(self, pepper: str | bytes | Mapping[str, str | bytes] | None) -> None:
+        if pepper is None:
+            self.hashers: dict[str | None, TokenHasher] = {None: TokenHasher(None)}
+        elif isinstance(pepper, (str, bytes)):
+            self.hashers = {LEGACY_PEPPER_ID: TokenHasher(_secret(LEGACY_PEPPER_ID, pepper))}
+        elif isinstance(pepper, Mapping):
+            if not pepper:
+                raise ConfigurationError("pepper", "give at least one pepper")
+            self.hashers = {}
+            for key, secret in pepper.items():
+                if not isinstance(key, str) or not _PEPPER_ID.fullmatch(key):
+                    raise ConfigurationError(
+                        "pepper", f"pepper id {key!r}: use 1-64 letters, digits, '.', '_' or '-'"
+                    )
+                self.hashers[key] = TokenHasher(_secret(key, secret))
+        else:
+            raise ConfigurationError(
+                "pepper", "must be a secret or a mapping of pepper ids to secrets"
+            )
+        self.newest: str | None = list(self.hashers)[-1]
+        self.peppered = self.newest is not None
+        self._reindex()
+
+    def _reindex(self) -> None:
+        #: Pepper id -> position of its digest in :meth:`digests`.
+        self.index: dict[str | None, int] = {key: n for n, key in enumerate(self.hashers)}
+        self._hashers = tuple(self.hashers.values())
+
+    def hasher(self, pepper_id: str | None) -> TokenHasher | None:
+        return self.hashers.get(pepper_id)
+
+    def digests(self, token: str) -> list[bytes]:
+        """The token's digest under each pepper (one per pepper, newest last)."""
+        return [hasher(token) for hasher in self._hashers]
+
+    def fingerprints(self) -> dict[str, str]:
+        """Pepper id -> fingerprint, for the store's records."""
+        return {
+            key: hasher.scheme.split(":", 1)[1]
+            for key, hasher in self.hashers.items()
+            if key is not None
+        }
+
+    def drop(self, pepper_id: str) -> None:
+        """Forget a retired pepper (never the newest)."""
+        if pepper_id != self.newest:
+            self.hashers.pop(pepper_id, None)
+            self._reindex()
+
+
+def pepper_from_environment(
+    environ: Mapping[str, str],
+) -> str | dict[str, str] | None:
+    """``AUTHMW_PEPPER`` (one secret) or ``AUTHMW_PEPPERS`` (a JSON object of pepper ids to
+    secrets, oldest first); ConfigurationError naming the variable for a mistake."""
+    single, many = environ.get("AUTHMW_PEPPER") or None, environ.get("AUTHMW_PEPPERS") or None
+    if single and many:
+        raise ConfigurationError("AUTHMW_PEPPERS", "set AUTHMW_PEPPER or AUTHMW_PEPPERS, not both")
+    if many is None:
+        return single
+    try:
+        value = json.loads(many)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ConfigurationError(
+            "AUTHMW_PEPPERS",
+            'must be a JSON object of pepper ids to secrets, oldest first: {"1": "..."}',
+        )
+    return value
+
+
+def _secret(pepper_id: str, value: str | bytes) -> bytes:
+    secret = value.encode("utf-8") if isinstance(value, str) else value
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        what = "pepper" if pepper_id == LEGACY_PEPPER_ID else f"pepper {pepper_id!r}"
+        raise ConfigurationError(
+            "pepper", f"{what} must be at least 16 bytes (use a random secret)"
+        )
+    return secret

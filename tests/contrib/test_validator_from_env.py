@@ -51,3 +51,18 @@ def test_both_backends_is_a_mistake() -> None:
     with pytest.raises(ConfigurationError) as info:
         validator_from_env({"AUTHMW_AUTH_URL": "http://127.0.0.1:1/v3", "AUTHMW_DB": "x.db"})
     assert info.value.option == "AUTHMW_DB"
+
+
+def test_several_peppers_from_the_environment(tmp_path: Path) -> None:
+    import json
+
+    db = f"sqlite:///{tmp_path}/peppered.db"
+    peppers = {"a": "first pepper, 32 bytes long....", "b": "x" * 32}
+    store = validator_from_env({"AUTHMW_DB": db, "AUTHMW_PEPPERS": json.dumps(peppers)})
+    assert isinstance(store, LocalTokenStore)
+    issued = store.issue(user_name="alice", ttl=60)
+    assert issued.record.pepper_id == "b"
+    store.close()
+    with pytest.raises(ConfigurationError) as info:
+        validator_from_env({"AUTHMW_DB": db, "AUTHMW_PEPPERS": "[1]"})
+    assert info.value.option == "AUTHMW_PEPPERS"

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import os
+import re
 import socket
 import sqlite3
 import stat
@@ -57,11 +58,20 @@ def _free_port() -> int:
 
 
 # -- schema -----------------------------------------------------------------
-def test_a_new_database_gets_the_latest_schema(store: LocalTokenStore, raw_sql: RawSQL) -> None:
+def _versions(db_url: str) -> list[int]:
+    return [number for number, _ in _migrations(db_url)]
+
+
+def test_a_new_database_gets_the_latest_schema(
+    store: LocalTokenStore, raw_sql: RawSQL, db_url: str
+) -> None:
     versions = [row[0] for row in raw_sql("SELECT version FROM authmw_schema_version")]
-    assert sorted(versions) == [1, 2]
-    assert store.schema_version == 2
-    assert raw_sql("SELECT key, value FROM authmw_settings") == [("token_hash", "sha256")]
+    assert sorted(versions) == _versions(db_url)
+    assert store.schema_version == _versions(db_url)[-1]
+    settings = dict(raw_sql("SELECT key, value FROM authmw_settings"))
+    assert settings.pop("token_hash") == "sha256"
+    assert re.fullmatch(r"[0-9a-f]{16}", settings.pop("store_id"))
+    assert settings == {}
 
 
 def test_opening_again_changes_nothing(make_store: MakeStore, raw_sql: RawSQL) -> None:
@@ -100,7 +110,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_tokens(
 
     store = make_store()
 
-    assert store.schema_version == 2
+    assert store.schema_version == _versions(db_url)[-1]
     identity = store.validate(token)
     assert (identity.user_id, identity.roles) == ("u-old", ("reader",))
     if db_url.startswith("sqlite"):
@@ -108,6 +118,49 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_tokens(
     else:
         indexes = raw_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'authmw_tokens'")
     assert {"authmw_tokens_user_id", "authmw_tokens_expires_at"} <= {row[0] for row in indexes}
+
+
+def test_a_version_3_store_with_a_pepper_keeps_it_as_pepper_1(
+    db_url: str, raw_sql: RawSQL, make_store: MakeStore, clock: Clock
+) -> None:
+    import hmac as hmac_
+
+    pepper = "a server-side secret of 32 bytes"
+    raw_sql("CREATE TABLE authmw_schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for number, statements in _migrations(db_url):
+        if number > 3:
+            break
+        for statement in statements:
+            raw_sql(statement)
+        raw_sql("INSERT INTO authmw_schema_version VALUES (?, ?)", (number, 0.0))
+    check = hmac_.new(pepper.encode(), b"authmw pepper check", hashlib.sha256).hexdigest()[:16]
+    raw_sql("INSERT INTO authmw_settings VALUES (?, ?)", ("token_hash", f"hmac-sha256:{check}"))
+    token = new_token()
+    raw_sql(
+        "INSERT INTO authmw_tokens (id, token_hash, user_id, roles, description, created_at,"
+        " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            "00000000000000bb",
+            hmac_.new(pepper.encode(), token.encode(), hashlib.sha256).digest(),
+            "u-old",
+            "",
+            "",
+            clock.now,
+            clock.now + DAY,
+        ),
+    )
+
+    store = make_store(pepper=pepper)
+
+    assert store.validate(token).user_id == "u-old"
+    record = store.get("00000000000000bb")
+    assert record is not None and record.pepper_id == "1"
+    assert record.scopes == () and record.read_only is False and record.idle_ttl is None
+    newer = make_store(pepper={"1": pepper, "2": "another secret of 32 bytes....."})
+    assert newer.validate(token).user_id == "u-old"
+    assert newer.issue(user_name="new", ttl=DAY).record.pepper_id == "2"
+    with pytest.raises(ConfigurationError, match="not the pepper"):
+        make_store(pepper="yet another secret of 32 bytes..")
 
 
 def test_a_schema_newer_than_this_code_is_refused(make_store: MakeStore, raw_sql: RawSQL) -> None:
@@ -194,7 +247,8 @@ def test_processes_share_one_database_from_the_first_open(
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
 
-    assert sorted(row[0] for row in raw_sql("SELECT version FROM authmw_schema_version")) == [1, 2]
+    versions = sorted(row[0] for row in raw_sql("SELECT version FROM authmw_schema_version"))
+    assert versions == _versions(db_url)
     assert raw_sql("SELECT COUNT(*) FROM authmw_tokens")[0][0] == 100
     assert raw_sql("SELECT COUNT(*) FROM authmw_tokens WHERE revoked_at IS NOT NULL")[0][0] == 20
     with LocalTokenStore(db_url) as store:
@@ -311,7 +365,14 @@ def test_postgresql_tables_go_to_the_schema_of_the_search_path(pg_url: str) -> N
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_name LIKE 'authmw%%' ORDER BY table_name"
         ).fetchall()
+        functions = admin.execute(
+            "SELECT routine_schema, routine_name FROM information_schema.routines "
+            "WHERE routine_name LIKE 'authmw%%'"
+        ).fetchall()
+    assert functions == [("tokens", "authmw_events_notify")]
     assert tables == [
+        ("tokens", "authmw_events"),
+        ("tokens", "authmw_retired_secrets"),
         ("tokens", "authmw_schema_version"),
         ("tokens", "authmw_settings"),
         ("tokens", "authmw_tokens"),

@@ -34,6 +34,13 @@ def demo_validator() -> InMemoryValidator:
 
 def make_validator() -> Validator:
     """Keystone (AUTHMW_AUTH_URL...), the local store (AUTHMW_DB) or the demo tokens."""
+    if os.environ.get("AUTHMW_DB") and not os.environ.get("AUTHMW_AUTH_URL"):
+        # The store instance the admin and the token API use: a revocation made
+        # there drops the token from this middleware's cache at once.
+        from authmw.contrib.django_admin import get_store
+
+        store: Validator = get_store()
+        return store
     return validator_from_env(default=demo_validator)
 
 
