@@ -77,7 +77,7 @@ class Observer:
                     if throttle is not None and client is not None and _not_failed(decision):
                         throttle.release(client)
             confirmed = decision.identity  # who a restriction refuses, for the record
-            decision = self.pipeline.restricted(decision, request)
+            decision = self.pipeline.restricted(decision, request, credentials.source)
             self._trace(span, decision, cached)
         self.record(decision, credentials, request, started, cached, confirmed)
         return decision
@@ -97,7 +97,7 @@ class Observer:
                     if throttle is not None and client is not None and _not_failed(decision):
                         await throttle.arelease(client)
             confirmed = decision.identity  # who a restriction refuses, for the record
-            decision = self.pipeline.restricted(decision, request)
+            decision = self.pipeline.restricted(decision, request, credentials.source)
             self._trace(span, decision, cached)
         self.record(decision, credentials, request, started, cached, confirmed)
         return decision

@@ -403,6 +403,11 @@ class AuthCore:
         )
         return IdentityServiceUnavailable("validator error")
 
+    def unauthorized(self, reason: str, source: int = 0) -> Rejection:
+        """A 401 for a token from ``source``, with that source's challenge; ``reason``
+        goes to the logs only."""
+        return self.responses.unauthorized(reason, challenge=self._answers[source].challenge)
+
     # -- the decision --------------------------------------------------------
     def refuse(self, problem: str, source: int = 0) -> Decision:
         """The decision for a request whose credentials the pipeline found unusable:
@@ -621,9 +626,11 @@ def check_fiware(identity: Identity, service: str | None, service_path: str | No
 class _Answers:
     """The 401s for a token from one source, prebuilt with that source's challenge."""
 
-    __slots__ = ("decision_invalid", "invalid", "malformed", "multiple", "too_large")
+    __slots__ = ("challenge", "decision_invalid", "invalid", "malformed", "multiple", "too_large")
 
     def __init__(self, responses: Responses, challenge: str) -> None:
+        self.challenge = challenge
+
         def unauthorized(message: str) -> Rejection:
             return responses.unauthorized(message, challenge=challenge)
 

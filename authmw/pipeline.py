@@ -252,14 +252,17 @@ class Pipeline:
             request_id,
         )
 
-    def restricted(self, decision: Decision, request: RequestFacts) -> Decision:
+    def restricted(self, decision: Decision, request: RequestFacts, source: int = 0) -> Decision:
         """The decision once the token's own restrictions, then ``access``, have looked
-        at ``request``."""
+        at ``request`` (a 401 challenges as the token's ``source`` does)."""
         identity = decision.identity
         if identity is None or not (identity.restrictions or self.access):
             return decision
         request = request._replace(service_token=decision.service_status == "Confirmed")
-        refused = refusal(identity.restrictions, request) if identity.restrictions else None
+        refused = None
+        if identity.restrictions:
+            token_id = identity.audit_ids[0] if identity.audit_ids else None
+            refused = refusal(identity.restrictions, request, token_id)
         if refused is None and self.access is not None:
             refused = self.access(identity, request)
         if refused is None:
@@ -272,7 +275,7 @@ class Pipeline:
                     service_identity=decision.service_identity,
                     service_status=decision.service_status,
                 )
-            return Decision(None, self.responses.unauthorized(refused.message))
+            return Decision(None, self.core.unauthorized(refused.message, source))
         return Decision(None, self.responses.forbidden(refused.message))
 
     # -- 5: inject -------------------------------------------------------------------------------
@@ -294,7 +297,7 @@ class Pipeline:
         if self.observer is not None:
             decision = self.observer.decide(credentials, self.environ_facts(environ))
             return self._inject_environ(environ, decision)
-        return self._finish_environ(environ, self.decide(credentials))
+        return self._finish_environ(environ, self.decide(credentials), credentials.source)
 
     async def arun_environ(self, environ: Environ, raw_path: str | None = None) -> Decision:
         """:meth:`run_environ`, awaiting the validator."""
@@ -309,7 +312,7 @@ class Pipeline:
         if self.observer is not None:
             decision = await self.observer.adecide(credentials, self.environ_facts(environ))
             return self._inject_environ(environ, decision)
-        return self._finish_environ(environ, await self.adecide(credentials))
+        return self._finish_environ(environ, await self.adecide(credentials), credentials.source)
 
     def _cached_environ(self, environ: Environ, key: str, raw_path: str | None) -> Decision | None:
         """The hot path: the steps for a request whose token the cache knows, with
@@ -335,10 +338,10 @@ class Pipeline:
             self.observer.record(PUBLIC, None, self.environ_facts(environ), None, False)
         return self._inject_environ(environ, PUBLIC)
 
-    def _finish_environ(self, environ: Environ, decision: Decision) -> Decision:
+    def _finish_environ(self, environ: Environ, decision: Decision, source: int = 0) -> Decision:
         identity = decision.identity
         if identity is not None and (identity.restrictions or self.access):
-            decision = self.restricted(decision, self.environ_facts(environ))
+            decision = self.restricted(decision, self.environ_facts(environ), source)
         return self._inject_environ(environ, decision)
 
     def _inject_environ(self, environ: Environ, decision: Decision) -> Decision:
@@ -390,10 +393,10 @@ class Pipeline:
         identity = decision.identity
         if identity is not None:
             if identity.restrictions or self.access:
-                return scope, self._finish_scope(scope, decision)
+                return scope, self._finish_scope(scope, decision, credentials.source)
             _inject.inject_scope(scope, decision)  # the hot path: a cached token
             return scope, decision
-        return scope, self._finish_scope(scope, decision)
+        return scope, self._finish_scope(scope, decision, credentials.source)
 
     async def run_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision]:
         """Every step on an ASGI scope; the scope to call the app with and the decision."""
@@ -423,12 +426,12 @@ class Pipeline:
             if decision.rejection is None:
                 self.inject_scope(scope, decision)
             return decision
-        return self._finish_scope(scope, await self.adecide(credentials))
+        return self._finish_scope(scope, await self.adecide(credentials), credentials.source)
 
-    def _finish_scope(self, scope: Scope, decision: Decision) -> Decision:
+    def _finish_scope(self, scope: Scope, decision: Decision, source: int = 0) -> Decision:
         identity = decision.identity
         if identity is not None and (identity.restrictions or self.access):
-            decision = self.restricted(decision, self.scope_facts(scope))
+            decision = self.restricted(decision, self.scope_facts(scope), source)
         if decision.rejection is None:
             self.inject_scope(scope, decision)
         return decision

@@ -143,8 +143,11 @@ CHECKS: dict[str, Check] = {"methods": _methods, "access_rules": _access_rules}
 """The check of each restriction kind."""
 
 
-def refusal(restrictions: Mapping[str, Any], request: RequestFacts) -> Refusal | None:
-    """The first restriction that refuses ``request``, or None."""
+def refusal(
+    restrictions: Mapping[str, Any], request: RequestFacts, token_id: str | None = None
+) -> Refusal | None:
+    """The first restriction that refuses ``request``, or None; ``token_id`` (the
+    token's audit id, never the token) names the token in the log line."""
     for kind, data in restrictions.items():
         check = CHECKS.get(kind)
         if check is None:
@@ -154,7 +157,8 @@ def refusal(restrictions: Mapping[str, Any], request: RequestFacts) -> Refusal |
         answer = check(data, request)
         if answer is not None:
             log.info(
-                "refused a request to %s %s (reason: %s): %s",
+                "refused token %s on %s %s (reason: %s): %s",
+                token_id or "-",
                 request.method,
                 request.path,
                 answer.reason or kind,

@@ -123,3 +123,36 @@ def test_idle_without_the_store_in_this_process_uses_the_deadline_it_carries() -
 
 def test_the_kinds_are_registered() -> None:
     assert {"methods", "ips", "idle"} <= set(CHECKS)
+
+
+def test_a_refusal_names_the_token_id_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="authmw.restrictions")
+    assert refusal({"methods": ["GET"]}, facts(method="POST"), "audit-42") is not None
+    assert "refused token audit-42 on POST /items (reason: read-only)" in caplog.text
+
+
+def test_a_401_refusal_challenges_as_the_tokens_source() -> None:
+    from authmw import Identity, InMemoryValidator
+    from authmw.wsgi import WSGIAuthMiddleware
+
+    expired_idle = {"idle": {"store": "elsewhere", "token": "t1", "ttl": 60.0, "deadline": 1.0}}
+    identity = Identity("u1", audit_ids=("audit-9",), restrictions=expired_idle)
+    app = WSGIAuthMiddleware(
+        lambda environ, start: (start("200 OK", []), [b"ok"])[1],
+        validator=InMemoryValidator({"key-1": identity}),
+        token_sources=["authorization: Bearer"],
+    )
+    answers: list[tuple[str, list[tuple[str, str]]]] = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/items",
+        "REMOTE_ADDR": "10.1.2.3",
+        "HTTP_AUTHORIZATION": "Bearer key-1",
+        "wsgi.url_scheme": "http",
+    }
+    for _ in range(2):  # the first validates, the second is a cache hit
+        app(dict(environ), lambda status, headers, exc=None: answers.append((status, headers)))
+    for status, headers in answers:
+        assert status.startswith("401")
+        challenge = dict(headers)["WWW-Authenticate"]
+        assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge

@@ -263,12 +263,20 @@ async def current_identity(
     identity: Annotated[Identity | None, Depends(get_identity)],
 ) -> Identity:
     """The identity (401 without one). With ``Security(current_identity, scopes=[...])``
-    every scope is a role the identity must hold (403 otherwise)."""
+    every scope must be held (403 otherwise): a token issued with scopes (an API key's
+    ``token_scopes``) must carry each of them, its user's roles notwithstanding;
+    for a token without scopes each scope is a role the identity must hold."""
     if identity is None:
         raise _deny(NotAuthenticated(), conn)
-    missing = [role for role in security_scopes.scopes if not identity.has_role(role)]
+    wanted = security_scopes.scopes
+    if identity.token_scopes:
+        missing = [scope for scope in wanted if not identity.has_token_scope(scope)]
+        what = "token scope"
+    else:
+        missing = [role for role in wanted if not identity.has_role(role)]
+        what = "role"
     if missing:
-        raise _deny(Forbidden("not allowed: requires role " + " and ".join(missing)), conn)
+        raise _deny(Forbidden(f"not allowed: requires {what} " + " and ".join(missing)), conn)
     return identity
 
 

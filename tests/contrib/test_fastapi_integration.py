@@ -293,3 +293,23 @@ def test_setup_options_need_a_validator() -> None:
         setup(FastAPI(), delay_auth_decision=True)
     with pytest.raises(ConfigurationError, match="middleware=True needs a validator"):
         setup(FastAPI(), middleware=True)
+
+
+def test_security_scopes_of_a_scoped_token_are_its_token_scopes() -> None:
+    admin_key = Identity("u-key", roles=("admin",), token_scopes=("items:read",))
+    read_key = Identity("u-key2", roles=("member",), token_scopes=("items:read", "admin"))
+    app = FastAPI()
+    setup(app, InMemoryValidator({"admin-key": admin_key, "read-key": read_key}))
+
+    @app.get("/scoped")
+    async def scoped(
+        identity: Annotated[Identity, Security(current_identity, scopes=["admin"])],
+    ) -> Any:
+        return {"user": identity.user_id}
+
+    client = TestClient(app)
+    # The user holds the role, but the key was issued without the scope.
+    response = client.get("/scoped", headers=h("admin-key"))
+    assert response.status_code == 403
+    assert error_of(response.content, 403) == "not allowed: requires token scope admin"
+    assert client.get("/scoped", headers=h("read-key")).json() == {"user": "u-key2"}
