@@ -209,7 +209,23 @@ def _service_header_items(decision: Decision) -> list[tuple[bytes, bytes]]:
 
 def inject_scope(scope: Scope, decision: Decision) -> None:
     """Put the identity into ``scope`` and its headers into ``scope["headers"]`` (in place)."""
-    scope["headers"].extend(scope_header_items(decision))
-    scope[IDENTITY_KEY] = decision.identity
+    headers = scope["headers"]
+    identity = decision.identity
     if decision.service_status is not None:
+        headers.extend(_service_header_items(decision))
         scope[SERVICE_IDENTITY_KEY] = decision.service_identity
+    else:
+        items = decision.header_items
+        if items is None:
+            items = _render_headers(decision)
+        headers.extend(items)
+        if identity is not None:
+            own = decision.header_own
+            if own is None:  # the identity's own values, encoded
+                for _, name, attribute in _OWN:
+                    value = getattr(identity, attribute)
+                    if value is not None:
+                        headers.append((name, value.encode()))
+            else:
+                headers.extend(own)
+    scope[IDENTITY_KEY] = identity

@@ -199,6 +199,30 @@ class Scanner:
         method = "GET" if websocket else str(scope.get("method", "GET"))
         return kept, self._credentials(found, method), changes
 
+    def scope_token(
+        self, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[HeaderList, bytes] | None:
+        """For the simple configuration (:attr:`simple_key`): the header list without
+        forged identity headers and the one token header's value, or None when the
+        request has anything else to read (no token, two, a service token, a name
+        not seen before): then :meth:`scope` decides."""
+        memo_get = self._names.get
+        kept: HeaderList = []
+        append = kept.append
+        token: bytes | None = None
+        for item in headers:
+            category = memo_get(item[0])
+            if category == _KEEP or category == _ORIGIN or category == _ACRM:
+                append(item)
+            elif category == _STRIP:
+                continue
+            elif category == _TOKEN and token is None:
+                token = item[1]
+                append(item)
+            else:
+                return None
+        return None if token is None else (kept, token)
+
     def _hidden(self, category: int, value: bytes, websocket: bool) -> bool:
         if category == _SUBPROTOCOLS:
             return websocket  # rewritten without the token (see _websocket)

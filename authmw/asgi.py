@@ -56,6 +56,9 @@ class ASGIAuthMiddleware:
         if decision.rejection is not None:
             await pipeline.send_rejection(scope, receive, send, decision.rejection)
             return
+        if scope_type == "http" and decision.identity is not None:
+            await self.app(scope, receive, send)  # the common case: nothing to watch
+            return
         receive, send, done = pipeline.app_channels(scope, decision, receive, send)
         if done is None:
             await self.app(scope, receive, send)

@@ -21,7 +21,7 @@ from typing import Any
 from . import _inject
 from . import headers as _headers
 from ._observe import Observer
-from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, Scanner
+from ._scan import ACCEPT_SUBPROTOCOL_KEY, NO_CREDENTIALS, Credentials, HeaderList, Scanner
 from ._websockets import SocketWatch
 from .core import AuthCore, Decision
 from .errors import ConfigurationError
@@ -378,6 +378,12 @@ class Pipeline:
     def begin_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision | None]:
         """Every step that needs no validator call: the scope to call the app with, and
         the decision, or None when :meth:`resolve_scope` must await the validator."""
+        if self._fast_key is not None and copy and scope["type"] == "http":
+            found = self.scanner.scope_token(scope.get("headers") or ())
+            if found is not None:
+                decided = self._cached_scope(scope, *found)
+                if decided is not None:
+                    return decided
         scope, credentials = self.prepare_scope(scope, copy=copy)
         if credentials is None:
             if self.observer is not None:
@@ -397,6 +403,28 @@ class Pipeline:
             _inject.inject_scope(scope, decision)  # the hot path: a cached token
             return scope, decision
         return scope, self._finish_scope(scope, decision, credentials.source)
+
+    def _cached_scope(
+        self, scope: Scope, headers: HeaderList, token: bytes
+    ) -> tuple[Scope, Decision] | None:
+        """The hot path of :meth:`begin_scope` (see :meth:`_cached_environ`): a copy of
+        ``scope`` with ``headers`` and the identity, or None for the full path."""
+        if self.core.public_routes.enabled and (
+            scope.get("method") == "OPTIONS"  # a preflight maybe: the full path
+            or self.is_public_scope(scope, NO_CREDENTIALS)
+        ):
+            return None
+        decision = self.core.cached(token.decode("latin-1"))
+        if decision is None:
+            return None
+        scope = dict(scope)
+        scope["headers"] = headers
+        scope[RESPONSES_KEY] = self.responses
+        identity = decision.identity
+        if identity is not None and not (identity.restrictions or self.access):
+            _inject.inject_scope(scope, decision)
+            return scope, decision
+        return scope, self._finish_scope(scope, decision)
 
     async def run_scope(self, scope: Scope, *, copy: bool = True) -> tuple[Scope, Decision]:
         """Every step on an ASGI scope; the scope to call the app with and the decision."""
