@@ -212,7 +212,7 @@ class Scanner:
         token: bytes | None = None
         for item in headers:
             category = memo_get(item[0])
-            if category == _KEEP or category == _ORIGIN or category == _ACRM:
+            if category in (_KEEP, _ORIGIN, _ACRM):
                 append(item)
             elif category == _STRIP:
                 continue
