@@ -222,10 +222,11 @@ def inject_scope(scope: Scope, decision: Decision) -> None:
         if identity is not None:
             own = decision.header_own
             if own is None:  # the identity's own values, encoded
+                append = headers.append
                 for _, name, attribute in _OWN:
                     value = getattr(identity, attribute)
                     if value is not None:
-                        headers.append((name, value.encode()))
+                        append((name, value.encode()))
             else:
                 headers.extend(own)
     scope[IDENTITY_KEY] = identity

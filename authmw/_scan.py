@@ -64,7 +64,9 @@ class Scanner:
     __slots__ = (
         "_auth",
         "_auth_reader",
+        "_kept_names",
         "_names",
+        "_token_name",
         "_query",
         "_readers",
         "_service_key",
@@ -94,6 +96,10 @@ class Scanner:
             (i, s.environ_key, s.reader) for i, s in enumerate(self.sources) if not s.websocket_only
         ]
         self._names: dict[bytes, int] = {}
+        # Names seen and kept as they are (the hot path checks a request's names
+        # against it in one C call), and the only token header's name.
+        self._kept_names: set[bytes] = set()
+        self._token_name = first.name.lower().encode("latin-1") if simple else b""
 
     def _index(self, kind: str) -> int | None:
         return next((i for i, s in enumerate(self.sources) if s.kind == kind), None)
@@ -199,29 +205,18 @@ class Scanner:
         method = "GET" if websocket else str(scope.get("method", "GET"))
         return kept, self._credentials(found, method), changes
 
-    def scope_token(
-        self, headers: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[HeaderList, bytes] | None:
-        """For the simple configuration (:attr:`simple_key`): the header list without
-        forged identity headers and the one token header's value, or None when the
-        request has anything else to read (no token, two, a service token, a name
-        not seen before): then :meth:`scope` decides."""
-        memo_get = self._names.get
-        kept: HeaderList = []
-        append = kept.append
-        token: bytes | None = None
-        for item in headers:
-            category = memo_get(item[0])
-            if category in (_KEEP, _ORIGIN, _ACRM):
-                append(item)
-            elif category == _STRIP:
-                continue
-            elif category == _TOKEN and token is None:
-                token = item[1]
-                append(item)
-            else:
-                return None
-        return None if token is None else (kept, token)
+    def scope_token(self, headers: list[tuple[bytes, bytes]]) -> tuple[HeaderList, bytes] | None:
+        """For the simple configuration (:attr:`simple_key`): a copy of the header list
+        and the one token header's value, when every other header name is one seen
+        before and kept as it is; else None, and :meth:`scope` decides (and learns
+        the names)."""
+        names = dict(headers)  # C: one pass
+        if len(names) != len(headers):
+            return None  # a repeated header: maybe a second token
+        token = names.pop(self._token_name, None)
+        if token is None or not self._kept_names.issuperset(names):
+            return None
+        return list(headers), token
 
     def _hidden(self, category: int, value: bytes, websocket: bool) -> bool:
         if category == _SUBPROTOCOLS:
@@ -263,6 +258,8 @@ class Scanner:
         # Bounded: names an attacker invents are classified each time once full.
         if len(self._names) < _NAME_MEMO_MAX:
             self._names[name] = category
+            if category in (_KEEP, _ORIGIN, _ACRM):
+                self._kept_names.add(name)
         return category
 
     def _websocket(

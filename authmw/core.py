@@ -368,7 +368,8 @@ class AuthCore:
         if token_value is not None and len(token_value) <= self.max_token_size:
             identity = self.cache.hit(token_value)  # the value as sent is a cached token
             if identity is not None:
-                return self.confirmed(identity)
+                decision: Decision | None = identity._decision
+                return decision if decision is not None else self.confirmed(identity)
         answers = self._answers[source]
         token = self._extract(token_value, answers)
         if isinstance(token, Rejection):

@@ -379,7 +379,7 @@ class Pipeline:
         """Every step that needs no validator call: the scope to call the app with, and
         the decision, or None when :meth:`resolve_scope` must await the validator."""
         if self._fast_key is not None and copy and scope["type"] == "http":
-            found = self.scanner.scope_token(scope.get("headers") or ())
+            found = self.scanner.scope_token(scope.get("headers") or [])
             if found is not None:
                 decided = self._cached_scope(scope, *found)
                 if decided is not None:

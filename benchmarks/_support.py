@@ -454,6 +454,21 @@ def server(
 
     ``cpu`` pins the server (master and worker) to that CPU with ``taskset``.
     """
+    with served(kind, app_name, env, threads, cpu) as (port, _):
+        yield port
+
+
+@contextlib.contextmanager
+def served(
+    kind: str,
+    app_name: str,
+    env: dict[str, str],
+    threads: int = 8,
+    cpu: int | None = None,
+    prefix: tuple[str, ...] = (),
+) -> Iterator[tuple[int, int]]:
+    """:func:`server`, yielding the port and the server's session id (its processes');
+    ``prefix`` runs the server under another command (valgrind)."""
     port = free_port()
     bin_dir = Path(sys.executable).parent
     if kind == "gunicorn":
@@ -468,6 +483,7 @@ def server(
             "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning",
             f"apps:{app_name}",
         ]  # fmt: skip
+    command = [*prefix, *command]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     with tempfile.TemporaryFile() as log:  # the server's stderr, shown if it fails
@@ -480,8 +496,8 @@ def server(
             start_new_session=True,
         )
         try:
-            wait_port(port, process=process)
-            yield port
+            wait_port(port, timeout=120 if prefix else 30, process=process)
+            yield port, process.pid
         except Exception as exc:
             log.seek(0)
             tail = log.read()[-3000:].decode(errors="replace")
@@ -516,10 +532,12 @@ def load(
             command += ["-H", f"X-Auth-Token: {token}"]
         out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         errors = re.search(r"Socket errors:.*", out)
         return {
             "rps": rps,
+            "requests": requests,
             "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
             "socket_errors": 1.0 if errors else 0.0,
             "tool": 0.0,
@@ -537,6 +555,20 @@ def load_tool() -> str:
         return "benchmarks/loadgen.py (wrk not installed)"
     version = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
     return (version.stdout or version.stderr).splitlines()[0].split(" [")[0]
+
+
+def session_cpu_seconds(session: int) -> float:
+    """CPU time (user + system) used so far by the live processes of a session."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 # -- a stalling proxy ------------------------------------------------------------------

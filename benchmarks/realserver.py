@@ -1,6 +1,7 @@
 """What a cached token costs under real servers, side by side in one run.
 
     python benchmarks/realserver.py [--base REV] [--rounds 5] [--seconds 6] [--json FILE]
+    python benchmarks/realserver.py --instructions [--base REV]
 
 Each server runs pinned to CPU 0 (``taskset -c 0``) and wrk (1 thread, 16
 connections) pinned to CPU 1, against a hello-world app:
@@ -14,10 +15,21 @@ connections) pinned to CPU 1, against a hello-world app:
 authmw and keystonemiddleware validate one real token against the Keystone
 that scripts/keystone runs (validated on the warm-up request, then cached).
 Every round runs every stack of a server once, in turn, so machine noise hits
-them alike; the table shows medians over rounds, the share of the bare app's
-throughput and the cost per request (``1/rps - 1/rps_bare``: with the server
-on one CPU, the CPU time each request adds). The machine's load average is
-printed with the table: figures taken under load are not comparable.
+them alike; the table shows medians over rounds of the throughput and of
+the server's CPU time per request (user + system of all its processes, from
+/proc, over the measured run), the cost per request (CPU time over the bare
+app's) and the share of the bare app's throughput each implies (on a
+CPU-bound server, throughput is inversely proportional to CPU per request).
+The machine's load average is printed with the table.
+
+On a shared virtual machine throughput varies by 10-20 % from one server
+process to the next, more than the differences measured here.
+``--instructions`` counts instead: each server runs under valgrind
+(callgrind, which counts every instruction the processes execute) and
+answers 500 then 1,500 sequential requests on one keep-alive connection;
+the difference over 1,000 requests is the server's instructions per
+request, bare and with each middleware: the same figures on any run.
+
 """
 
 from __future__ import annotations
@@ -28,10 +40,11 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
-from _support import REPO, BenchKeystone, load, revision_tree, server
+from _support import REPO, BenchKeystone, load, revision_tree, served, session_cpu_seconds
 
 SERVERS = {
     "gunicorn": ("wsgi", "gunicorn gthread (1 worker, 8 threads)", "keystonemiddleware"),
@@ -72,11 +85,12 @@ def _stacks(kind: str, base: str | None) -> list[tuple[str, str, Path | None]]:
 
 def _measure(
     kind: str, app: str, tree: Path | None, env: dict[str, str], token: str, seconds: float
-) -> float:
+) -> tuple[float, float]:
+    """(requests per second, server CPU microseconds per request) of one run."""
     extra = env
     if tree is not None:
         extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
-    with server(kind, app, extra, cpu=0) as port:
+    with served(kind, app, extra, cpu=0) as (port, session):
         try:
             first = httpx.get(
                 f"http://127.0.0.1:{port}/", headers={"X-Auth-Token": token}, timeout=60
@@ -86,24 +100,80 @@ def _measure(
         if first.status_code != 200:  # this request validated the token; the rest hit the cache
             raise RuntimeError(f"{app} under {kind}: {first.status_code} {first.text[:200]}")
         load(port, token, 1.0, cpu=1)  # warm-up
+        cpu_before = session_cpu_seconds(session)
         result = load(port, token, seconds, cpu=1)
+        cpu = session_cpu_seconds(session) - cpu_before
     if result["non_2xx"] or result["socket_errors"]:
         raise RuntimeError(f"{app} under {kind}: errors {result}")
-    return result["rps"]
+    return result["rps"], cpu / result["requests"] * 1e6
 
 
-def _table(kind: str, stacks: list[str], runs: dict[str, list[float]]) -> list[str]:
+def _table(kind: str, stacks: list[str], runs: dict[str, list[tuple[float, float]]]) -> list[str]:
     lines = [
         f"#### {SERVERS[kind][1]}",
         "",
-        "| stack | requests/s | share of the bare app | cost per request |",
+        "| stack | requests/s | share of the bare app | server CPU per request "
+        "| cost per request (CPU) | share of the bare app (CPU) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    bare_rps = statistics.median(rps for rps, _ in runs[stacks[0]])
+    bare_cpu = statistics.median(cpu for _, cpu in runs[stacks[0]])
+    for label in stacks:
+        rps = statistics.median(rps for rps, _ in runs[label])
+        cpu = statistics.median(cpu for _, cpu in runs[label])
+        bare = label == stacks[0]
+        cost = "-" if bare else f"{cpu - bare_cpu:.1f} us"
+        lines.append(
+            f"| {label} | {rps:,.0f} | {rps / bare_rps:.1%} | {cpu:.1f} us | {cost} "
+            f"| {bare_cpu / cpu:.1%} |"
+        )
+    return lines
+
+
+def _instructions(kind: str, app: str, tree: Path | None, env: dict[str, str], token: str) -> float:
+    """Instructions per request of one server, under callgrind (see the module docstring)."""
+    extra = env
+    if tree is not None:
+        extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
+    totals = []
+    for count in (500, 1500):
+        with tempfile.TemporaryDirectory() as out:
+            prefix = (
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/callgrind.%p",
+                "--trace-children=yes",
+            )
+            with served(kind, app, extra, cpu=0, prefix=prefix) as (port, _):
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+                    for _ in range(count):
+                        answer = client.get("/", headers={"X-Auth-Token": token})
+                        if answer.status_code != 200:
+                            raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
+            totals.append(sum(_callgrind_total(f) for f in Path(out).glob("callgrind.*")))
+    return (totals[1] - totals[0]) / 1000
+
+
+def _callgrind_total(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    return 0
+
+
+def _instruction_table(kind: str, results: dict[str, float]) -> list[str]:
+    lines = [
+        f"#### {SERVERS[kind][1]}, instructions per request (callgrind)",
+        "",
+        "| stack | instructions per request | over the bare app | share of the bare app |",
         "| --- | --- | --- | --- |",
     ]
-    bare = statistics.median(runs[stacks[0]])
-    for label in stacks:
-        rps = statistics.median(runs[label])
-        cost = "-" if label == stacks[0] else f"{(1 / rps - 1 / bare) * 1e6:.1f} us"
-        lines.append(f"| {label} | {rps:,.0f} | {rps / bare:.1%} | {cost} |")
+    labels = list(results)
+    bare = results[labels[0]]
+    for label in labels:
+        value = results[label]
+        over = "-" if label == labels[0] else f"{value - bare:,.0f}"
+        lines.append(f"| {label} | {value:,.0f} | {over} | {bare / value:.1%} |")
     return lines
 
 
@@ -114,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--servers", default="gunicorn,uvicorn")
     parser.add_argument("--json", type=Path, help="also write the raw figures there")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
     args = parser.parse_args(argv)
     kinds = [k for k in args.servers.split(",") if k]
     unknown = [k for k in kinds if k not in SERVERS]
@@ -127,11 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         token = keystone.issue_token()
         env = {"AUTHMW_BENCH_AUTH_URL": keystone.url, "AUTHMW_BENCH_TOKEN": token}
+        if args.instructions:
+            for kind in kinds:
+                counts = {
+                    label: _instructions(kind, app, tree, env, token)
+                    for label, app, tree in _stacks(kind, args.base)
+                }
+                print("\n".join(_instruction_table(kind, counts)) + "\n")
+            return 0
         load_before = os.getloadavg()
-        raw: dict[str, dict[str, list[float]]] = {}
+        raw: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for kind in kinds:
             stacks = _stacks(kind, args.base)
-            runs: dict[str, list[float]] = {label: [] for label, _, _ in stacks}
+            runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in stacks}
             for _ in range(args.rounds):
                 for label, app, tree in stacks:
                     runs[label].append(_measure(kind, app, tree, env, token, args.seconds))
