@@ -144,12 +144,14 @@ def _instructions(kind: str, app: str, tree: Path | None, env: dict[str, str], t
                 f"--callgrind-out-file={out}/callgrind.%p",
                 "--trace-children=yes",
             )
-            with served(kind, app, extra, cpu=0, prefix=prefix) as (port, _):
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-                    for _ in range(count):
-                        answer = client.get("/", headers={"X-Auth-Token": token})
-                        if answer.status_code != 200:
-                            raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
+            with (
+                served(kind, app, extra, cpu=0, prefix=prefix) as (port, _),
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+            ):
+                for _ in range(count):
+                    answer = client.get("/", headers={"X-Auth-Token": token})
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
             totals.append(sum(_callgrind_total(f) for f in Path(out).glob("callgrind.*")))
     return (totals[1] - totals[0]) / 1000
 
