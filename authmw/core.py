@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from .audit import AuditRecord
     from .tracing import Tracing
 from ._clients import ClientAddresses
+from .decision import Answers, Decision, check_fiware
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken, ScopeMismatch
 from .identity import Identity
-from .responses import NOT_AUTHENTICATED, Rejection, Responses, error_body
+from .responses import Rejection, Responses, error_body
 from .routes import PublicRoutes
 from .sources import Source, parse_sources
 from .throttle import Throttle
@@ -37,65 +38,6 @@ from .validators.base import Validator, validate_async
 __all__ = ["AuthCore", "Decision", "Rejection", "error_body"]
 
 log = logging.getLogger("authmw")
-
-
-class Decision:
-    """The outcome for one request.
-
-    ``identity`` is set when the token is confirmed. ``rejection`` is set
-    when the request must be answered without calling the app. In delayed
-    mode (and for an anonymous request where anonymity is allowed) neither
-    is set: the app is called with ``X-Identity-Status: Invalid``.
-    ``public`` marks a request on a public route (nothing was checked).
-    """
-
-    __slots__ = (
-        "environ_items",
-        "environ_own",
-        "header_items",
-        "header_own",
-        "identity",
-        "public",
-        "rejection",
-        "service_identity",
-        "service_status",
-        "status",
-    )
-
-    def __init__(
-        self,
-        identity: Identity | None,
-        rejection: Rejection | None = None,
-        *,
-        status: str | None = None,
-        service_identity: Identity | None = None,
-        service_status: str | None = None,
-        public: bool = False,
-    ) -> None:
-        self.identity = identity
-        self.rejection = rejection
-        self.status = status if status is not None else ("Confirmed" if identity else "Invalid")
-        self.service_identity = service_identity
-        self.service_status = service_status
-        self.public = public
-        # What the pipeline injects, rendered on first use (see authmw._inject):
-        # the part identities share, and the identity's own values when they
-        # are not its attributes as they are (None: read them from it).
-        self.environ_items: dict[str, Any] | None = None
-        self.environ_own: tuple[tuple[str, str], ...] | None = None
-        self.header_items: tuple[tuple[bytes, bytes], ...] | None = None
-        self.header_own: tuple[tuple[bytes, bytes], ...] | None = None
-
-    @property
-    def challenged(self) -> bool:
-        """True if the app is called without an identity and its own 401 needs the challenge."""
-        return self.identity is None and not self.public
-
-    def __repr__(self) -> str:
-        return (
-            f"Decision(status={self.status!r}, identity={self.identity!r}, "
-            f"rejection={self.rejection!r}, service_status={self.service_status!r})"
-        )
 
 
 class ValidationRequest(NamedTuple):
@@ -167,36 +109,17 @@ class AuthCore:
             raise ConfigurationError(
                 "validator", f"must have a validate(token) method, got {validator!r}"
             )
-        self.token_header = self._credential_header("token_header", token_header)
-        if token_sources is None:
-            self.sources: tuple[Source, ...] = (Source("header", self.token_header),)
-        elif token_header != "X-Auth-Token":  # noqa: S105
-            raise ConfigurationError("token_header", "conflicts with token_sources: list it there")
-        else:
-            self.sources = parse_sources(token_sources)
-        self.hide_credentials = _checks.flag("hide_credentials", hide_credentials)
+        self._read_credentials(token_header, token_sources, hide_credentials, max_token_size)
         self.service_token_header = self._credential_header(
             "service_token_header", service_token_header
         )
-        self.delay_auth_decision = _checks.flag("delay_auth_decision", delay_auth_decision)
-        self.max_token_size = _checks.integer("max_token_size", max_token_size, 16)
         self.service_token_roles = _checks.names("service_token_roles", service_token_roles)
         self.service_token_roles_required = _checks.flag(
             "service_token_roles_required", service_token_roles_required
         )
+        self.delay_auth_decision = _checks.flag("delay_auth_decision", delay_auth_decision)
         self.fiware_service_scope = _checks.flag("fiware_service_scope", fiware_service_scope)
-        self.clients = ClientAddresses(trusted_proxies)
-        self.on_decision = (
-            None if on_decision is None else _checks.function("on_decision", on_decision)
-        )
-        if throttle is not None and not isinstance(throttle, Throttle):
-            raise ConfigurationError("throttle", f"must be an authmw.Throttle, got {throttle!r}")
-        self.throttle = throttle
-        if tracing is not None and not callable(getattr(tracing, "authentication", None)):
-            raise ConfigurationError(
-                "tracing", f"must be an authmw.tracing.Tracing, got {tracing!r}"
-            )
-        self.tracing = tracing
+        self._read_observers(trusted_proxies, on_decision, throttle, tracing)
         self.public_routes = PublicRoutes(public_routes)
         self.retry_after = _checks.number("retry_after", retry_after)
         self.timer = _checks.function("timer", timer)
@@ -229,6 +152,47 @@ class AuthCore:
         self.breaker = self.guard.breaker
         if throttle is not None:
             throttle.share(shared_cache)
+        self._build_answers(realm, www_authenticate_uri)
+
+    def _read_credentials(
+        self,
+        token_header: str,
+        token_sources: Iterable[str] | None,
+        hide_credentials: bool,
+        max_token_size: int,
+    ) -> None:
+        self.token_header = self._credential_header("token_header", token_header)
+        if token_sources is None:
+            self.sources: tuple[Source, ...] = (Source("header", self.token_header),)
+        elif token_header != "X-Auth-Token":  # noqa: S105
+            raise ConfigurationError("token_header", "conflicts with token_sources: list it there")
+        else:
+            self.sources = parse_sources(token_sources)
+        self.hide_credentials = _checks.flag("hide_credentials", hide_credentials)
+        self.max_token_size = _checks.integer("max_token_size", max_token_size, 16)
+
+    def _read_observers(
+        self,
+        trusted_proxies: Iterable[str],
+        on_decision: Callable[[AuditRecord], Any] | None,
+        throttle: Throttle | None,
+        tracing: Tracing | None,
+    ) -> None:
+        self.clients = ClientAddresses(trusted_proxies)
+        self.on_decision = (
+            None if on_decision is None else _checks.function("on_decision", on_decision)
+        )
+        if throttle is not None and not isinstance(throttle, Throttle):
+            raise ConfigurationError("throttle", f"must be an authmw.Throttle, got {throttle!r}")
+        self.throttle = throttle
+        if tracing is not None and not callable(getattr(tracing, "authentication", None)):
+            raise ConfigurationError(
+                "tracing", f"must be an authmw.tracing.Tracing, got {tracing!r}"
+            )
+        self.tracing = tracing
+
+    def _build_answers(self, realm: str, www_authenticate_uri: str | None) -> None:
+        """The prebuilt refusals, each with the challenge of the source it answers."""
         uri = None
         if www_authenticate_uri is not None:
             uri = _checks.header_text("www_authenticate_uri", www_authenticate_uri)
@@ -241,7 +205,7 @@ class AuthCore:
         self._decision_missing = Decision(None, self._missing)
         self._delayed_invalid = Decision(None, None, status="Invalid")
         self._answers = tuple(
-            _Answers(self.responses, source.challenge(realm, uri, "invalid_token"))
+            Answers(self.responses, source.challenge(realm, uri, "invalid_token"))
             for source in self.sources
         )
         keystone = Source("header", self.service_token_header).challenge(realm, uri)
@@ -418,7 +382,7 @@ class AuthCore:
         log.debug("rejected request: %s", rejection.reason)
         return self._invalid(rejection, None, None)
 
-    def _extract(self, value: str | None, answers: _Answers) -> str | Rejection:
+    def _extract(self, value: str | None, answers: Answers) -> str | Rejection:
         """The token from a raw header value, or the reason there is none."""
         if value is None:
             return self._missing
@@ -509,7 +473,7 @@ class AuthCore:
     def _user_step(
         self,
         value: str | None,
-        answers: _Answers,
+        answers: Answers,
         service_identity: Identity | None,
         service_status: str | None,
         fiware_service: str | None,
@@ -558,7 +522,7 @@ class AuthCore:
         rejection: Rejection,
         service_identity: Identity | None,
         service_status: str | None,
-        answers: _Answers | None = None,
+        answers: Answers | None = None,
     ) -> Decision:
         if self.delay_auth_decision:
             if service_status is None:
@@ -606,37 +570,3 @@ class AuthCore:
     async def aclose(self) -> None:
         """Close the validator's async resources (called on ASGI lifespan shutdown)."""
         await self.cache.aclose()
-
-
-def check_fiware(identity: Identity, service: str | None, service_path: str | None) -> None:
-    """FIWARE multi-tenancy: Fiware-Service = domain, Fiware-ServicePath = project."""
-    if service is None or not service.strip():
-        raise ScopeMismatch("Fiware-Service header is required")
-    service = service.strip()
-    path = (service_path or "/").strip() or "/"
-    domain = identity.domain_name if identity.scope == "domain" else identity.project_domain_name
-    if domain is None or service.lower() != domain.lower():
-        raise ScopeMismatch("Fiware-Service does not match the token's domain")
-    if path == "/":
-        if identity.scope != "domain":
-            raise ScopeMismatch("Fiware-ServicePath '/' needs a domain-scoped token")
-    elif identity.scope != "project" or path != identity.project_name:
-        raise ScopeMismatch("Fiware-ServicePath does not match the token's project")
-
-
-class _Answers:
-    """The 401s for a token from one source, prebuilt with that source's challenge."""
-
-    __slots__ = ("challenge", "decision_invalid", "invalid", "malformed", "multiple", "too_large")
-
-    def __init__(self, responses: Responses, challenge: str) -> None:
-        self.challenge = challenge
-
-        def unauthorized(message: str) -> Rejection:
-            return responses.unauthorized(message, challenge=challenge)
-
-        self.invalid = unauthorized(NOT_AUTHENTICATED)
-        self.too_large = unauthorized("Token is too large.")
-        self.multiple = unauthorized("More than one token in the request.")
-        self.malformed = unauthorized("Token is malformed.")
-        self.decision_invalid = Decision(None, self.invalid)

@@ -201,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     keystone.start()
     try:
         token = keystone.issue_token()
-        env = {"AUTHMW_BENCH_AUTH_URL": keystone.url, "AUTHMW_BENCH_TOKEN": token}
+        # A fixed hash seed: string hashing otherwise varies dict layouts per process.
+        env = {
+            "AUTHMW_BENCH_AUTH_URL": keystone.url,
+            "AUTHMW_BENCH_TOKEN": token,
+            "PYTHONHASHSEED": "0",
+        }
         if args.instructions:
             for kind in kinds:
                 counts = {
