@@ -99,7 +99,7 @@ class CompactJSON(Mapping[str, Any]):
 
     def __init__(self, text: bytes) -> None:
         zdict = _dictionary(text)
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict)
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 4, zlib.Z_DEFAULT_STRATEGY, zdict)
         self._data = compressor.compress(text) + compressor.flush()
         self._zdict = zdict
 
@@ -108,10 +108,13 @@ class CompactJSON(Mapping[str, Any]):
         """``value`` in compact form, or frozen as it is when JSON would change it."""
         if isinstance(value, CompactJSON):
             return value
-        plain = thawed(value)
         try:
-            text = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
-            exact = json.loads(text) == plain
+            try:
+                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            except TypeError:  # mapping proxies (a frozen body): as plain dicts
+                text = json.dumps(thawed(value), separators=(",", ":"), ensure_ascii=False)
+            parsed = json.loads(text)
+            exact = parsed == value or parsed == thawed(value)  # tuples come back as lists
         except (TypeError, ValueError):
             exact = False
         if not exact:  # non-string keys, non-JSON values: kept as they are
