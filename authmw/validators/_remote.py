@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from .. import _telemetry
+from .. import _checks, _telemetry
 from .._hashing import fingerprint
 from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
@@ -33,12 +33,14 @@ from ..identity import Identity
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "HTTP_OPTIONS",
     "REQUEST_REFUSED_STATUSES",
     "RemoteValidator",
     "ServiceTokenRejected",
     "answer_error",
     "check_subject_token",
     "given_service_auth",
+    "http_options",
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -129,18 +131,6 @@ def _number(option: str, value: Any, minimum: float = 0.0) -> float:
     return float(value)
 
 
-def _integer(option: str, value: Any, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigurationError(option, f"must be an integer {bounds}, got {value!r}")
-    return value
-
-
 def _timeout(timeout: float | httpx.Timeout | None, connect_timeout: float | None) -> httpx.Timeout:
     if timeout is None:
         result = DEFAULT_TIMEOUT
@@ -206,6 +196,31 @@ def given_service_auth(auth: TokenAuth | None, credentials: Mapping[str, Any]) -
     if others:
         raise ConfigurationError("static_token", f"conflicts with {others[0]}")
     return StaticToken(static)
+
+
+HTTP_OPTIONS = (
+    "timeout",
+    "http_connect_timeout",
+    "http_request_max_retries",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "insecure",
+    "max_connections",
+    "transport",
+    "async_transport",
+)
+"""The keyword arguments of :class:`RemoteService` (HTTP, TLS, limits, retries)."""
+
+
+def http_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`HTTP_OPTIONS` among a constructor's ``arguments``, to pass on.
+
+    Each validator lists these options in its own signature (with its own
+    defaults) and hands them to :class:`RemoteService` as
+    ``**http_options(locals())``.
+    """
+    return {name: arguments[name] for name in HTTP_OPTIONS}
 
 
 # -- retries --------------------------------------------------------------------------------
@@ -312,8 +327,10 @@ class RemoteService:
         self.timeout = _timeout(timeout, http_connect_timeout)
         # The whole answer must arrive within connect + read timeout.
         self._answer_seconds = (self.timeout.connect or 0.0) + (self.timeout.read or 0.0) or 30.0
-        self.max_retries = _integer("http_request_max_retries", http_request_max_retries, 0, 10)
-        connections = _integer("max_connections", max_connections, 1)
+        self.max_retries = _checks.integer(
+            "http_request_max_retries", http_request_max_retries, 0, 10
+        )
+        connections = _checks.integer("max_connections", max_connections, 1)
         self._limits = httpx.Limits(
             max_connections=connections, max_keepalive_connections=connections
         )
@@ -461,35 +478,10 @@ class RemoteValidator(RemoteService):
     #: Appended to the error logged when a fresh service token is refused.
     refusal_hint: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        *,
-        expiry_leeway: float,
-        timeout: float | httpx.Timeout | None,
-        http_connect_timeout: float | None,
-        http_request_max_retries: int,
-        cafile: str | None,
-        certfile: str | None,
-        keyfile: str | None,
-        insecure: bool,
-        max_connections: int,
-        clock: Callable[[], float],
-        transport: httpx.BaseTransport | None,
-        async_transport: httpx.AsyncBaseTransport | None,
-    ) -> None:
+    def __init__(self, *, expiry_leeway: float, clock: Callable[[], float], **http: Any) -> None:
+        """``http``: the :data:`HTTP_OPTIONS` of :class:`RemoteService`."""
         self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
-        super().__init__(
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(**http)
         self._clock = clock
 
     # -- what a subclass supplies (no I/O) -------------------------------------------------

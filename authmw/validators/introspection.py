@@ -48,6 +48,7 @@ from ._remote import (
     answer_error,
     check_subject_token,
     given_service_auth,
+    http_options,
 )
 from ._roles import usable_roles
 
@@ -456,20 +457,7 @@ class HTTPIntrospectionValidator(RemoteValidator):
             )
         self.invalid_statuses = frozenset(invalid_statuses)
 
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
 
     def __repr__(self) -> str:
         return f"HTTPIntrospectionValidator({self.url!r}, style={self.style!r})"

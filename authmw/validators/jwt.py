@@ -58,7 +58,7 @@ from ..identity import Identity
 from . import _jwks
 from ._jwks import ALGORITHM_FAMILIES, RemoteKeys, StaticKeys, Step, VerificationKey, Wait
 from ._paths import MISSING, Compiled, Paths, compile_paths, lookup
-from ._remote import RemoteService
+from ._remote import RemoteService, http_options
 from ._roles import usable_roles
 from .base import RevocationListener
 
@@ -495,18 +495,7 @@ class JWTValidator(RemoteService):
             ) from None
         self._jws = jws
         self._jose_error: type[Exception] = JoseError
-        super().__init__(
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(**http_options(locals()))
         self.keys_max_age = _checks.positive("keys_max_age", keys_max_age)
         self.min_refresh_interval = _checks.positive("min_refresh_interval", min_refresh_interval)
         self.max_stale = _checks.positive("max_stale", max_stale)

@@ -33,7 +33,7 @@ from ..client.keystone_v3 import (
 from ..errors import ConfigurationError
 from ..identity import Identity
 from ._keystone_v3 import build_validation_request, interpret_validation_response
-from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth
+from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth, http_options
 from ._revocation_follower import RevocationFollower
 from .base import RevocationListener
 
@@ -138,20 +138,7 @@ class KeystoneValidator(RemoteValidator):
             self.revocations = RevocationFollower(self, interval)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
         credentials = {
             "username": username,
             "user_id": user_id,

@@ -25,7 +25,13 @@ from ..client._base import MALFORMED_ANSWER, TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
-from ._remote import RemoteValidator, answer_error, check_subject_token, given_service_auth
+from ._remote import (
+    RemoteValidator,
+    answer_error,
+    check_subject_token,
+    given_service_auth,
+    http_options,
+)
 from ._roles import usable_roles
 
 __all__ = [
@@ -287,20 +293,7 @@ class KeystoneV2Validator(RemoteValidator):
         if belongs_to is not None and (not isinstance(belongs_to, str) or not belongs_to.strip()):
             raise ConfigurationError("belongs_to", f"must be a tenant id, got {belongs_to!r}")
         self.belongs_to = belongs_to.strip() if belongs_to else None
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
         self.auth = _service_auth(
             self.base_url,
             auth,
