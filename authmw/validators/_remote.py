@@ -406,6 +406,59 @@ class RemoteService:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    # -- driving sans-I/O flows -----------------------------------------------------------------
+    def _drive(self, flow: Generator[object, Any, _R]) -> _R:
+        """Run a sans-I/O flow with the blocking client: each step it yields is done by
+        :meth:`_perform` and the result sent back; a step that fails with
+        :class:`IdentityServiceUnavailable` is thrown back into the flow instead."""
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration as done:
+                    result: _R = done.value
+                    return result
+                reply = error = None
+                try:
+                    reply = self._perform(step)
+                except IdentityServiceUnavailable as exc:
+                    error = exc
+        finally:
+            flow.close()
+
+    async def _adrive(self, flow: Generator[object, Any, _R]) -> _R:
+        """Async form of :meth:`_drive`, with :meth:`_aperform`."""
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration as done:
+                    result: _R = done.value
+                    return result
+                reply = error = None
+                try:
+                    reply = await self._aperform(step)
+                except IdentityServiceUnavailable as exc:
+                    error = exc
+        finally:
+            flow.close()
+
+    def _perform(self, step: object) -> Any:
+        """One step of a flow with the blocking client: a request -> ``(status, body)``."""
+        if not isinstance(step, httpx.Request):
+            raise TypeError(f"not a step of a flow: {step!r}")
+        return self._send(self._sync_client(), step)
+
+    async def _aperform(self, step: object) -> Any:
+        """Async form of :meth:`_perform`."""
+        if not isinstance(step, httpx.Request):
+            raise TypeError(f"not a step of a flow: {step!r}")
+        return await self._asend(self._async_client(), step)
+
     # -- sending --------------------------------------------------------------------------------
     def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
         attempt = 0
@@ -515,37 +568,27 @@ class RemoteValidator(RemoteService):
     def run(self, flow: Generator[_Step, Any, _R]) -> _R:
         """Drive a sans-I/O flow with the blocking client: its steps are the service
         identity (send back its token) and requests (send back ``(status, body)``)."""
-        reply: Any = None
         try:
-            while True:
-                step = flow.send(reply)
-                client = self._sync_client()
-                if isinstance(step, httpx.Request):
-                    reply = self._send(client, step)
-                else:
-                    reply = step.get_token(client)
-        except StopIteration as done:
-            result: _R = done.value
-            return result
+            return self._drive(flow)
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
 
     async def arun(self, flow: Generator[_Step, Any, _R]) -> _R:
         """Async form of :meth:`run`."""
-        reply: Any = None
         try:
-            while True:
-                step = flow.send(reply)
-                client = self._async_client()
-                if isinstance(step, httpx.Request):
-                    reply = await self._asend(client, step)
-                else:
-                    reply = await step.aget_token(client)
-        except StopIteration as done:
-            result: _R = done.value
-            return result
+            return await self._adrive(flow)
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
+
+    def _perform(self, step: object) -> Any:
+        if isinstance(step, TokenAuth):
+            return step.get_token(self._sync_client())
+        return super()._perform(step)
+
+    async def _aperform(self, step: object) -> Any:
+        if isinstance(step, TokenAuth):
+            return await step.aget_token(self._async_client())
+        return await super()._aperform(step)
 
     def _flow(self, token: str, allow_expired: bool) -> Generator[_Step, Any, Identity]:
         """One validation without I/O.

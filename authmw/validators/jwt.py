@@ -53,7 +53,7 @@ import httpx
 from .. import _checks
 from .._hashing import fingerprint
 from ..client._base import http_url
-from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
+from ..errors import ConfigurationError, InvalidToken
 from ..identity import Identity
 from . import _jwks
 from ._jwks import ALGORITHM_FAMILIES, RemoteKeys, StaticKeys, Step, VerificationKey, Wait
@@ -575,52 +575,26 @@ class JWTValidator(RemoteService):
     # -- validation -------------------------------------------------------------------------
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """The identity of a valid token, else InvalidToken or IdentityServiceUnavailable."""
-        flow = self._flow(token, allow_expired)
-        reply: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as done:
-                    identity: Identity = done.value
-                    return identity
-                reply = error = None
-                if isinstance(step, Wait):
-                    with contextlib.suppress(concurrent.futures.TimeoutError):
-                        step.flight.result(step.timeout)
-                    continue
-                try:
-                    reply = self._send(self._sync_client(), step)
-                except IdentityServiceUnavailable as exc:
-                    error = exc
-        finally:
-            flow.close()
+        return self._drive(self._flow(token, allow_expired))
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """Async form of :meth:`validate`: key fetches through httpx.AsyncClient."""
-        flow = self._flow(token, allow_expired)
-        reply: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as done:
-                    identity: Identity = done.value
-                    return identity
-                reply = error = None
-                if isinstance(step, Wait):
-                    waiting = asyncio.shield(asyncio.wrap_future(step.flight))
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(waiting, step.timeout)
-                    continue
-                try:
-                    reply = await self._asend(self._async_client(), step)
-                except IdentityServiceUnavailable as exc:
-                    error = exc
-        finally:
-            flow.close()
+        return await self._adrive(self._flow(token, allow_expired))
+
+    def _perform(self, step: object) -> Any:
+        if isinstance(step, Wait):  # another caller is fetching the keys: wait for it
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                step.flight.result(step.timeout)
+            return None
+        return super()._perform(step)
+
+    async def _aperform(self, step: object) -> Any:
+        if isinstance(step, Wait):
+            waiting = asyncio.shield(asyncio.wrap_future(step.flight))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiting, step.timeout)
+            return None
+        return await super()._aperform(step)
 
     def _flow(self, token: str, allow_expired: bool) -> Generator[Step, Any, Identity]:
         try:
