@@ -41,7 +41,7 @@ import httpx
 from ..client._base import MALFORMED_ANSWER, TokenAuth, http_url, parse_timestamp
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
-from ..identity import Identity
+from ..identity import TEXT_FIELDS, Identity
 from ._remote import (
     RemoteValidator,
     ServiceTokenRejected,
@@ -141,14 +141,11 @@ class IntrospectionMapping:
 
 _Compiled = tuple[tuple[str, ...], ...]  # alternatives, each a key path
 
-_STRING_FIELDS = (
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
+# The user id is required and mapped on its own; an answer maps no domain or system scope.
+_STRING_FIELDS = tuple(
+    name
+    for name in TEXT_FIELDS
+    if name not in ("user_id", "domain_id", "domain_name", "system_scope")
 )
 
 

@@ -54,7 +54,7 @@ from .. import _checks
 from .._hashing import fingerprint
 from ..client._base import http_url
 from ..errors import ConfigurationError, InvalidToken
-from ..identity import Identity
+from ..identity import TEXT_FIELDS, Identity
 from . import _jwks
 from ._jwks import ALGORITHM_FAMILIES, RemoteKeys, StaticKeys, Step, VerificationKey, Wait
 from ._paths import MISSING, Compiled, Paths, compile_paths, lookup
@@ -68,17 +68,8 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
 """Algorithms an issuer may use unless its ``algorithms`` say otherwise."""
 
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
-_STRING_FIELDS = (
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-)
+# The user id is required and mapped on its own; no claim maps a system scope.
+_STRING_FIELDS = tuple(name for name in TEXT_FIELDS if name not in ("user_id", "system_scope"))
 
 
 # -- claim mapping --------------------------------------------------------------------------
