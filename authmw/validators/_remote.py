@@ -27,7 +27,7 @@ import httpx
 
 from .. import _checks, _telemetry
 from .._hashing import fingerprint
-from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
+from ..client._base import MALFORMED_ANSWER, AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 
@@ -41,6 +41,7 @@ __all__ = [
     "check_subject_token",
     "given_service_auth",
     "http_options",
+    "token_answer",
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -98,6 +99,37 @@ def answer_error(
     if status_code in (401, 403):
         return ServiceTokenRejected(status_code)
     return IdentityServiceUnavailable(f"{service} answered {status_code} to a token validation")
+
+
+def token_answer(
+    status_code: int,
+    body: bytes,
+    service: str,
+    *,
+    valid: Collection[int],
+    identity_of: Callable[[Any], Identity],
+    now: float,
+    leeway: float,
+    allow_expired: bool,
+) -> Identity:
+    """The identity in a Keystone-style validation answer (v3, v2.0), for the caller to return.
+
+    A ``valid`` status -> ``identity_of(<the decoded JSON body>)``, unless the
+    token expired more than ``leeway`` seconds before ``now`` (:class:`InvalidToken`,
+    unless ``allow_expired``); a body it cannot map -> :class:`IdentityServiceUnavailable`.
+    Any other status: the error :func:`answer_error` gives.
+    """
+    if status_code not in valid:
+        raise answer_error(status_code, body, service)
+    try:
+        identity = identity_of(json.loads(body))
+    except MALFORMED_ANSWER as exc:
+        raise IdentityServiceUnavailable(
+            f"malformed token body from {service} ({type(exc).__name__})"
+        ) from None
+    if not allow_expired and identity.is_expired(now, leeway):
+        raise InvalidToken("token expired")
+    return identity
 
 
 def _over_limit(body: bytes) -> bool:
