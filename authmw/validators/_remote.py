@@ -2,8 +2,9 @@
 
 :class:`RemoteService` owns the HTTP clients (one pooled blocking client,
 one async client per event loop), their options (timeouts, TLS, limits,
-retries) and the limits on answers; validators that only fetch keys
-(:class:`~authmw.JWTValidator`) use it as it is. :class:`RemoteValidator`
+retries) and the limits on answers, and drives sans-I/O flows with them
+(:meth:`~RemoteService._drive`, :meth:`~RemoteService._adrive`); validators
+that only fetch keys (:class:`~authmw.JWTValidator`) use it as it is. :class:`RemoteValidator`
 adds the service identity's token, error mapping and logging (token
 fingerprints only). It runs one sans-I/O validation flow, :meth:`~RemoteValidator._flow`,
 from the thin :meth:`~RemoteValidator.validate` and :meth:`~RemoteValidator.avalidate`
@@ -112,12 +113,12 @@ def token_answer(
     leeway: float,
     allow_expired: bool,
 ) -> Identity:
-    """The identity in a Keystone-style validation answer (v3, v2.0), for the caller to return.
+    """The identity in a Keystone-style validation answer (v3, v2.0).
 
     A ``valid`` status -> ``identity_of(<the decoded JSON body>)``, unless the
     token expired more than ``leeway`` seconds before ``now`` (:class:`InvalidToken`,
     unless ``allow_expired``); a body it cannot map -> :class:`IdentityServiceUnavailable`.
-    Any other status: the error :func:`answer_error` gives.
+    Any other status raises the error :func:`answer_error` gives.
     """
     if status_code not in valid:
         raise answer_error(status_code, body, service)
