@@ -16,6 +16,22 @@ __all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
 
+SCOPE_FIELDS = (
+    "project_id",
+    "project_name",
+    "project_domain_id",
+    "project_domain_name",
+    "domain_id",
+    "domain_name",
+    "system_scope",
+)
+"""The :class:`Identity` fields that say what the token is scoped to, in their order
+(also the scope options of a Keystone service identity)."""
+
+TEXT_FIELDS = ("user_id", "user_name", "user_domain_id", "user_domain_name", *SCOPE_FIELDS)
+"""The :class:`Identity` fields that are strings: the user, the user's domain and the
+token's scope, in their order."""
+
 
 def role_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a role name, or ``None`` if it can.
@@ -255,14 +271,4 @@ class Identity:
 
 _FIELDS = tuple(name for name, f in Identity.__dataclass_fields__.items() if f.init)
 # Values many identities share, kept once (see _shared).
-_SHARED_FIELDS = (
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-    "system_scope",
-)
+_SHARED_FIELDS = ("user_domain_id", "user_domain_name", *SCOPE_FIELDS)

@@ -55,7 +55,15 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .identity import Identity
-from .redis import _MARKER_LEN, _positive_number, _SignedCache
+from .redis import (
+    _MARKER_LEN,
+    _NO_MARKER,
+    _UNAUTHENTIC,
+    _Found,
+    _positive_number,
+    _Revocation,
+    _SignedCache,
+)
 
 __all__ = ["MemcacheCache", "parse_servers"]
 
@@ -209,111 +217,57 @@ class MemcacheCache(_SignedCache):
             found.update(client.get_many(some))
         return found
 
-    # -- blocking API ----------------------------------------------------------
-    def get(self, key: bytes) -> Identity | None:
-        """The identity cached for the token digest ``key``, or None.
-
-        Raises :class:`~authmw.InvalidToken` when another process recently saw
-        the token rejected. Never raises for a memcached failure.
-        """
-        if not self._may_try():
-            return None
-        rkey = self._entry_key(key)
-        mark = self._mark()
-        try:
-            found = self._get_many([rkey, self._gen_key])
-            raw_generation = found.get(self._gen_key)
-            generation = self._generation_of(raw_generation)
-            if generation > 0 and _number(raw_generation) < generation:
-                # set back or evicted: put it back up (Redis does this in its script)
-                self._client(self._gen_key).set(self._gen_key, str(generation).encode())
-            value = found.get(rkey)
-            marker = self._marker_found(rkey, value) if value is not None else -1
-        except Exception as exc:
-            self._failed("get", exc)
-            return None
-        self._succeeded(mark)
-        if marker == -2:  # tampered, foreign or malformed: a miss (counted as rejected)
-            self._remember_generation(key, generation)
-            return None
-        if value is None or marker >= 0:
-            if marker >= 0 and value is not None:
-                self.stats.revoked += 1
-                self._learn_marker(rkey, value, marker)
-            else:
-                self.stats.misses += 1
-            self._remember_generation(key, generation)
-            return None
-        identity = self._open(rkey, value, generation)
-        if identity is None:
-            self._remember_generation(key, generation)
-        return identity
+    # -- the store's calls (see authmw.redis._SignedCache) -----------------------------------
+    def _fetch(self, rkey: bytes) -> _Found:
+        found = self._get_many([rkey, self._gen_key])
+        raw_generation = found.get(self._gen_key)
+        generation = self._generation_of(raw_generation)
+        if generation > 0 and _number(raw_generation) < generation:
+            # set back or evicted: put it back up (Redis does this in its script)
+            self._client(self._gen_key).set(self._gen_key, str(generation).encode())
+        value = found.get(rkey)
+        marker = self._marker_found(rkey, value) if value is not None else _NO_MARKER
+        return _Found(value, generation, marker)
 
     def _marker_found(self, rkey: bytes, value: bytes) -> int:
-        """Index of the first of the entry's revocation markers set in memcached, -1 if
-        none is, -2 if the entry is not authentic (then nothing is looked up)."""
+        """Index of the first of the entry's revocation markers set in memcached,
+        ``_NO_MARKER`` if none is, ``_UNAUTHENTIC`` if the entry is not authentic
+        (then nothing is looked up)."""
         verified = self._verify(rkey, value)
         if verified is None:
-            return -2
+            return _UNAUTHENTIC
         body = verified[0]
         markers = [
             self._marker_prefix + body[4 + i * _MARKER_LEN : 4 + (i + 1) * _MARKER_LEN]
             for i in range(body[3])
         ]
         if not markers:
-            return -1
+            return _NO_MARKER
         found = self._get_many(markers)
         for index, marker in enumerate(markers):
             if marker in found:
                 return index
-        return -1
+        return _NO_MARKER
 
-    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
-        if not self._may_try():
-            self.stats.dropped_writes += 1
-            return
-        mark = self._mark()
-        try:
-            generation = self._remembered_generation(key)
-            if generation is None:
-                generation = self._generation_of(self._client(self._gen_key).get(self._gen_key))
-            entry = self._prepare(key, identity, ttl, generation)
-            if entry is None:
-                return
-            rkey, value, ttl_ms = entry
-            self._client(rkey).set(rkey, value, expire=math.ceil(ttl_ms / 1000))
-        except Exception as exc:
-            self.stats.dropped_writes += 1
-            self._failed("put", exc)
-            return
-        self._succeeded(mark)
-        self.stats.writes += 1
+    def _read_generation(self) -> Any:
+        return self._client(self._gen_key).get(self._gen_key)
 
-    def revoke(self, audit_id: str | None) -> None:
-        """Make cached entries of the token with ``audit_id`` unusable in every process.
+    def _store(self, rkey: bytes, value: bytes, ttl_ms: int) -> None:
+        self._client(rkey).set(rkey, value, expire=math.ceil(ttl_ms / 1000))
 
-        ``None`` retires every entry of the namespace (the generation moves on).
-        Holds in this process even when memcached cannot be told (logged).
-        """
-        plan = self._plan_revocation(audit_id)
-        mark = self._mark()
-        try:
-            if plan.generation is not None:
-                client = self._client(self._gen_key)
-                new = client.incr(self._gen_key, 1)
-                if new is None or int(new) < plan.generation:
-                    client.set(self._gen_key, str(plan.generation).encode())
-                    new = plan.generation
-                self._generation_of(new)
-            else:
-                for marker in plan.markers:
-                    self._client(marker).set(marker, b"1", expire=self._marker_expiry)
-        except Exception as exc:
-            self._revoke_failed(exc)
-            return
-        self._succeeded(mark)
+    def _record(self, plan: _Revocation, audit_id: str | None) -> None:
+        if plan.generation is not None:
+            client = self._client(self._gen_key)
+            new = client.incr(self._gen_key, 1)
+            if new is None or int(new) < plan.generation:
+                client.set(self._gen_key, str(plan.generation).encode())
+                new = plan.generation
+            self._generation_of(new)
+        else:
+            for marker in plan.markers:
+                self._client(marker).set(marker, b"1", expire=self._marker_expiry)
 
-    # -- asyncio API (each call in a worker thread) ------------------------------
+    # -- asyncio API: each blocking operation in a worker thread (pymemcache blocks) --------
     async def aget(self, key: bytes) -> Identity | None:
         """Awaitable :meth:`get`."""
         return await asyncio.to_thread(self.get, key)

@@ -140,6 +140,18 @@ class _Revocation(NamedTuple):
     markers: tuple[bytes, ...]  # revoke one token: its marker keys
 
 
+_NO_MARKER = -1  # _Found.marker: none of the entry's revocation markers is set
+_UNAUTHENTIC = -2  # _Found.marker: the entry failed its MAC check (nothing was looked up)
+
+
+class _Found(NamedTuple):
+    """What one lookup read from the store."""
+
+    value: bytes | None  # the entry (None: there is none)
+    generation: int  # the generation entries must carry (see _SignedCache._generation_of)
+    marker: int  # index of the entry's first revocation marker set, or one of the above
+
+
 class RedisCacheStats:
     """Counters of one :class:`RedisCache`; read them with :meth:`as_dict`."""
 
@@ -223,8 +235,11 @@ class _Keys:
 
 class _SignedCache:
     """What a shared cache does the same on any store: entry format (HMAC,
-    encryption), revocation memory, health and back-off. Subclasses do the I/O
-    (``get``/``_write``/``revoke`` and their async forms)."""
+    encryption), revocation memory, health and back-off, and the flow of each
+    operation (``get``, ``put``, ``revoke`` and their async forms). Subclasses
+    supply only the client calls: ``_fetch``, ``_read_generation``, ``_store``,
+    ``_record`` and, for a store with an asyncio client, their ``_a`` forms (a
+    store whose client blocks may run the blocking operations in a thread instead)."""
 
     _log = log
 
@@ -286,13 +301,33 @@ class _SignedCache:
         self._revoked: OrderedDict[bytes, float] = OrderedDict()
         self._distrust_until = -math.inf
 
-    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+    # -- what a store supplies: its client calls (each raises when the store fails) ----------
+    def _fetch(self, rkey: bytes) -> _Found:
+        """The entry ``rkey``, the generation and the entry's revocation markers."""
         raise NotImplementedError
 
-    async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+    def _read_generation(self) -> Any:
+        """The generation counter as the store holds it (None when absent)."""
         raise NotImplementedError
 
-    def revoke(self, audit_id: str | None) -> None:
+    def _store(self, rkey: bytes, value: bytes, ttl_ms: int) -> None:
+        """Write ``value`` under ``rkey`` for ``ttl_ms`` milliseconds."""
+        raise NotImplementedError
+
+    def _record(self, plan: _Revocation, audit_id: str | None) -> None:
+        """Tell the store about a revocation already applied in this process."""
+        raise NotImplementedError
+
+    async def _afetch(self, rkey: bytes) -> _Found:
+        raise NotImplementedError
+
+    async def _aread_generation(self) -> Any:
+        raise NotImplementedError
+
+    async def _astore(self, rkey: bytes, value: bytes, ttl_ms: int) -> None:
+        raise NotImplementedError
+
+    async def _arecord(self, plan: _Revocation, audit_id: str | None) -> None:
         raise NotImplementedError
 
     @property
@@ -539,6 +574,125 @@ class _SignedCache:
             return None
         return rkey, value, max(1, math.ceil(ttl * 1000))
 
+    def _read(self, key: bytes, rkey: bytes, found: _Found) -> Identity | None:
+        """The identity in what a lookup found; None (counted) when there is none to use."""
+        value, generation, marker = found
+        if marker == _UNAUTHENTIC:  # tampered, foreign or malformed: counted as rejected
+            self._remember_generation(key, generation)
+            return None
+        if value is None or marker != _NO_MARKER:
+            if marker != _NO_MARKER:
+                self.stats.revoked += 1
+                if value is not None:
+                    self._learn_marker(rkey, value, marker)
+            else:
+                self.stats.misses += 1
+            self._remember_generation(key, generation)
+            return None
+        identity = self._open(rkey, value, generation)
+        if identity is None:
+            self._remember_generation(key, generation)
+        return identity
+
+    # -- the operations, the same on every store (the sync and async forms are twins) ------------
+    def get(self, key: bytes) -> Identity | None:
+        """The identity cached for the token digest ``key``, or None.
+
+        Raises :class:`~authmw.InvalidToken` when another process recently saw
+        the token rejected. Never raises for a failure of the store.
+        """
+        if not self._may_try():
+            return None
+        rkey = self._entry_key(key)
+        mark = self._mark()
+        try:
+            found = self._fetch(rkey)
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        self._succeeded(mark)
+        return self._read(key, rkey, found)
+
+    async def aget(self, key: bytes) -> Identity | None:
+        """Awaitable :meth:`get`."""
+        if not self._may_try():
+            return None
+        rkey = self._entry_key(key)
+        mark = self._mark()
+        try:
+            found = await self._afetch(rkey)
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        self._succeeded(mark)
+        return self._read(key, rkey, found)
+
+    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        if not self._may_try():
+            self.stats.dropped_writes += 1
+            return
+        mark = self._mark()
+        try:
+            generation = self._remembered_generation(key)
+            if generation is None:
+                generation = self._generation_of(self._read_generation())
+            entry = self._prepare(key, identity, ttl, generation)
+            if entry is None:
+                return
+            self._store(*entry)
+        except Exception as exc:
+            self.stats.dropped_writes += 1
+            self._failed("put", exc)
+            return
+        self._succeeded(mark)
+        self.stats.writes += 1
+
+    async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
+        if not self._may_try():
+            self.stats.dropped_writes += 1
+            return
+        mark = self._mark()
+        try:
+            generation = self._remembered_generation(key)
+            if generation is None:
+                generation = self._generation_of(await self._aread_generation())
+            entry = self._prepare(key, identity, ttl, generation)
+            if entry is None:
+                return
+            await self._astore(*entry)
+        except Exception as exc:
+            self.stats.dropped_writes += 1
+            self._failed("put", exc)
+            return
+        self._succeeded(mark)
+        self.stats.writes += 1
+
+    def revoke(self, audit_id: str | None) -> None:
+        """Make cached entries of the token with ``audit_id`` unusable in every process.
+
+        ``None`` retires every entry of the namespace (the generation moves on).
+        Holds in this process even when the store cannot be told (logged).
+        """
+        plan = self._plan_revocation(audit_id)
+        mark = self._mark()
+        try:
+            self._record(plan, audit_id)
+        except Exception as exc:
+            self._revoke_failed(exc)
+            return
+        self._succeeded(mark)
+
+    async def arevoke(self, audit_id: str | None) -> None:
+        """Awaitable :meth:`revoke`."""
+        plan = self._plan_revocation(audit_id)
+        mark = self._mark()
+        try:
+            await self._arecord(plan, audit_id)
+        except Exception as exc:
+            self._revoke_failed(exc)
+            return
+        self._succeeded(mark)
+
     def put(self, key: bytes, identity: Identity, ttl: float) -> None:
         """Share ``identity`` for ``ttl`` seconds (capped by ``max_ttl``); best effort."""
         self._write(key, identity, ttl)
@@ -715,158 +869,65 @@ class RedisCache(_SignedCache):
                 )
         return client, self._async_scripts[loop]
 
-    # -- health --------------------------------------------------------------
+    # -- the store's calls (see _SignedCache) ------------------------------------------------
+    def _fetch(self, rkey: bytes) -> _Found:
+        reply = self._sync_scripts()[0](
+            keys=[rkey, self._gen_key],
+            args=[self._marker_prefix, self._generation],
+            client=self._sync_client(),
+        )
+        return self._found(reply)
 
-    # -- encoding --------------------------------------------------------------
+    def _read_generation(self) -> Any:
+        return self._sync_client().get(self._gen_key)
 
-    def _read(self, key: bytes, rkey: bytes, reply: Any) -> Identity | None:
+    def _store(self, rkey: bytes, value: bytes, ttl_ms: int) -> None:
+        self._sync_client().set(rkey, value, px=ttl_ms)
+
+    def _record(self, plan: _Revocation, audit_id: str | None) -> None:
+        client = self._sync_client()
+        if plan.generation is not None:
+            bump = self._sync_scripts()[1]
+            self._generation_of(bump(keys=[self._gen_key], args=[plan.generation], client=client))
+        self._revocation_pipeline(client, plan, audit_id).execute()
+
+    async def _afetch(self, rkey: bytes) -> _Found:
+        client, (script, _) = self._async_client()
+        reply = await script(
+            keys=[rkey, self._gen_key],
+            args=[self._marker_prefix, self._generation],
+            client=client,
+        )
+        return self._found(reply)
+
+    async def _aread_generation(self) -> Any:
+        client, _ = self._async_client()
+        return await client.get(self._gen_key)
+
+    async def _astore(self, rkey: bytes, value: bytes, ttl_ms: int) -> None:
+        client, _ = self._async_client()
+        await client.set(rkey, value, px=ttl_ms)
+
+    async def _arecord(self, plan: _Revocation, audit_id: str | None) -> None:
+        client, (_, bump) = self._async_client()
+        if plan.generation is not None:
+            self._generation_of(
+                await bump(keys=[self._gen_key], args=[plan.generation], client=client)
+            )
+        await self._revocation_pipeline(client, plan, audit_id).execute()
+
+    def _revocation_pipeline(self, client: Any, plan: _Revocation, audit_id: str | None) -> Any:
+        """A pipeline (not sent yet) that sets the plan's markers and announces the revocation."""
+        pipe = client.pipeline(transaction=False)
+        for marker in plan.markers:
+            pipe.set(marker, b"1", px=self._marker_ttl_ms)
+        pipe.publish(self._channel, self._announcement(audit_id))
+        return pipe
+
+    def _found(self, reply: Any) -> _Found:
+        """The get script's answer ``{entry, generation, 1 + index of a marker set or 0}``."""
         value, raw_generation, revoked = reply
-        generation = self._generation_of(raw_generation)
-        if value is None or revoked:
-            if revoked:
-                self.stats.revoked += 1
-                if value is not None:
-                    self._learn_marker(rkey, value, int(revoked) - 1)
-            else:
-                self.stats.misses += 1
-            self._remember_generation(key, generation)
-            return None
-        identity = self._open(rkey, value, generation)
-        if identity is None:
-            self._remember_generation(key, generation)
-        return identity
-
-    # -- what this process does not go back on ------------------------------------
-
-    # -- blocking API ----------------------------------------------------------
-    def get(self, key: bytes) -> Identity | None:
-        """The identity cached for the token digest ``key``, or None.
-
-        Raises :class:`InvalidToken` when another process recently saw the
-        token rejected. Never raises for a Redis failure.
-        """
-        if not self._may_try():
-            return None
-        rkey = self._entry_key(key)
-        mark = self._mark()
-        try:
-            reply = self._sync_scripts()[0](
-                keys=[rkey, self._gen_key],
-                args=[self._marker_prefix, self._generation],
-                client=self._sync_client(),
-            )
-        except Exception as exc:
-            self._failed("get", exc)
-            return None
-        self._succeeded(mark)
-        return self._read(key, rkey, reply)
-
-    def _write(self, key: bytes, identity: Identity | None, ttl: float) -> None:
-        if not self._may_try():
-            self.stats.dropped_writes += 1
-            return
-        mark = self._mark()
-        try:
-            client = self._sync_client()
-            generation = self._remembered_generation(key)
-            if generation is None:
-                generation = self._generation_of(client.get(self._gen_key))
-            entry = self._prepare(key, identity, ttl, generation)
-            if entry is None:
-                return
-            client.set(entry[0], entry[1], px=entry[2])
-        except Exception as exc:
-            self.stats.dropped_writes += 1
-            self._failed("put", exc)
-            return
-        self._succeeded(mark)
-        self.stats.writes += 1
-
-    def revoke(self, audit_id: str | None) -> None:
-        """Make cached entries of the token with ``audit_id`` unusable in every process.
-
-        ``None`` retires every entry of the namespace (the generation moves on).
-        Holds in this process even when Redis cannot be told (logged).
-        """
-        plan = self._plan_revocation(audit_id)
-        mark = self._mark()
-        try:
-            client = self._sync_client()
-            if plan.generation is not None:
-                bump = self._sync_scripts()[1]
-                self._generation_of(
-                    bump(keys=[self._gen_key], args=[plan.generation], client=client)
-                )
-            pipe = client.pipeline(transaction=False)
-            for marker in plan.markers:
-                pipe.set(marker, b"1", px=self._marker_ttl_ms)
-            pipe.publish(self._channel, self._announcement(audit_id))
-            pipe.execute()
-        except Exception as exc:
-            self._revoke_failed(exc)
-            return
-        self._succeeded(mark)
-
-    # -- asyncio API -----------------------------------------------------------
-    async def aget(self, key: bytes) -> Identity | None:
-        """Awaitable :meth:`get` on the running loop's asyncio client."""
-        if not self._may_try():
-            return None
-        rkey = self._entry_key(key)
-        mark = self._mark()
-        try:
-            client, (script, _) = self._async_client()
-            reply = await script(
-                keys=[rkey, self._gen_key],
-                args=[self._marker_prefix, self._generation],
-                client=client,
-            )
-        except Exception as exc:
-            self._failed("get", exc)
-            return None
-        self._succeeded(mark)
-        return self._read(key, rkey, reply)
-
-    async def _awrite(self, key: bytes, identity: Identity | None, ttl: float) -> None:
-        if not self._may_try():
-            self.stats.dropped_writes += 1
-            return
-        mark = self._mark()
-        try:
-            client, _ = self._async_client()
-            generation = self._remembered_generation(key)
-            if generation is None:
-                generation = self._generation_of(await client.get(self._gen_key))
-            entry = self._prepare(key, identity, ttl, generation)
-            if entry is None:
-                return
-            await client.set(entry[0], entry[1], px=entry[2])
-        except Exception as exc:
-            self.stats.dropped_writes += 1
-            self._failed("put", exc)
-            return
-        self._succeeded(mark)
-        self.stats.writes += 1
-
-    async def arevoke(self, audit_id: str | None) -> None:
-        """Awaitable :meth:`revoke`."""
-        plan = self._plan_revocation(audit_id)
-        mark = self._mark()
-        try:
-            client, (_, bump) = self._async_client()
-            if plan.generation is not None:
-                self._generation_of(
-                    await bump(keys=[self._gen_key], args=[plan.generation], client=client)
-                )
-            pipe = client.pipeline(transaction=False)
-            for marker in plan.markers:
-                pipe.set(marker, b"1", px=self._marker_ttl_ms)
-            pipe.publish(self._channel, self._announcement(audit_id))
-            await pipe.execute()
-        except Exception as exc:
-            self._revoke_failed(exc)
-            return
-        self._succeeded(mark)
+        return _Found(value, self._generation_of(raw_generation), int(revoked) - 1)
 
     # -- counters (failed-attempt throttling) -----------------------------------------------------
     def count(self, key: bytes, delta: int, window: float) -> int | None:
@@ -876,10 +937,7 @@ class RedisCache(_SignedCache):
             return None
         mark = self._mark()
         try:
-            pipe = self._sync_client().pipeline(transaction=True)
-            pipe.set(self._prefix + key, 0, px=max(1, math.ceil(window * 1000)), nx=True)
-            pipe.incrby(self._prefix + key, delta)
-            value = pipe.execute()[1]
+            value = self._count_pipeline(self._sync_client(), key, delta, window).execute()[1]
         except Exception as exc:
             self._failed("count", exc)
             return None
@@ -893,15 +951,20 @@ class RedisCache(_SignedCache):
         mark = self._mark()
         try:
             client, _ = self._async_client()
-            pipe = client.pipeline(transaction=True)
-            pipe.set(self._prefix + key, 0, px=max(1, math.ceil(window * 1000)), nx=True)
-            pipe.incrby(self._prefix + key, delta)
-            value = (await pipe.execute())[1]
+            value = (await self._count_pipeline(client, key, delta, window).execute())[1]
         except Exception as exc:
             self._failed("count", exc)
             return None
         self._succeeded(mark)
         return int(value)
+
+    def _count_pipeline(self, client: Any, key: bytes, delta: int, window: float) -> Any:
+        """A transaction (not sent yet) that creates the counter ``key`` for ``window``
+        seconds if absent, then adds ``delta``: its second answer is the new value."""
+        pipe = client.pipeline(transaction=True)
+        pipe.set(self._prefix + key, 0, px=max(1, math.ceil(window * 1000)), nx=True)
+        pipe.incrby(self._prefix + key, delta)
+        return pipe
 
     # -- revocations from other processes -------------------------------------------------------
     def subscribe(self, callback: Callable[[str | None], None]) -> RevocationChannel:

@@ -37,6 +37,16 @@ OIDC_SCRIPTS = REPO / "scripts" / "oidc"
 INSTALL_HINT = "install it with `bash scripts/install-services.sh` (Debian: apt-get install {pkg})"
 
 
+def _end(proc: subprocess.Popen[Any], wait: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to ``proc``, and SIGKILL if it has not ended ``wait`` seconds later."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class ServiceError(RuntimeError):
     """A test server could not be started; the message says why and what to do."""
 
@@ -692,14 +702,8 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (SIGTERM, SIGKILL after 5 s); its port closes."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None and proc.poll() is None:
+            _end(proc, 5)
 
     def destroy(self) -> None:
         self.stop()
@@ -960,12 +964,7 @@ class PostgresServer:
         """Fast shutdown (SIGINT: disconnect clients, stop)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            _end(proc, 15, signal.SIGINT)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -1082,14 +1081,8 @@ class PlacementServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None and proc.poll() is None:
+            _end(proc, 10)
 
     def destroy(self) -> None:
         self.stop()

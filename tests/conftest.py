@@ -36,7 +36,9 @@ from _services import (
     oidc_modules,
 )
 
-_Server = TypeVar("_Server", RedisServer, PostgresServer, MemcachedServer)
+_Server = TypeVar(
+    "_Server", RedisServer, PostgresServer, MemcachedServer, DisposableKeystone, OIDCProvider
+)
 
 _MARKERS = {
     "keystone": "keystone",
@@ -82,21 +84,13 @@ def keystone() -> Iterator[SharedKeystone]:
 @pytest.fixture
 def keystone_disposable(keystone: SharedKeystone) -> Iterator[DisposableKeystone]:
     """A private Keystone with the same users, keys and tokens; stop()/start() it at will."""
-    ks = DisposableKeystone(keystone)
-    try:
-        ks.start()
-    except (ServiceError, OSError) as e:
-        ks.destroy()
-        _fail("disposable Keystone", e)
-    try:
-        yield ks
-    finally:
-        ks.destroy()
+    yield from _started(lambda: DisposableKeystone(keystone), "disposable Keystone")
 
 
-def _started(server_type: type[_Server], what: str) -> Iterator[_Server]:
+def _started(make: Callable[[], _Server], what: str) -> Iterator[_Server]:
+    """The server ``make()`` builds, started (or the test fails saying why), destroyed after."""
     try:
-        server = server_type()
+        server = make()
     except (ServiceError, OSError) as e:
         _fail(what, e)
     try:
@@ -209,13 +203,4 @@ def _oidc_modules() -> Path:
 @pytest.fixture
 def oidc_provider(_oidc_modules: Path) -> Iterator[OIDCProvider]:
     """A private, running oidc-provider with fresh keys (``stop()``/``start()`` keep them)."""
-    provider = OIDCProvider(_oidc_modules)
-    try:
-        provider.start()
-    except (ServiceError, OSError) as e:
-        provider.destroy()
-        _fail("the OpenID Connect provider", e)
-    try:
-        yield provider
-    finally:
-        provider.destroy()
+    yield from _started(lambda: OIDCProvider(_oidc_modules), "the OpenID Connect provider")

@@ -232,3 +232,11 @@ def test_with_roles_copies() -> None:
 def test_repr_leaves_out_the_token_body() -> None:
     identity = full_identity(token_body={"secret": "s3cr3t-body"})
     assert "s3cr3t-body" not in repr(identity)
+
+
+def test_text_fields_are_the_first_identity_fields_in_order() -> None:
+    from authmw.identity import SCOPE_FIELDS, TEXT_FIELDS
+
+    names = [f.name for f in dataclasses.fields(Identity)]
+    assert names[: len(TEXT_FIELDS)] == list(TEXT_FIELDS)
+    assert TEXT_FIELDS[-len(SCOPE_FIELDS) :] == SCOPE_FIELDS

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
 from typing import Any, ClassVar, Final, TypeAlias
 
-from ..identity import Identity
+from ..identity import TEXT_FIELDS, Identity
 
 __all__ = [
     "ALLOW",
@@ -52,17 +52,7 @@ Getter: TypeAlias = Callable[[Identity], Any]
 _CREDENTIALS: Final[dict[str, Getter]] = {
     name: attrgetter(name)
     for name in (
-        "user_id",
-        "user_name",
-        "user_domain_id",
-        "user_domain_name",
-        "project_id",
-        "project_name",
-        "project_domain_id",
-        "project_domain_name",
-        "domain_id",
-        "domain_name",
-        "system_scope",
+        *TEXT_FIELDS,
         "roles",
         "is_admin_project",
         "application_credential",

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidToken
+from ..identity import TEXT_FIELDS
 
 __all__ = [
     "COLUMNS",
@@ -32,17 +33,7 @@ MAX_DESCRIPTION = 1024
 COLUMNS = (
     "id",
     "token_hash",
-    "user_id",
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-    "system_scope",
+    *TEXT_FIELDS,
     "roles",
     "description",
     "created_at",

@@ -152,7 +152,7 @@ class TokenService:
         if own:
             return self.policy.enforce("authmw:tokens:manage_own", caller, _target(caller))
         target = (
-            _record_target(record)
+            _target(record)
             if record is not None
             else {"user_id": user_id, "project_id": caller.project_id}
         )
@@ -315,19 +315,11 @@ def _json(body: bytes) -> Mapping[str, Any]:
     return data
 
 
-def _target(caller: Identity) -> dict[str, Any]:
+def _target(owner: Identity | TokenRecord) -> dict[str, Any]:
+    """The policy target naming whose a token is: the caller's, or the record's owner."""
     return {
-        "user_id": caller.user_id,
-        "user_domain_id": caller.user_domain_id,
-        "project_id": caller.project_id,
-        "domain_id": caller.domain_id,
-    }
-
-
-def _record_target(record: TokenRecord) -> dict[str, Any]:
-    return {
-        "user_id": record.user_id,
-        "user_domain_id": record.user_domain_id,
-        "project_id": record.project_id,
-        "domain_id": record.domain_id,
+        "user_id": owner.user_id,
+        "user_domain_id": owner.user_domain_id,
+        "project_id": owner.project_id,
+        "domain_id": owner.domain_id,
     }

@@ -5,16 +5,14 @@ Shared by the blocking and the async paths of :class:`~authmw.KeystoneValidator`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from ..client._base import MALFORMED_ANSWER, parse_timestamp
-from ..errors import IdentityServiceUnavailable, InvalidToken
+from ..client._base import parse_timestamp
 from ..identity import Identity
-from ._remote import ServiceTokenRejected, answer_error, check_subject_token
+from ._remote import ServiceTokenRejected, check_subject_token, token_answer
 from ._roles import usable_roles
 
 __all__ = [
@@ -77,21 +75,18 @@ def interpret_validation_response(
     token, refused; expired), :class:`ServiceTokenRejected` (401/403) or
     :class:`IdentityServiceUnavailable` (anything else that is not a well-formed 200).
     """
-    if status_code == 200:
-        try:
-            data = json.loads(body)
-            token = data["token"]
-            identity = identity_from_token(
-                token, include_catalog=include_catalog, service_type=service_type
-            )
-        except MALFORMED_ANSWER as exc:
-            raise IdentityServiceUnavailable(
-                f"malformed token body from Keystone ({type(exc).__name__})"
-            ) from None
-        if not allow_expired and identity.is_expired(now, leeway):
-            raise InvalidToken("token expired")
-        return identity
-    raise answer_error(status_code, body, "Keystone")
+    return token_answer(
+        status_code,
+        body,
+        "Keystone",
+        valid=(200,),
+        identity_of=lambda data: identity_from_token(
+            data["token"], include_catalog=include_catalog, service_type=service_type
+        ),
+        now=now,
+        leeway=leeway,
+        allow_expired=allow_expired,
+    )
 
 
 def access_rules_restriction(

@@ -2,8 +2,9 @@
 
 :class:`RemoteService` owns the HTTP clients (one pooled blocking client,
 one async client per event loop), their options (timeouts, TLS, limits,
-retries) and the limits on answers; validators that only fetch keys
-(:class:`~authmw.JWTValidator`) use it as it is. :class:`RemoteValidator`
+retries) and the limits on answers, and drives sans-I/O flows with them
+(:meth:`~RemoteService._drive`, :meth:`~RemoteService._adrive`); validators
+that only fetch keys (:class:`~authmw.JWTValidator`) use it as it is. :class:`RemoteValidator`
 adds the service identity's token, error mapping and logging (token
 fingerprints only). It runs one sans-I/O validation flow, :meth:`~RemoteValidator._flow`,
 from the thin :meth:`~RemoteValidator.validate` and :meth:`~RemoteValidator.avalidate`
@@ -25,20 +26,23 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from .. import _telemetry
+from .. import _checks, _telemetry
 from .._hashing import fingerprint
-from ..client._base import AuthenticationFailed, StaticToken, TokenAuth
+from ..client._base import MALFORMED_ANSWER, AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from ..identity import Identity
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "HTTP_OPTIONS",
     "REQUEST_REFUSED_STATUSES",
     "RemoteValidator",
     "ServiceTokenRejected",
     "answer_error",
     "check_subject_token",
     "given_service_auth",
+    "http_options",
+    "token_answer",
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
@@ -98,6 +102,37 @@ def answer_error(
     return IdentityServiceUnavailable(f"{service} answered {status_code} to a token validation")
 
 
+def token_answer(
+    status_code: int,
+    body: bytes,
+    service: str,
+    *,
+    valid: Collection[int],
+    identity_of: Callable[[Any], Identity],
+    now: float,
+    leeway: float,
+    allow_expired: bool,
+) -> Identity:
+    """The identity in a Keystone-style validation answer (v3, v2.0).
+
+    A ``valid`` status -> ``identity_of(<the decoded JSON body>)``, unless the
+    token expired more than ``leeway`` seconds before ``now`` (:class:`InvalidToken`,
+    unless ``allow_expired``); a body it cannot map -> :class:`IdentityServiceUnavailable`.
+    Any other status raises the error :func:`answer_error` gives.
+    """
+    if status_code not in valid:
+        raise answer_error(status_code, body, service)
+    try:
+        identity = identity_of(json.loads(body))
+    except MALFORMED_ANSWER as exc:
+        raise IdentityServiceUnavailable(
+            f"malformed token body from {service} ({type(exc).__name__})"
+        ) from None
+    if not allow_expired and identity.is_expired(now, leeway):
+        raise InvalidToken("token expired")
+    return identity
+
+
 def _over_limit(body: bytes) -> bool:
     """Whether ``body`` is an ``{"overLimit": ...}`` fault (rate limit, not size)."""
     try:
@@ -127,18 +162,6 @@ def _number(option: str, value: Any, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
         raise ConfigurationError(option, f"must be a number >= {minimum:g}, got {value!r}")
     return float(value)
-
-
-def _integer(option: str, value: Any, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigurationError(option, f"must be an integer {bounds}, got {value!r}")
-    return value
 
 
 def _timeout(timeout: float | httpx.Timeout | None, connect_timeout: float | None) -> httpx.Timeout:
@@ -206,6 +229,31 @@ def given_service_auth(auth: TokenAuth | None, credentials: Mapping[str, Any]) -
     if others:
         raise ConfigurationError("static_token", f"conflicts with {others[0]}")
     return StaticToken(static)
+
+
+HTTP_OPTIONS = (
+    "timeout",
+    "http_connect_timeout",
+    "http_request_max_retries",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "insecure",
+    "max_connections",
+    "transport",
+    "async_transport",
+)
+"""The keyword arguments of :class:`RemoteService` (HTTP, TLS, limits, retries)."""
+
+
+def http_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`HTTP_OPTIONS` among a constructor's ``arguments``, to pass on.
+
+    Each validator lists these options in its own signature (with its own
+    defaults) and hands them to :class:`RemoteService` as
+    ``**http_options(locals())``.
+    """
+    return {name: arguments[name] for name in HTTP_OPTIONS}
 
 
 # -- retries --------------------------------------------------------------------------------
@@ -312,8 +360,10 @@ class RemoteService:
         self.timeout = _timeout(timeout, http_connect_timeout)
         # The whole answer must arrive within connect + read timeout.
         self._answer_seconds = (self.timeout.connect or 0.0) + (self.timeout.read or 0.0) or 30.0
-        self.max_retries = _integer("http_request_max_retries", http_request_max_retries, 0, 10)
-        connections = _integer("max_connections", max_connections, 1)
+        self.max_retries = _checks.integer(
+            "http_request_max_retries", http_request_max_retries, 0, 10
+        )
+        connections = _checks.integer("max_connections", max_connections, 1)
         self._limits = httpx.Limits(
             max_connections=connections, max_keepalive_connections=connections
         )
@@ -389,6 +439,59 @@ class RemoteService:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    # -- driving sans-I/O flows -----------------------------------------------------------------
+    def _drive(self, flow: Generator[object, Any, _R]) -> _R:
+        """Run a sans-I/O flow with the blocking client: each step it yields is done by
+        :meth:`_perform` and the result sent back; a step that fails with
+        :class:`IdentityServiceUnavailable` is thrown back into the flow instead."""
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration as done:
+                    result: _R = done.value
+                    return result
+                reply = error = None
+                try:
+                    reply = self._perform(step)
+                except IdentityServiceUnavailable as exc:
+                    error = exc
+        finally:
+            flow.close()
+
+    async def _adrive(self, flow: Generator[object, Any, _R]) -> _R:
+        """Async form of :meth:`_drive`, with :meth:`_aperform`."""
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration as done:
+                    result: _R = done.value
+                    return result
+                reply = error = None
+                try:
+                    reply = await self._aperform(step)
+                except IdentityServiceUnavailable as exc:
+                    error = exc
+        finally:
+            flow.close()
+
+    def _perform(self, step: object) -> Any:
+        """One step of a flow with the blocking client: a request -> ``(status, body)``."""
+        if not isinstance(step, httpx.Request):
+            raise TypeError(f"not a step of a flow: {step!r}")
+        return self._send(self._sync_client(), step)
+
+    async def _aperform(self, step: object) -> Any:
+        """Async form of :meth:`_perform`."""
+        if not isinstance(step, httpx.Request):
+            raise TypeError(f"not a step of a flow: {step!r}")
+        return await self._asend(self._async_client(), step)
+
     # -- sending --------------------------------------------------------------------------------
     def _send(self, client: httpx.Client, request: httpx.Request) -> tuple[int, bytes]:
         attempt = 0
@@ -461,35 +564,10 @@ class RemoteValidator(RemoteService):
     #: Appended to the error logged when a fresh service token is refused.
     refusal_hint: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        *,
-        expiry_leeway: float,
-        timeout: float | httpx.Timeout | None,
-        http_connect_timeout: float | None,
-        http_request_max_retries: int,
-        cafile: str | None,
-        certfile: str | None,
-        keyfile: str | None,
-        insecure: bool,
-        max_connections: int,
-        clock: Callable[[], float],
-        transport: httpx.BaseTransport | None,
-        async_transport: httpx.AsyncBaseTransport | None,
-    ) -> None:
+    def __init__(self, *, expiry_leeway: float, clock: Callable[[], float], **http: Any) -> None:
+        """``http``: the :data:`HTTP_OPTIONS` of :class:`RemoteService`."""
         self.expiry_leeway = _number("expiry_leeway", expiry_leeway)
-        super().__init__(
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(**http)
         self._clock = clock
 
     # -- what a subclass supplies (no I/O) -------------------------------------------------
@@ -523,37 +601,27 @@ class RemoteValidator(RemoteService):
     def run(self, flow: Generator[_Step, Any, _R]) -> _R:
         """Drive a sans-I/O flow with the blocking client: its steps are the service
         identity (send back its token) and requests (send back ``(status, body)``)."""
-        reply: Any = None
         try:
-            while True:
-                step = flow.send(reply)
-                client = self._sync_client()
-                if isinstance(step, httpx.Request):
-                    reply = self._send(client, step)
-                else:
-                    reply = step.get_token(client)
-        except StopIteration as done:
-            result: _R = done.value
-            return result
+            return self._drive(flow)
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
 
     async def arun(self, flow: Generator[_Step, Any, _R]) -> _R:
         """Async form of :meth:`run`."""
-        reply: Any = None
         try:
-            while True:
-                step = flow.send(reply)
-                client = self._async_client()
-                if isinstance(step, httpx.Request):
-                    reply = await self._asend(client, step)
-                else:
-                    reply = await step.aget_token(client)
-        except StopIteration as done:
-            result: _R = done.value
-            return result
+            return await self._adrive(flow)
         except AuthenticationFailed as exc:
             raise self._login_refused(exc) from None
+
+    def _perform(self, step: object) -> Any:
+        if isinstance(step, TokenAuth):
+            return step.get_token(self._sync_client())
+        return super()._perform(step)
+
+    async def _aperform(self, step: object) -> Any:
+        if isinstance(step, TokenAuth):
+            return await step.aget_token(self._async_client())
+        return await super()._aperform(step)
 
     def _flow(self, token: str, allow_expired: bool) -> Generator[_Step, Any, Identity]:
         """One validation without I/O.

@@ -41,13 +41,14 @@ import httpx
 from ..client._base import MALFORMED_ANSWER, TokenAuth, http_url, parse_timestamp
 from ..client.acquire import EpochUnit, parse_epoch
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
-from ..identity import Identity
+from ..identity import TEXT_FIELDS, Identity
 from ._remote import (
     RemoteValidator,
     ServiceTokenRejected,
     answer_error,
     check_subject_token,
     given_service_auth,
+    http_options,
 )
 from ._roles import usable_roles
 
@@ -140,14 +141,11 @@ class IntrospectionMapping:
 
 _Compiled = tuple[tuple[str, ...], ...]  # alternatives, each a key path
 
-_STRING_FIELDS = (
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
+# The user id is required and mapped on its own; an answer maps no domain or system scope.
+_STRING_FIELDS = tuple(
+    name
+    for name in TEXT_FIELDS
+    if name not in ("user_id", "domain_id", "domain_name", "system_scope")
 )
 
 
@@ -456,20 +454,7 @@ class HTTPIntrospectionValidator(RemoteValidator):
             )
         self.invalid_statuses = frozenset(invalid_statuses)
 
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
 
     def __repr__(self) -> str:
         return f"HTTPIntrospectionValidator({self.url!r}, style={self.style!r})"

@@ -53,12 +53,12 @@ import httpx
 from .. import _checks
 from .._hashing import fingerprint
 from ..client._base import http_url
-from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
-from ..identity import Identity
+from ..errors import ConfigurationError, InvalidToken
+from ..identity import TEXT_FIELDS, Identity
 from . import _jwks
 from ._jwks import ALGORITHM_FAMILIES, RemoteKeys, StaticKeys, Step, VerificationKey, Wait
 from ._paths import MISSING, Compiled, Paths, compile_paths, lookup
-from ._remote import RemoteService
+from ._remote import RemoteService, http_options
 from ._roles import usable_roles
 from .base import RevocationListener
 
@@ -68,17 +68,8 @@ DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
 """Algorithms an issuer may use unless its ``algorithms`` say otherwise."""
 
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
-_STRING_FIELDS = (
-    "user_name",
-    "user_domain_id",
-    "user_domain_name",
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-)
+# The user id is required and mapped on its own; no claim maps a system scope.
+_STRING_FIELDS = tuple(name for name in TEXT_FIELDS if name not in ("user_id", "system_scope"))
 
 
 # -- claim mapping --------------------------------------------------------------------------
@@ -495,18 +486,7 @@ class JWTValidator(RemoteService):
             ) from None
         self._jws = jws
         self._jose_error: type[Exception] = JoseError
-        super().__init__(
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(**http_options(locals()))
         self.keys_max_age = _checks.positive("keys_max_age", keys_max_age)
         self.min_refresh_interval = _checks.positive("min_refresh_interval", min_refresh_interval)
         self.max_stale = _checks.positive("max_stale", max_stale)
@@ -586,52 +566,26 @@ class JWTValidator(RemoteService):
     # -- validation -------------------------------------------------------------------------
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """The identity of a valid token, else InvalidToken or IdentityServiceUnavailable."""
-        flow = self._flow(token, allow_expired)
-        reply: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as done:
-                    identity: Identity = done.value
-                    return identity
-                reply = error = None
-                if isinstance(step, Wait):
-                    with contextlib.suppress(concurrent.futures.TimeoutError):
-                        step.flight.result(step.timeout)
-                    continue
-                try:
-                    reply = self._send(self._sync_client(), step)
-                except IdentityServiceUnavailable as exc:
-                    error = exc
-        finally:
-            flow.close()
+        return self._drive(self._flow(token, allow_expired))
 
     async def avalidate(self, token: str, *, allow_expired: bool = False) -> Identity:
         """Async form of :meth:`validate`: key fetches through httpx.AsyncClient."""
-        flow = self._flow(token, allow_expired)
-        reply: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    step = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as done:
-                    identity: Identity = done.value
-                    return identity
-                reply = error = None
-                if isinstance(step, Wait):
-                    waiting = asyncio.shield(asyncio.wrap_future(step.flight))
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(waiting, step.timeout)
-                    continue
-                try:
-                    reply = await self._asend(self._async_client(), step)
-                except IdentityServiceUnavailable as exc:
-                    error = exc
-        finally:
-            flow.close()
+        return await self._adrive(self._flow(token, allow_expired))
+
+    def _perform(self, step: object) -> Any:
+        if isinstance(step, Wait):  # another caller is fetching the keys: wait for it
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                step.flight.result(step.timeout)
+            return None
+        return super()._perform(step)
+
+    async def _aperform(self, step: object) -> Any:
+        if isinstance(step, Wait):
+            waiting = asyncio.shield(asyncio.wrap_future(step.flight))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiting, step.timeout)
+            return None
+        return await super()._aperform(step)
 
     def _flow(self, token: str, allow_expired: bool) -> Generator[Step, Any, Identity]:
         try:

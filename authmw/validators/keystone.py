@@ -31,9 +31,9 @@ from ..client.keystone_v3 import (
     keystone_v3_url,
 )
 from ..errors import ConfigurationError
-from ..identity import Identity
+from ..identity import SCOPE_FIELDS, Identity
 from ._keystone_v3 import build_validation_request, interpret_validation_response
-from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth
+from ._remote import DEFAULT_TIMEOUT, RemoteValidator, _Step, given_service_auth, http_options
 from ._revocation_follower import RevocationFollower
 from .base import RevocationListener
 
@@ -138,20 +138,7 @@ class KeystoneValidator(RemoteValidator):
             self.revocations = RevocationFollower(self, interval)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
         credentials = {
             "username": username,
             "user_id": user_id,
@@ -304,16 +291,7 @@ def _service_auth(
             raise ConfigurationError(
                 "application_credential_secret", "is needed with an application credential"
             )
-        for name in (
-            "password",
-            "project_id",
-            "project_name",
-            "project_domain_id",
-            "project_domain_name",
-            "domain_id",
-            "domain_name",
-            "system_scope",
-        ):
+        for name in ("password", *SCOPE_FIELDS):
             if credentials[name] is not None:
                 raise ConfigurationError(
                     name, "does not go with an application credential (it has its own scope)"

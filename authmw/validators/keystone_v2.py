@@ -12,7 +12,6 @@ the filter :func:`authmw.client.install_log_redaction` installs.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -21,11 +20,17 @@ from urllib.parse import quote
 
 import httpx
 
-from ..client._base import MALFORMED_ANSWER, TokenAuth, parse_timestamp
+from ..client._base import TokenAuth, parse_timestamp
 from ..client.keystone_v2 import KeystoneV2Auth, keystone_v2_url
-from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
+from ..errors import ConfigurationError, InvalidToken
 from ..identity import Identity
-from ._remote import RemoteValidator, answer_error, check_subject_token, given_service_auth
+from ._remote import (
+    RemoteValidator,
+    check_subject_token,
+    given_service_auth,
+    http_options,
+    token_answer,
+)
 from ._roles import usable_roles
 
 __all__ = [
@@ -77,18 +82,18 @@ def interpret_v2_validation_response(
     401/403 -> :class:`ServiceTokenRejected` (our admin token); anything else,
     or a malformed body -> :class:`IdentityServiceUnavailable`.
     """
-    if status_code in (200, 203):
-        try:
-            data = json.loads(body)
-            identity = identity_from_access(data["access"], include_catalog=include_catalog)
-        except MALFORMED_ANSWER as exc:
-            raise IdentityServiceUnavailable(
-                f"malformed token body from the identity service ({type(exc).__name__})"
-            ) from None
-        if not allow_expired and identity.is_expired(now, leeway):
-            raise InvalidToken("token expired")
-        return identity
-    raise answer_error(status_code, body, "the identity service")
+    return token_answer(
+        status_code,
+        body,
+        "the identity service",
+        valid=(200, 203),
+        identity_of=lambda data: identity_from_access(
+            data["access"], include_catalog=include_catalog
+        ),
+        now=now,
+        leeway=leeway,
+        allow_expired=allow_expired,
+    )
 
 
 def _opt_str(value: Any, what: str) -> str | None:
@@ -287,20 +292,7 @@ class KeystoneV2Validator(RemoteValidator):
         if belongs_to is not None and (not isinstance(belongs_to, str) or not belongs_to.strip()):
             raise ConfigurationError("belongs_to", f"must be a tenant id, got {belongs_to!r}")
         self.belongs_to = belongs_to.strip() if belongs_to else None
-        super().__init__(
-            expiry_leeway=expiry_leeway,
-            timeout=timeout,
-            http_connect_timeout=http_connect_timeout,
-            http_request_max_retries=http_request_max_retries,
-            cafile=cafile,
-            certfile=certfile,
-            keyfile=keyfile,
-            insecure=insecure,
-            max_connections=max_connections,
-            clock=clock,
-            transport=transport,
-            async_transport=async_transport,
-        )
+        super().__init__(expiry_leeway=expiry_leeway, clock=clock, **http_options(locals()))
         self.auth = _service_auth(
             self.base_url,
             auth,
