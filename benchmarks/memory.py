@@ -70,9 +70,11 @@ def _measure(count: int, mode: str) -> float:
         start_response("200 OK", [])
         return [b"ok"]
 
+    statuses: list[str] = []
+
     def run(tokens: list[str]) -> None:
         for token in tokens:
-            statuses: list[str] = []
+            statuses.clear()
             app(
                 {
                     "REQUEST_METHOD": "GET",
