@@ -547,9 +547,17 @@ class Harness:
                     before=before[name].as_dict(),
                     after=after[name].as_dict(),
                 )
+                latencies: list[float] = []
+                cached_latencies: list[float] = []
                 for request, row in zip(requests, rows, strict=True):
                     if request["target"] == name:
                         _count(result, request, row)
+                        latencies.append(row[1])
+                        if request["cached"]:
+                            cached_latencies.append(row[1])
+                result.p50_ms = _percentile(latencies, 0.5)
+                result.p99_ms = _percentile(latencies, 0.99)
+                result.p50_cached_ms = _percentile(cached_latencies, 0.5)
                 result.stale_served = int(server.stats().get("stale_served", 0))
                 self.results.append(result)
                 self.log(
