@@ -76,10 +76,10 @@ class AuthCore:
         self,
         validator: Validator,
         *,
-        token_header: str = "X-Auth-Token",  # noqa: S107
+        token_header: str = _headers.AUTH_TOKEN,
         token_sources: Iterable[str] | None = None,
         hide_credentials: bool = False,
-        service_token_header: str = "X-Service-Token",  # noqa: S107
+        service_token_header: str = _headers.SERVICE_TOKEN,
         delay_auth_decision: bool = False,
         www_authenticate_uri: str | None = None,
         realm: str = "authmw",
@@ -164,7 +164,7 @@ class AuthCore:
         self.token_header = self._credential_header("token_header", token_header)
         if token_sources is None:
             self.sources: tuple[Source, ...] = (Source("header", self.token_header),)
-        elif token_header != "X-Auth-Token":  # noqa: S105
+        elif token_header != _headers.AUTH_TOKEN:
             raise ConfigurationError("token_header", "conflicts with token_sources: list it there")
         else:
             self.sources = parse_sources(token_sources)

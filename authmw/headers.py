@@ -16,6 +16,7 @@ from .identity import Identity
 
 __all__ = [
     "ACCESS_CONTROL_REQUEST_METHOD",
+    "AUTH_TOKEN",
     "ENVOY_HEADERS_TO_REMOVE",
     "FIWARE_SERVICE",
     "FIWARE_SERVICE_PATH",
@@ -30,6 +31,7 @@ __all__ = [
     "RESPONSES_KEY",
     "SERVICE_IDENTITY_KEY",
     "SERVICE_IDENTITY_STATUS",
+    "SERVICE_TOKEN",
     "STRIPPED_HEADERS",
     "asgi_items",
     "environ_key",
@@ -47,6 +49,10 @@ SERVICE_IDENTITY_KEY = "authmw.service_identity"
 RESPONSES_KEY = "authmw.responses"
 """Where the pipeline leaves its :class:`~authmw.responses.Responses` in environ/scope,
 so a check deep in a view answers with the same challenge and ``Retry-After``."""
+
+# The default credential headers (``token_header``, ``service_token_header``).
+AUTH_TOKEN = "X-Auth-Token"  # noqa: S105 - a header name
+SERVICE_TOKEN = "X-Service-Token"  # noqa: S105 - a header name
 
 # Headers authmw reads besides the configured credential headers.
 FIWARE_SERVICE = "Fiware-Service"

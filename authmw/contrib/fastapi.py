@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from .. import _checks
+from .. import headers as _headers
 from ..asgi import ASGIAuthMiddleware
 from ..core import AuthCore
 from ..errors import ConfigurationError, Forbidden, NotAuthenticated
@@ -78,12 +79,13 @@ log = logging.getLogger("authmw.contrib.fastapi")
 
 TargetFactory = Callable[[HTTPConnection], Any]
 
-_DEFAULT_HEADER = "X-Auth-Token"
-
 _DESCRIPTION = "A Keystone (or authmw) token."
 
 token_header = APIKeyHeader(
-    name=_DEFAULT_HEADER, scheme_name=_DEFAULT_HEADER, description=_DESCRIPTION, auto_error=False
+    name=_headers.AUTH_TOKEN,
+    scheme_name=_headers.AUTH_TOKEN,
+    description=_DESCRIPTION,
+    auto_error=False,
 )
 """The API-key scheme every authmw dependency declares in the OpenAPI document.
 
@@ -172,21 +174,21 @@ def setup(
 def _document_credentials(app: FastAPI, sources: tuple[Source, ...]) -> None:
     """Make the OpenAPI document show every configured token source (any one will do)."""
     schemes = {str(source): _scheme(source) for source in sources if not source.websocket_only}
-    if list(schemes) == [_DEFAULT_HEADER]:
+    if list(schemes) == [_headers.AUTH_TOKEN]:
         return
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = generate()
         declared = schema.get("components", {}).get("securitySchemes", {})
-        if declared.pop(_DEFAULT_HEADER, None) is None:
+        if declared.pop(_headers.AUTH_TOKEN, None) is None:
             return schema  # rewritten already (FastAPI caches the schema)
         declared.update(schemes)
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 security = operation.get("security")
-                if security and {_DEFAULT_HEADER: []} in security:
-                    security.remove({_DEFAULT_HEADER: []})
+                if security and {_headers.AUTH_TOKEN: []} in security:
+                    security.remove({_headers.AUTH_TOKEN: []})
                     security.extend({name: []} for name in schemes)
         return schema
 
