@@ -4,8 +4,8 @@
     python benchmarks/hotpath_parts.py --form wsgi
 
 The request is the one ``realserver.py`` sends (a gunicorn-shaped environ or
-a uvicorn-shaped scope, a 183-character token), the identity a Keystone
-project token's, already cached. Each part runs 1,000 and then 3,000 times
+a uvicorn-shaped scope, a 183-character token), the identity memory.py's
+Keystone project token, already cached. Each part runs 1,000 and then 3,000 times
 in its own process under valgrind's callgrind (``PYTHONHASHSEED=0``); the
 difference over 2,000 calls, less the same for an empty call, is the part's
 instructions per call. Parts overlap: ``middleware`` is the whole call of
@@ -25,29 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memory import BODY  # the Keystone project token body memory.py caches
+
 REPO = Path(__file__).resolve().parent.parent
-BODY: dict[str, Any] = {
-    "methods": ["password"],
-    "user": {
-        "domain": {"id": "d0a3d29fb654442f9ff0102739548008", "name": "demo"},
-        "id": "a6b05be4e4e54d55be0ad94c4453ec4d",
-        "name": "demo-user",
-        "password_expires_at": None,
-    },
-    "audit_ids": ["SN6zsK-FRACe296XXUZKLw"],
-    "expires_at": "2099-11-23T13:27:43.000000Z",
-    "issued_at": "2026-11-23T12:27:43.000000Z",
-    "project": {
-        "domain": {"id": "d0a3d29fb654442f9ff0102739548008", "name": "demo"},
-        "id": "15019379c35849969f88869cb10f7112",
-        "name": "demo-project",
-    },
-    "is_domain": False,
-    "roles": [
-        {"id": "b7873bcbdc2f4180a83443ab318626ca", "name": "member"},
-        {"id": "4ca98e9ddabe4a33bee3ef93409a918e", "name": "reader"},
-    ],
-}
 TOKEN = "gAAAAABnXYZ" + "k" * 172
 ENVIRON: dict[str, Any] = {
     **{key: "x" for key in ("wsgi.errors", "wsgi.input", "wsgi.file_wrapper", "gunicorn.socket")},
