@@ -186,6 +186,15 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
+def _set_latencies(result: PhaseResult, answered: list[tuple[dict[str, Any], Any]]) -> None:
+    """p50 and p99 of the phase's requests, and p50 of those with a cached token answered 200."""
+    latencies = [row[1] for _, row in answered]
+    cached = [row[1] for request, row in answered if row[0] == 200 and request["cached"]]
+    result.p50_ms = _percentile(latencies, 0.5)
+    result.p99_ms = _percentile(latencies, 0.99)
+    result.p50_cached_ms = _percentile(cached, 0.5)
+
+
 class Harness:
     """One run: servers, proxies, tokens, phases. Use as a context manager."""
 
@@ -413,22 +422,18 @@ class Harness:
         results = []
         for target in self.servers:
             result = PhaseResult(server=target, phase=name, cycle=cycle, seconds=round(seconds, 1))
-            latencies: list[float] = []
-            cached_latencies: list[float] = []
-            for request, row in zip(plan["requests"], rows, strict=True):
-                if request["target"] != target:
-                    continue
+            answered = [
+                (request, row)
+                for request, row in zip(plan["requests"], rows, strict=True)
+                if request["target"] == target
+            ]
+            for request, row in answered:
                 _count(result, request, row)
-                status, latency, seen_user, _ = row
-                latencies.append(latency)
-                if status == 200:
-                    if request["kind"] in ("valid", "fresh") and seen_user == request["user_id"]:
-                        self.cached[target].add(request["token"])
-                    if request["cached"]:
-                        cached_latencies.append(latency)
-            result.p50_ms = _percentile(latencies, 0.5)
-            result.p99_ms = _percentile(latencies, 0.99)
-            result.p50_cached_ms = _percentile(cached_latencies, 0.5)
+                status, _latency, seen_user, _ = row
+                valid = request["kind"] in ("valid", "fresh")
+                if status == 200 and valid and seen_user == request["user_id"]:
+                    self.cached[target].add(request["token"])
+            _set_latencies(result, answered)
             result.validations_sent = self.proxies[target].validations - sent_before[target]
             result.before = before[target].as_dict()
             result.after = after[target].as_dict()
@@ -547,17 +552,14 @@ class Harness:
                     before=before[name].as_dict(),
                     after=after[name].as_dict(),
                 )
-                latencies: list[float] = []
-                cached_latencies: list[float] = []
-                for request, row in zip(requests, rows, strict=True):
-                    if request["target"] == name:
-                        _count(result, request, row)
-                        latencies.append(row[1])
-                        if request["cached"]:
-                            cached_latencies.append(row[1])
-                result.p50_ms = _percentile(latencies, 0.5)
-                result.p99_ms = _percentile(latencies, 0.99)
-                result.p50_cached_ms = _percentile(cached_latencies, 0.5)
+                answered = [
+                    (request, row)
+                    for request, row in zip(requests, rows, strict=True)
+                    if request["target"] == name
+                ]
+                for request, row in answered:
+                    _count(result, request, row)
+                _set_latencies(result, answered)
                 result.stale_served = int(server.stats().get("stale_served", 0))
                 self.results.append(result)
                 self.log(
