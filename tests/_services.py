@@ -1152,11 +1152,17 @@ class OIDCProvider:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start (again) on the same port with the same keys; returns once it answers."""
+    def start(self, timeout: float = 60.0) -> None:
+        """Start (again) on the same port with the same keys; returns once it answers.
+
+        It waits for the provider's "listening" line before the first request:
+        polling a port nobody listens on yet can make the client's socket
+        connect to itself (TCP self-connect) and hang on its own request.
+        """
         if self.running:
             return
         log_path = self.workdir / "oidc.log"
+        start_offset = log_path.stat().st_size if log_path.exists() else 0
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
         env = {
             **os.environ,
@@ -1175,17 +1181,9 @@ class OIDCProvider:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while True:
+        while not self._answers(log_path, start_offset):
             if self._proc.poll() is not None:
                 raise ServiceError(f"oidc-provider exited at start:\n{_tail(log_path)}")
-            try:
-                if (
-                    self._client.get(f"{self.url}/.well-known/openid-configuration").status_code
-                    == 200
-                ):
-                    break
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServiceError(
@@ -1193,6 +1191,17 @@ class OIDCProvider:
                 )
             time.sleep(0.05)
         self.reset_stats()
+
+    def _answers(self, log_path: Path, start_offset: int) -> bool:
+        with open(log_path, "rb") as log:
+            log.seek(start_offset)
+            if b"oidc-provider listening on" not in log.read():
+                return False
+        try:
+            url = f"{self.url}/.well-known/openid-configuration"
+            return self._client.get(url, timeout=5.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         """Kill it at once (like a crash); returns once its port is closed."""

@@ -20,6 +20,7 @@ so ``pytest -m "not keystone"`` leaves them out.
 from __future__ import annotations
 
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -202,5 +203,22 @@ def _oidc_modules() -> Path:
 
 @pytest.fixture
 def oidc_provider(_oidc_modules: Path) -> Iterator[OIDCProvider]:
-    """A private, running oidc-provider with fresh keys (``stop()``/``start()`` keep them)."""
+    """A private, running oidc-provider with fresh keys (``stop()``/``start()`` keep them).
+
+    A first start that does not answer is retried once with a new port and new
+    keys, with a warning in the test summary: once in a CI run a start stalled
+    before listening, with nothing in the provider's log to say why.
+    """
+    first = OIDCProvider(_oidc_modules)
+    try:
+        first.start()
+    except (ServiceError, OSError) as e:
+        first.destroy()
+        warnings.warn(f"the OpenID Connect provider did not start, trying again: {e}", stacklevel=1)
+    else:
+        try:
+            yield first
+        finally:
+            first.destroy()
+        return
     yield from _started(lambda: OIDCProvider(_oidc_modules), "the OpenID Connect provider")

@@ -40,7 +40,9 @@ if (!fs.existsSync(entry)) {
   console.error(`${entry} is missing: run bash scripts/oidc/install.sh`);
   process.exit(3);
 }
+const started = Date.now();
 const { default: Provider } = await import(pathToFileURL(entry).href);
+console.log(`oidc-provider loaded in ${Date.now() - started} ms`);
 
 const issuer = `http://127.0.0.1:${port}`;
 const statePath = path.join(stateDir, 'state.json');
@@ -102,6 +104,7 @@ function saveState() {
 
 const state = loadState();
 saveState();
+console.log(`keys ready at ${Date.now() - started} ms`);
 
 function build() {
   const provider = new Provider(issuer, {
