@@ -6,7 +6,9 @@ one (``Identity.token_body``). :class:`CompactJSON` keeps it as raw DEFLATE
 with a preset dictionary (the key names of Keystone, introspection and JWT
 bodies, then the first body this process compressed: later bodies share
 most of their text with it) and parses it again on each read, so it costs
-about a hundred bytes and a few microseconds per read instead.
+about a hundred bytes and a few microseconds per read instead. A validator
+holding the answer's own text keeps that (:meth:`CompactJSON.member`): the
+same text parsed again gives the same value, with no encoding on the way.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ _SKELETON = json.dumps(
 _zdict = _SKELETON
 _learned = False
 _lock = threading.Lock()
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _dictionary(sample: bytes) -> bytes:
-    """The preset dictionary for new bodies: the first one compressed joins the skeleton."""
+    """The preset dictionary: the first body compressed joins the skeleton, and from
+    then on every body is compressed and read with that one."""
     global _zdict, _learned
     if not _learned:
         with _lock:
@@ -88,20 +92,31 @@ def _dictionary(sample: bytes) -> bytes:
     return _zdict
 
 
+def _compressed(text: bytes) -> bytes:
+    compressor = zlib.compressobj(
+        9, zlib.DEFLATED, -15, 4, zlib.Z_DEFAULT_STRATEGY, _dictionary(text)
+    )
+    return compressor.compress(text) + compressor.flush()
+
+
 class CompactJSON(Mapping[str, Any]):
     """A JSON object kept compressed; each read parses it (values read-only).
 
     Build with :meth:`of`, which keeps data that JSON cannot carry exactly as
-    a plain read-only mapping instead.
+    a plain read-only mapping instead, or with :meth:`member` from a JSON text.
     """
 
-    __slots__ = ("_data", "_zdict")
+    __slots__ = ("_data", "_member")
 
-    def __init__(self, text: bytes) -> None:
-        zdict = _dictionary(text)
-        compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 4, zlib.Z_DEFAULT_STRATEGY, zdict)
-        self._data = compressor.compress(text) + compressor.flush()
-        self._zdict = zdict
+    def __init__(self, text: bytes, member: str | None = None) -> None:
+        self._data = _compressed(text)
+        self._member = member
+
+    @classmethod
+    def member(cls, text: bytes, name: str) -> CompactJSON:
+        """Member ``name`` of the JSON object ``text`` (which the caller has parsed and
+        found to be an object there), kept as that text."""
+        return cls(text, name)
 
     @classmethod
     def of(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,12 +125,12 @@ class CompactJSON(Mapping[str, Any]):
             return value
         try:
             try:
-                text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+                text = _encode(value)
             except TypeError:  # mapping proxies (a frozen body): as plain dicts
-                text = json.dumps(thawed(value), separators=(",", ":"), ensure_ascii=False)
+                text = _encode(thawed(value))
             parsed = json.loads(text)
             exact = parsed == value or parsed == thawed(value)  # tuples come back as lists
-        except (TypeError, ValueError):
+        except (TypeError, ValueError):  # ValueError: NaN and infinities
             exact = False
         if not exact:  # non-string keys, non-JSON values: kept as they are
             result: Mapping[str, Any] = frozen(value)
@@ -123,8 +138,10 @@ class CompactJSON(Mapping[str, Any]):
         return cls(text.encode("utf-8"))
 
     def _parsed(self) -> Mapping[str, Any]:
-        decompressor = zlib.decompressobj(-15, zdict=self._zdict)
-        parsed: Mapping[str, Any] = frozen(json.loads(decompressor.decompress(self._data)))
+        value = json.loads(zlib.decompressobj(-15, zdict=_zdict).decompress(self._data))
+        if self._member is not None:
+            value = value[self._member]
+        parsed: Mapping[str, Any] = frozen(value)
         return parsed
 
     def __getitem__(self, key: str) -> Any:

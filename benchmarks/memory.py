@@ -2,11 +2,12 @@
 
     python benchmarks/memory.py [--count 100000] [--base REV]
 
-A WSGI middleware whose validator parses a Keystone v3 project token body
-(catalog off) from its own JSON text for each token, exactly as
-``KeystoneValidator`` does (``identity_from_token``), validates ``--count``
-tokens (each a different user) and then serves one more request per token
-from the cache, which builds what the hot path memoises. Reported per
+A WSGI middleware whose validator parses Keystone's answer for a v3
+project token (catalog off, the bytes as Keystone sends them) for each
+token, exactly as ``KeystoneValidator`` does
+(``interpret_validation_response``), validates ``--count`` tokens (each a
+different user) and then serves one more request per token from the cache,
+which builds what the hot path memoises. Reported per
 identity: the growth of the process's resident set (``VmRSS``) and of
 tracemalloc's traced memory, each measured in its own fresh process. With
 ``--base``, the same runs against that revision (checked out once into
@@ -47,24 +48,28 @@ BODY = {
 }
 
 
+def answer(n: int) -> bytes:
+    """Keystone's answer (``json.dumps`` separators, as Keystone sends it) for user ``n``."""
+    token = {
+        **BODY,
+        "user": {**BODY["user"], "id": f"{n:032x}", "name": f"user-{n:08d}"},  # type: ignore[dict-item]
+        "audit_ids": [f"audit{n:017d}"],
+    }
+    return json.dumps({"token": token}).encode()
+
+
 def _measure(count: int, mode: str) -> float:
     """Bytes per identity in this process (``rss`` or ``tracemalloc``)."""
     import gc
     import tracemalloc
 
     from authmw import WSGIAuthMiddleware
-    from authmw.validators._keystone_v3 import identity_from_token
-
-    text = json.dumps(BODY)
+    from authmw.validators._keystone_v3 import interpret_validation_response
 
     class Parsing:
         def validate(self, token: str, *, allow_expired: bool = False) -> Any:
-            n = int(token.rsplit("-", 1)[1])
-            data = json.loads(text)
-            data["user"]["id"] = f"{n:032x}"
-            data["user"]["name"] = f"user-{n:08d}"
-            data["audit_ids"] = [f"audit{n:017d}"]
-            return identity_from_token(data)
+            body = answer(int(token.rsplit("-", 1)[1]))
+            return interpret_validation_response(200, body, now=0.0)
 
     def hello(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [])

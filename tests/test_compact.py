@@ -56,6 +56,26 @@ def test_data_json_would_change_is_kept_as_it_is(value: dict[object, object]) ->
     assert list(kept) == list(value)
 
 
+def test_a_member_of_a_json_text_reads_as_that_member_parsed() -> None:
+    # Keystone's own text, separators and all: kept as it came, read as parsed.
+    text = json.dumps({"token": BODY, "other": [1, 2]}).encode()
+    body = CompactJSON.member(text, "token")
+    assert body == frozen(json.loads(text)["token"])
+    assert thawed(body) == json.loads(text)["token"]
+    assert "other" not in body and body["user"]["name"] == "demo"
+    assert CompactJSON.of(body) is body
+    with pytest.raises(TypeError):
+        body["user"]["id"] = "mallory"  # type: ignore[index]
+
+
+def test_a_member_keeps_what_the_text_says_even_where_json_is_loose() -> None:
+    # NaN and a repeated key parse the same way every time: the body read is the
+    # body the validator saw.
+    text = b'{"token": {"n": NaN, "k": 1, "k": 2}}'
+    body = CompactJSON.member(text, "token")
+    assert body["k"] == 2 and body["n"] != body["n"]
+
+
 def test_identity_keeps_its_token_body_compact_and_equal() -> None:
     identity = Identity("u1", token_body=BODY)
     assert isinstance(identity.token_body, CompactJSON)

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from .._compact import CompactJSON
 from ..client._base import parse_timestamp
 from ..identity import Identity
 from ._remote import ServiceTokenRejected, check_subject_token, token_answer
@@ -81,7 +82,10 @@ def interpret_validation_response(
         "Keystone",
         valid=(200,),
         identity_of=lambda data: identity_from_token(
-            data["token"], include_catalog=include_catalog, service_type=service_type
+            data["token"],
+            include_catalog=include_catalog,
+            service_type=service_type,
+            token_body=CompactJSON.member(body, "token"),
         ),
         now=now,
         leeway=leeway,
@@ -152,11 +156,13 @@ def identity_from_token(
     *,
     include_catalog: bool = False,
     service_type: str | None = None,
+    token_body: Mapping[str, Any] | None = None,
 ) -> Identity:
     """Map Keystone's ``token`` object to an :class:`Identity` (raises on malformed data).
 
     An application credential's access rules become the identity's
-    ``access_rules`` restriction, checked against ``service_type``.
+    ``access_rules`` restriction, checked against ``service_type``. The
+    identity keeps ``token_body`` as its body (default: ``token`` itself).
     """
     if not isinstance(token, Mapping):
         raise TypeError("token must be an object")
@@ -221,6 +227,6 @@ def identity_from_token(
         is_admin_project=is_admin_project,
         service_catalog=catalog,
         application_credential=app_cred,
-        token_body=token,
+        token_body=token if token_body is None else token_body,
         restrictions=restrictions,
     )

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authmw._compact import thawed
 from authmw.errors import IdentityServiceUnavailable, InvalidToken
 from authmw.identity import Identity
 from authmw.validators._keystone_v3 import (
@@ -329,6 +330,15 @@ def test_any_answer_gives_identity_or_one_of_the_known_errors(
         return
     assert status == 200
     assert identity.user_id
+
+
+def test_an_answer_keeps_its_own_token_object_as_the_body() -> None:
+    body = json.dumps({"token": PROJECT}).encode()
+    identity = interpret_validation_response(200, body, now=NOW)
+    assert identity.token_body == identity_from_token(copy.deepcopy(PROJECT)).token_body
+    assert thawed(identity.token_body) == PROJECT
+    assert identity.token_body is not None
+    assert "token" not in identity.token_body  # the member, not the whole answer
 
 
 def test_identity_from_token_keeps_raw_body_read_only() -> None:

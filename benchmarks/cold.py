@@ -1,0 +1,81 @@
+"""CPU cost of a cold validation's answer: Keystone's bytes to an identity.
+
+    python benchmarks/cold.py [--count 20000] [--rounds 5] [--base REV]
+
+Times ``interpret_validation_response`` (what ``KeystoneValidator`` runs on
+each answer, blocking and async alike) over ``--count`` answers of
+different users, built beforehand as Keystone sends them (the body of
+``benchmarks/memory.py``). Reported: microseconds per answer, the median of
+``--rounds`` rounds, each in a fresh process. With ``--base``, the same runs
+against that revision (checked out once into ``.cache/bench-base/``),
+alternately. The network call this follows takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _support import REPO, revision_tree
+
+
+def _measure(count: int) -> float:
+    """Microseconds per answer in this process."""
+    from memory import answer
+
+    from authmw.validators._keystone_v3 import interpret_validation_response
+
+    bodies = [answer(n) for n in range(count)]
+    interpret_validation_response(200, bodies[0], now=0.0)  # warm: imports, dictionaries
+    start = time.perf_counter()
+    for body in bodies:
+        interpret_validation_response(200, body, now=0.0)
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def _round(tree: Path, count: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--count", str(count)],
+        env={**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--base", help="git revision to measure beside this checkout")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(_measure(args.count))
+        return 0
+    trees = {"this checkout": REPO}
+    if args.base is not None:
+        trees = {f"at {args.base}": revision_tree(args.base), **trees}
+    rounds: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            rounds[name].append(_round(tree, args.count))
+    print(f"Keystone answer -> identity, {args.count:,} answers, median of {args.rounds} rounds\n")
+    print("| authmw | us per answer (median) | min-max |")
+    print("| --- | --- | --- |")
+    for name, figures in rounds.items():
+        print(
+            f"| {name} | {statistics.median(figures):.1f} | {min(figures):.1f}-{max(figures):.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
