@@ -64,6 +64,20 @@ def wait_port(
             time.sleep(0.05)
 
 
+def child_figure(script: str, tree: Path, *args: str) -> float:
+    """The number ``script --child ARGS`` prints, run in a fresh process that imports
+    the authmw of ``tree`` (a checkout: this one or a :func:`revision_tree`)."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        env={**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(script).parent}"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
 def revision_tree(rev: str) -> Path:
     """A checkout of git revision ``rev`` in ``.cache/bench-base/<commit>`` (made once)."""
     commit = subprocess.run(

@@ -14,14 +14,11 @@ alternately. The network call this follows takes milliseconds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from _support import REPO, revision_tree
+from _support import REPO, child_figure, revision_tree
 
 
 def _measure(count: int) -> float:
@@ -36,18 +33,6 @@ def _measure(count: int) -> float:
     for body in bodies:
         interpret_validation_response(200, body, now=0.0)
     return (time.perf_counter() - start) / count * 1e6
-
-
-def _round(tree: Path, count: int) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", "--count", str(count)],
-        env={**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"},
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            rounds[name].append(_round(tree, args.count))
+            rounds[name].append(child_figure(__file__, tree, "--count", str(args.count)))
     print(f"Keystone answer -> identity, {args.count:,} answers, median of {args.rounds} rounds\n")
     print("| authmw | us per answer (median) | min-max |")
     print("| --- | --- | --- |")

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from _support import REPO, revision_tree
+from _support import REPO, child_figure, revision_tree
 
 _DOMAIN = {"id": "d0a3d29fb654442f9ff0102739548008", "name": "demo"}
 BODY = {
@@ -119,18 +117,6 @@ def _rss() -> int:
     raise RuntimeError("no VmRSS")
 
 
-def _round(tree: Path, count: int, mode: str) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--count", str(count)],
-        env={**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{Path(__file__).parent}"},
-        cwd="/",
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
@@ -153,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for name, tree in trees.items():
             for mode in ("rss", "tracemalloc"):
-                results[name][mode].append(_round(tree, args.count, mode))
+                results[name][mode].append(
+                    child_figure(__file__, tree, mode, "--count", str(args.count))
+                )
     for name, figures in results.items():
         rss = statistics.median(figures["rss"])
         traced = statistics.median(figures["tracemalloc"])
