@@ -96,13 +96,18 @@ class LocalTokenStore(StoreAdmin):
         self._ensure_watching()
         digests = self._ring.digests(token)
         b = self._backend
-        row = b.fetchone(self._lookup(len(digests), rotated=False), digests)
-        if row is None:
-            # Not a current secret: a rotated-out one? (a second round trip, for unknown
-            # tokens only: one query for both made every hit slower on PostgreSQL)
-            row = b.fetchone(self._lookup(len(digests), rotated=True), digests)
+        if b.dialect == "sqlite":
+            # One statement looks in both tables: SQLite stops at the first row, so a hit
+            # costs what it did, and an unknown token one call instead of two.
+            row = b.fetchone(self._lookup(len(digests), "either"), digests + digests)
+        else:
+            row = b.fetchone(self._lookup(len(digests), "current"), digests)
             if row is None:
-                raise InvalidToken("unknown token")
+                # Not a current secret: a rotated-out one? (a second round trip, for unknown
+                # tokens only: one query for both made every hit slower on PostgreSQL)
+                row = b.fetchone(self._lookup(len(digests), "rotated"), digests)
+        if row is None:
+            raise InvalidToken("unknown token")
         self._check_digest(digests, row[_HASH], row[_PEPPER])
         now = self._clock()
         grace_end = row[_GRACE]
@@ -118,25 +123,28 @@ class LocalTokenStore(StoreAdmin):
             functools.partial(self.validate, token, allow_expired=allow_expired)
         )
 
-    def _lookup(self, count: int, *, rotated: bool) -> str:
-        """The query by one digest per pepper for a current secret, or for a rotated-out
-        one (then the last column is when that secret ends; NULL for a current one).
-        Made once per number of peppers."""
-        statement = self._statements.get((count, "rotated" if rotated else "current"))
+    def _lookup(self, count: int, secrets: str) -> str:
+        """The query by one digest per pepper for a ``current`` secret, a ``rotated``-out
+        one (then the last column is when that secret ends; NULL for a current one), or
+        ``either`` (no secret is in both tables). Made once per number of peppers."""
+        statement = self._statements.get((count, secrets))
         if statement is None:
             match = "token_hash = ?" if count == 1 else f"token_hash IN ({', '.join('?' * count)})"
-            if rotated:
-                columns = ", ".join(
-                    f"r.{c}" if c in ("token_hash", "pepper_id") else f"t.{c}" for c in COLUMNS
-                )
-                query = (
-                    f"SELECT {columns}, r.valid_until FROM authmw_retired_secrets r "  # noqa: S608
-                    f"JOIN authmw_tokens t ON t.id = r.token_id WHERE r.{match}"
-                )
-            else:
-                query = f"SELECT {', '.join(COLUMNS)}, NULL FROM authmw_tokens WHERE {match}"  # noqa: S608
+            current = f"SELECT {', '.join(COLUMNS)}, NULL FROM authmw_tokens WHERE {match}"  # noqa: S608
+            columns = ", ".join(
+                f"r.{c}" if c in ("token_hash", "pepper_id") else f"t.{c}" for c in COLUMNS
+            )
+            rotated = (
+                f"SELECT {columns}, r.valid_until FROM authmw_retired_secrets r "  # noqa: S608
+                f"JOIN authmw_tokens t ON t.id = r.token_id WHERE r.{match}"
+            )
+            query = {
+                "current": current,
+                "rotated": rotated,
+                "either": f"{current} UNION ALL {rotated} LIMIT 1",
+            }[secrets]
             statement = self._backend.sql(query)
-            self._statements[(count, "rotated" if rotated else "current")] = statement
+            self._statements[(count, secrets)] = statement
         return statement
 
     def _check_digest(self, digests: list[bytes], stored: bytes, pepper_id: str | None) -> None:
