@@ -347,8 +347,11 @@ def test_several_peppers_issue_with_the_newest_and_validate_all(
     assert (t1.record.pepper_id, t2.record.pepper_id) == ("2024", "2025")
     assert both.validate(t1.token).user_name == "a"
     assert both.validate(t2.token).user_name == "b"
-    rotated = both.rotate(t1.id)
+    rotated = both.rotate(t1.id, grace=timedelta(hours=1))
     assert rotated.record.pepper_id == "2025"  # a rotation moves to the newest
+    # The old secret, under the old pepper, is a rotated-out one in its grace.
+    assert both.validate(t1.token).user_name == "a"
+    assert both.validate(rotated.token).user_name == "a"
 
     with pytest.raises(ConfigurationError, match="not pepper '2025'") as info:
         make_store(pepper={"2024": P1, "2025": P3})
