@@ -9,10 +9,11 @@ expiry or revocation, accepting the subprotocol the token came in).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._scan import ACCEPT_SUBPROTOCOL_KEY
+from ._types import Environ, Message, Receive, Scope, Send, StartResponse
 from .responses import Rejection, Responses, websocket_close_code
 
 if TYPE_CHECKING:
@@ -20,13 +21,6 @@ if TYPE_CHECKING:
     from .decision import Decision
 
 __all__ = ["Answering"]
-
-Environ = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-StartResponse = Callable[..., Any]
 
 
 class Answering:

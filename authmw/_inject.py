@@ -12,10 +12,10 @@ identity so keeps no rendered copy of itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from . import headers as _headers
+from ._types import Environ, Scope
 from .core import AuthCore
 from .headers import IDENTITY_KEY, SERVICE_IDENTITY_KEY
 
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["inject_environ", "inject_scope", "scope_header_items"]
 
-Environ = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
 HeaderItems = tuple[tuple[bytes, bytes], ...]
 
 _STATUS_KEY = _headers.environ_key(_headers.IDENTITY_STATUS)

@@ -22,9 +22,9 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
+from ._types import Message, Receive, Scope, Send
 from .headers import IDENTITY_KEY
 from .identity import Identity
 from .validators.base import Revocation, revokes
@@ -33,10 +33,6 @@ __all__ = ["CLOSE_CODE", "SocketWatch"]
 
 log = logging.getLogger("authmw")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 CLOSE_CODE = 1008
 """Close code of a websocket whose token expired or was revoked (policy violation)."""

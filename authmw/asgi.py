@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks
+from ._types import Receive, Scope, Send
 from .core import AuthCore
 from .headers import IDENTITY_KEY, SERVICE_IDENTITY_KEY
-from .pipeline import Pipeline, Receive, Scope, Send
+from .pipeline import Pipeline
 from .validators.base import Validator
 
 __all__ = ["IDENTITY_KEY", "SERVICE_IDENTITY_KEY", "ASGIAuthMiddleware"]

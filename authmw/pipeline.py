@@ -15,7 +15,7 @@ requests included: a client-sent identity header never reaches the app.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from . import _inject
@@ -23,6 +23,7 @@ from . import headers as _headers
 from ._answer import Answering
 from ._observe import Observer
 from ._scan import NO_CREDENTIALS, Credentials, HeaderList, Scanner
+from ._types import Environ, Scope
 from ._websockets import SocketWatch
 from .core import AuthCore, Decision
 from .errors import ConfigurationError
@@ -32,12 +33,6 @@ from .validators.base import Validator
 
 __all__ = ["ANONYMOUS", "PUBLIC", "Credentials", "Pipeline"]
 
-Environ = MutableMapping[str, Any]
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-StartResponse = Callable[..., Any]
 Access = Callable[[Identity, RequestFacts], "Refusal | None"]
 """A check of a confirmed identity against the request (the forward-auth server's
 route policy): None to allow, or a :class:`~authmw.restrictions.Refusal`."""

@@ -39,11 +39,12 @@ from starlette.websockets import WebSocket
 
 from .. import _checks
 from .. import headers as _headers
+from .._types import Receive, Scope, Send
 from ..asgi import ASGIAuthMiddleware
 from ..core import AuthCore
 from ..errors import ConfigurationError, Forbidden, NotAuthenticated
 from ..identity import Identity
-from ..pipeline import Pipeline, Receive, Scope, Send
+from ..pipeline import Pipeline
 from ..policy import Policy
 from ..policy import require_any_role as _require_any_role
 from ..policy import require_roles as _require_roles

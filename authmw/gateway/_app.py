@@ -28,7 +28,8 @@ from urllib.parse import quote
 
 from .. import headers as _headers
 from .._clients import parse_address
-from ..pipeline import Access, Message, Pipeline, Receive, Scope, Send
+from .._types import Message, Receive, Scope, Send
+from ..pipeline import Access, Pipeline
 from ._modes import GatewayMode, Original
 
 if TYPE_CHECKING:
