@@ -186,13 +186,24 @@ def _percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
-def _set_latencies(result: PhaseResult, answered: list[tuple[dict[str, Any], Any]]) -> None:
-    """p50 and p99 of the phase's requests, and p50 of those with a cached token answered 200."""
+def _tally(
+    result: PhaseResult, requests: list[dict[str, Any]], rows: list[Any]
+) -> list[tuple[dict[str, Any], Any]]:
+    """Count the requests sent to ``result.server`` and set the phase's latencies (p50,
+    p99, and p50 of cached tokens answered 200); those (request, row) pairs."""
+    answered = [
+        (request, row)
+        for request, row in zip(requests, rows, strict=True)
+        if request["target"] == result.server
+    ]
+    for request, row in answered:
+        _count(result, request, row)
     latencies = [row[1] for _, row in answered]
     cached = [row[1] for request, row in answered if row[0] == 200 and request["cached"]]
     result.p50_ms = _percentile(latencies, 0.5)
     result.p99_ms = _percentile(latencies, 0.99)
     result.p50_cached_ms = _percentile(cached, 0.5)
+    return answered
 
 
 class Harness:
@@ -422,18 +433,11 @@ class Harness:
         results = []
         for target in self.servers:
             result = PhaseResult(server=target, phase=name, cycle=cycle, seconds=round(seconds, 1))
-            answered = [
-                (request, row)
-                for request, row in zip(plan["requests"], rows, strict=True)
-                if request["target"] == target
-            ]
-            for request, row in answered:
-                _count(result, request, row)
+            for request, row in _tally(result, plan["requests"], rows):
                 status, _latency, seen_user, _ = row
                 valid = request["kind"] in ("valid", "fresh")
                 if status == 200 and valid and seen_user == request["user_id"]:
                     self.cached[target].add(request["token"])
-            _set_latencies(result, answered)
             result.validations_sent = self.proxies[target].validations - sent_before[target]
             result.before = before[target].as_dict()
             result.after = after[target].as_dict()
@@ -552,14 +556,7 @@ class Harness:
                     before=before[name].as_dict(),
                     after=after[name].as_dict(),
                 )
-                answered = [
-                    (request, row)
-                    for request, row in zip(requests, rows, strict=True)
-                    if request["target"] == name
-                ]
-                for request, row in answered:
-                    _count(result, request, row)
-                _set_latencies(result, answered)
+                _tally(result, requests, rows)
                 result.stale_served = int(server.stats().get("stale_served", 0))
                 self.results.append(result)
                 self.log(
