@@ -78,6 +78,13 @@ def child_figure(script: str, tree: Path, *args: str) -> float:
     return float(out.stdout)
 
 
+def checkouts(base: str | None) -> dict[str, Path]:
+    """The trees a ``--base`` comparison runs, by label: ``at BASE`` (if given), then
+    ``this checkout``."""
+    trees = {"this checkout": REPO}
+    return trees if base is None else {f"at {base}": revision_tree(base), **trees}
+
+
 def revision_tree(rev: str) -> Path:
     """A checkout of git revision ``rev`` in ``.cache/bench-base/<commit>`` (made once)."""
     commit = subprocess.run(

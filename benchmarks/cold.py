@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-from _support import REPO, child_figure, revision_tree
+from _support import checkouts, child_figure
 
 
 def _measure(count: int) -> float:
@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(_measure(args.count))
         return 0
-    trees = {"this checkout": REPO}
-    if args.base is not None:
-        trees = {f"at {args.base}": revision_tree(args.base), **trees}
+    trees = checkouts(args.base)
     rounds: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _support import REPO
 from memory import BODY  # the Keystone project token body memory.py caches
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN = "gAAAAABnXYZ" + "k" * 172
 ENVIRON: dict[str, Any] = {
     **{key: "x" for key in ("wsgi.errors", "wsgi.input", "wsgi.file_wrapper", "gunicorn.socket")},

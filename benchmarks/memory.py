@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _support import REPO, child_figure, revision_tree
+from _support import checkouts, child_figure, hello_wsgi, wsgi_caller
 
 _DOMAIN = {"id": "d0a3d29fb654442f9ff0102739548008", "name": "demo"}
 BODY = {
@@ -69,33 +69,16 @@ def _measure(count: int, mode: str) -> float:
             body = answer(int(token.rsplit("-", 1)[1]))
             return interpret_validation_response(200, body, now=0.0)
 
-    def hello(environ: Any, start_response: Any) -> list[bytes]:
-        start_response("200 OK", [])
-        return [b"ok"]
-
-    statuses: list[str] = []
-
     def run(tokens: list[str]) -> None:
         for token in tokens:
-            statuses.clear()
-            app(
-                {
-                    "REQUEST_METHOD": "GET",
-                    "PATH_INFO": "/",
-                    "SCRIPT_NAME": "",
-                    "QUERY_STRING": "",
-                    "SERVER_NAME": "x",
-                    "SERVER_PORT": "80",
-                    "wsgi.url_scheme": "http",
-                    "HTTP_X_AUTH_TOKEN": token,
-                },
-                lambda status, headers, exc=None: statuses.append(status),
-            )
-            if not statuses[0].startswith("200"):
-                raise RuntimeError(statuses[0])
+            status = wsgi_caller(app, token)()
+            if not status.startswith("200"):
+                raise RuntimeError(status)
 
     tokens = [f"synthetic-token-{n:08d}" for n in range(count)]
-    app = WSGIAuthMiddleware(hello, validator=Parsing(), cache_size=count + 10, cache_time=3600)
+    app = WSGIAuthMiddleware(
+        hello_wsgi, validator=Parsing(), cache_size=count + 10, cache_time=3600
+    )
     run(tokens[:10])
     gc.collect()
     if mode == "tracemalloc":
@@ -127,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         print(_measure(args.count, args.child))
         return 0
-    trees = {"this checkout": REPO}
-    if args.base is not None:
-        trees = {f"at {args.base}": revision_tree(args.base), **trees}
+    trees = checkouts(args.base)
     print(f"{args.count:,} cached Keystone project identities, median of {args.rounds} rounds\n")
     print("| authmw | RSS per identity | tracemalloc per identity |")
     print("| --- | --- | --- |")
