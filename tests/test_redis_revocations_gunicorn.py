@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_connections import pinned_connections, worker_request
 
 from authmw.store import IssuedToken, LocalTokenStore
 from loadtest.servers import Server
@@ -53,39 +54,14 @@ def _call(
     conn: http.client.HTTPConnection, token: str, method: str = "GET", path: str = "/whoami"
 ) -> tuple[int, int, dict[str, Any] | None]:
     """(status, worker pid, JSON body of a 200) of one request on this connection."""
-    conn.request(method, path, headers={"X-Auth-Token": token})
-    response = conn.getresponse()
-    body = response.read()
-    pid = int(response.getheader("X-Worker-Pid") or 0)
-    return response.status, pid, json.loads(body) if response.status == 200 else None
+    status, pid, body = worker_request(conn, token, method, path)
+    return status, pid, json.loads(body) if status == 200 else None
 
 
 def _status(conn: http.client.HTTPConnection, token: str, pid: int) -> int:
     status, served_by, _ = _call(conn, token)
     assert served_by == pid  # the keep-alive connection stays with its worker
     return status
-
-
-@contextlib.contextmanager
-def pinned_connections(port: int, token: str) -> Iterator[dict[int, http.client.HTTPConnection]]:
-    """One open keep-alive connection per worker, by pid; closed at the end."""
-    found: dict[int, http.client.HTTPConnection] = {}
-    try:
-        for _ in range(400):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            status, pid, _ = _call(conn, token)
-            assert status == 200, status
-            if pid in found:
-                conn.close()
-            else:
-                found[pid] = conn
-            if len(found) == WORKERS:
-                break
-        assert len(found) == WORKERS, f"reached {len(found)} of {WORKERS} workers"
-        yield found
-    finally:
-        for conn in found.values():
-            conn.close()
 
 
 @pytest.fixture
@@ -105,7 +81,7 @@ def revoked_in_one_worker(
     server = WorkersServer(
         "gunicorn", config, workdir, threads=4, workers=WORKERS, preload=True, keep_alive=60
     )
-    with server, pinned_connections(server.port, victim.token) as connections:
+    with server, pinned_connections(server.port, victim.token, WORKERS) as connections:
         pids = server.wait_for_workers()
         assert sorted(connections) == pids
         deadline = time.monotonic() + BOUND

@@ -11,16 +11,15 @@ generous bound. ``benchmarks/bench_store_revocation.py`` measures how fast.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from worker_connections import pinned_connections, worker_request
 
 from authmw.store import LocalTokenStore
 from loadtest.servers import REPO, Server
@@ -31,35 +30,7 @@ WORKERS = 4
 
 def _get(conn: http.client.HTTPConnection, token: str) -> tuple[int, int]:
     """(status, worker pid) of ``GET /whoami`` with ``token`` on this connection."""
-    conn.request("GET", "/whoami", headers={"X-Auth-Token": token})
-    response = conn.getresponse()
-    response.read()
-    return response.status, int(response.getheader("X-Worker-Pid") or 0)
-
-
-@contextlib.contextmanager
-def pinned_connections(
-    port: int, token: str, workers: int
-) -> Iterator[dict[int, http.client.HTTPConnection]]:
-    """One open keep-alive connection per worker, by pid; closed at the end."""
-    found: dict[int, http.client.HTTPConnection] = {}
-    spare: list[http.client.HTTPConnection] = []
-    try:
-        for _ in range(400):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            status, pid = _get(conn, token)
-            assert status == 200, status
-            if pid in found:
-                spare.append(conn)
-            else:
-                found[pid] = conn
-            if len(found) == workers:
-                break
-        assert len(found) == workers, f"reached {len(found)} of {workers} workers"
-        yield found
-    finally:
-        for conn in [*found.values(), *spare]:
-            conn.close()
+    return worker_request(conn, token)[:2]
 
 
 @pytest.fixture
