@@ -88,17 +88,25 @@ def keystone_disposable(keystone: SharedKeystone) -> Iterator[DisposableKeystone
     yield from _started(lambda: DisposableKeystone(keystone), "disposable Keystone")
 
 
-def _started(make: Callable[[], _Server], what: str) -> Iterator[_Server]:
-    """The server ``make()`` builds, started (or the test fails saying why), destroyed after."""
-    try:
-        server = make()
-    except (ServiceError, OSError) as e:
-        _fail(what, e)
-    try:
-        server.start()
-    except (ServiceError, OSError) as e:
-        server.destroy()
-        _fail(what, e)
+def _started(make: Callable[[], _Server], what: str, attempts: int = 1) -> Iterator[_Server]:
+    """The server ``make()`` builds, started (or the test fails saying why), destroyed after.
+
+    With ``attempts`` > 1 a server that does not start is destroyed and a new one
+    made, with a warning in the test summary; the last failure fails the test.
+    """
+    for attempt in range(attempts, 0, -1):
+        try:
+            server = make()
+        except (ServiceError, OSError) as e:
+            _fail(what, e)
+        try:
+            server.start()
+            break
+        except (ServiceError, OSError) as e:
+            server.destroy()
+            if attempt == 1:
+                _fail(what, e)
+            warnings.warn(f"{what} did not start, trying again: {e}", stacklevel=1)
     try:
         yield server
     finally:
@@ -205,20 +213,10 @@ def _oidc_modules() -> Path:
 def oidc_provider(_oidc_modules: Path) -> Iterator[OIDCProvider]:
     """A private, running oidc-provider with fresh keys (``stop()``/``start()`` keep them).
 
-    A first start that does not answer is retried once with a new port and new
-    keys, with a warning in the test summary: once in a CI run a start stalled
-    before listening, with nothing in the provider's log to say why.
+    A start that does not answer is tried once more with a new port and new keys:
+    once in a CI run a start stalled before listening, with nothing in the
+    provider's log to say why.
     """
-    first = OIDCProvider(_oidc_modules)
-    try:
-        first.start()
-    except (ServiceError, OSError) as e:
-        first.destroy()
-        warnings.warn(f"the OpenID Connect provider did not start, trying again: {e}", stacklevel=1)
-    else:
-        try:
-            yield first
-        finally:
-            first.destroy()
-        return
-    yield from _started(lambda: OIDCProvider(_oidc_modules), "the OpenID Connect provider")
+    yield from _started(
+        lambda: OIDCProvider(_oidc_modules), "the OpenID Connect provider", attempts=2
+    )
