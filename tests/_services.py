@@ -1155,9 +1155,9 @@ class OIDCProvider:
     def start(self, timeout: float = 60.0) -> None:
         """Start (again) on the same port with the same keys; returns once it answers.
 
-        It waits for the provider's "listening" line before the first request:
-        polling a port nobody listens on yet can make the client's socket
-        connect to itself (TCP self-connect) and hang on its own request.
+        It waits for the provider's "listening" line before its first request, so
+        no request goes to a port nobody listens on yet (where a client socket can
+        connect to itself, TCP self-connect, and take the port).
         """
         if self.running:
             return
