@@ -94,7 +94,8 @@ def revoked_in_one_worker(
                 if seen["subscribed"] is not False or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-            assert seen["subscribed"] is (True if config.get("redis_url") else None), seen
+            subscribed = True if config.get("redis_url") else None
+            assert seen["subscribed"] is subscribed, (seen, server.log_tail(40))
 
         revoker, *others = pids
         conn = connections[revoker]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import time
 from collections.abc import Iterator
 
 
@@ -20,26 +21,27 @@ def worker_request(
 
 @contextlib.contextmanager
 def pinned_connections(
-    port: int, token: str, workers: int
+    port: int, token: str, workers: int, timeout: float = 30.0
 ) -> Iterator[dict[int, http.client.HTTPConnection]]:
     """One open keep-alive connection per worker, by pid (each answered 200 for
-    ``token``); closed at the end. Connections that reached a worker already found
-    stay open meanwhile, so new ones go to the others."""
+    ``token``); closed at the end. A worker that boots late (a loaded machine) is
+    waited for up to ``timeout`` seconds."""
     found: dict[int, http.client.HTTPConnection] = {}
-    spare: list[http.client.HTTPConnection] = []
+    deadline = time.monotonic() + timeout
     try:
-        for _ in range(400):
+        while len(found) < workers:
+            assert time.monotonic() < deadline, (
+                f"reached {len(found)} of {workers} workers in {timeout} s"
+            )
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             status, pid, _ = worker_request(conn, token)
             assert status == 200, status
             if pid in found:
-                spare.append(conn)
+                conn.close()
+                time.sleep(0.01)  # let another worker accept the next one
             else:
                 found[pid] = conn
-            if len(found) == workers:
-                break
-        assert len(found) == workers, f"reached {len(found)} of {workers} workers"
         yield found
     finally:
-        for conn in [*found.values(), *spare]:
+        for conn in found.values():
             conn.close()
