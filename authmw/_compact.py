@@ -118,6 +118,18 @@ class CompactJSON(Mapping[str, Any]):
         found to be an object there), kept as that text."""
         return cls(text, name)
 
+    def packed(self) -> tuple[bytes, str | None]:
+        """(compressed text, member): what :meth:`unpacked` takes back."""
+        return self._data, self._member
+
+    @classmethod
+    def unpacked(cls, data: bytes, member: str | None) -> CompactJSON:
+        """The body :meth:`packed` gave (nothing compressed again)."""
+        body = cls.__new__(cls)
+        body._data = data
+        body._member = member
+        return body
+
     @classmethod
     def of(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
         """``value`` in compact form, or frozen as it is when JSON would change it."""

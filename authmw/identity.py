@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import FrozenInstanceError
+from datetime import datetime
 from typing import Any, Literal
 
 from ._compact import CompactJSON, frozen, thawed
+from ._kept import EMPTY, datetime_of, lowered, moment, shared, strings
 
 __all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
@@ -53,131 +52,291 @@ def role_name_problem(name: str) -> str | None:
     return None
 
 
-def _aware_utc(value: datetime | None, name: str) -> datetime | None:
+def _body(value: Mapping[str, Any] | None) -> tuple[bytes | Mapping[str, Any] | None, str | None]:
+    """(what the identity keeps, the member of the kept text that is the body)."""
     if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise TypeError(f"Identity.{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"Identity.{name} must be timezone-aware")
-    return value.astimezone(timezone.utc)
+        return None, None
+    compact = CompactJSON.of(value)
+    return compact.packed() if isinstance(compact, CompactJSON) else (compact, None)
 
 
-_SHARED_MAX = 65_536
-_shared_values: dict[Any, Any] = {}
-_lowered_roles: dict[tuple[str, ...], frozenset[str]] = {}
-_EMPTY: Mapping[str, Any] = types.MappingProxyType({})
+# Identity._rest: the fields requests seldom read, in one tuple that identities with
+# equal values share (most hold the same methods, no catalog, no extra...).
+_METHODS, _ADMIN, _CATALOG, _CREDENTIAL, _EXTRA, _SCOPES, _MEMBER, _STALE = range(8)
 
 
-def _shared(value: Any) -> Any:
-    """One object for equal values many identities hold (domains, projects, role lists),
-    so a cache of many identities keeps each once. Bounded: once full, values are
-    kept as they come."""
-    if value is None:
-        return None
-    try:
-        found = _shared_values.get(value)
-    except TypeError:  # unhashable: not a value identities share
-        return value
-    if found is not None:
-        return found
-    if len(_shared_values) < _SHARED_MAX:
-        return _shared_values.setdefault(value, value)
-    return value
-
-
-def _lowered(roles: tuple[str, ...]) -> frozenset[str]:
-    found = _lowered_roles.get(roles)
-    if found is None:
-        # str.lower(), as oslo.policy: casefold() would make "\u017fervice" (long s)
-        # the role "service".
-        found = frozenset(r.lower() for r in roles)
-        if len(_lowered_roles) < _SHARED_MAX:
-            found = _lowered_roles.setdefault(roles, found)
-    return found
-
-
-@dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, in which scope, with which roles.
 
+    Immutable; compares and hashes by value (``token_body`` and ``extra`` apart).
     Roles keep the order the identity service gave them and compare
     case-insensitively with ``str.lower()``, as oslo.policy does. A role name must be
     one ``X-Roles`` can carry (see :func:`role_name_problem`): no comma, no
     white space around it, no control character; others raise ``ValueError``.
     Timestamps are timezone-aware UTC. ``token_body`` is kept compressed and
     parsed again on each read (read it once into a variable to use it twice).
+    A cache holds many identities, so each keeps its values compactly and
+    builds the seldom-read ones (timestamps, the body) on each read.
     """
 
+    __slots__ = (
+        "_audit",
+        "_body",
+        "_decision",
+        "_expires",
+        "_issued",
+        "_rest",
+        "_roles_lower",
+        "domain_id",
+        "domain_name",
+        "project_domain_id",
+        "project_domain_name",
+        "project_id",
+        "project_name",
+        "restrictions",
+        "roles",
+        "system_scope",
+        "user_domain_id",
+        "user_domain_name",
+        "user_id",
+        "user_name",
+    )
+    # The constructor's arguments, in their order (matched by position).
+    __match_args__ = (
+        "user_id",
+        "user_name",
+        "user_domain_id",
+        "user_domain_name",
+        "project_id",
+        "project_name",
+        "project_domain_id",
+        "project_domain_name",
+        "domain_id",
+        "domain_name",
+        "system_scope",
+        "roles",
+        "expires_at",
+        "issued_at",
+        "audit_ids",
+        "methods",
+        "is_admin_project",
+        "service_catalog",
+        "application_credential",
+        "token_body",
+        "extra",
+        "restrictions",
+        "token_scopes",
+    )
     user_id: str
-    user_name: str | None = None
-    user_domain_id: str | None = None
-    user_domain_name: str | None = None
-    project_id: str | None = None
-    project_name: str | None = None
-    project_domain_id: str | None = None
-    project_domain_name: str | None = None
-    domain_id: str | None = None
-    domain_name: str | None = None
-    system_scope: str | None = None
-    roles: tuple[str, ...] = ()
-    expires_at: datetime | None = None
-    issued_at: datetime | None = None
-    audit_ids: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ()
-    is_admin_project: bool = True
-    service_catalog: tuple[Mapping[str, Any], ...] | None = field(default=None, hash=False)
-    application_credential: Mapping[str, Any] | None = field(default=None, hash=False)
-    token_body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    user_name: str | None
+    user_domain_id: str | None
+    user_domain_name: str | None
+    project_id: str | None
+    project_name: str | None
+    project_domain_id: str | None
+    project_domain_name: str | None
+    domain_id: str | None
+    domain_name: str | None
+    system_scope: str | None
+    roles: tuple[str, ...]
     #: Limits checked on every request (see :mod:`authmw.restrictions`).
-    restrictions: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    #: Permissions a restricted API key was issued with (``items:read``); policy rules
-    #: test them with ``token_scope:items:read``. Empty: the token passes no such check.
-    token_scopes: tuple[str, ...] = ()
-
-    # Derived once, read on every request.
-    _roles_lower: frozenset[str] = field(init=False, repr=False, compare=False)
+    restrictions: Mapping[str, Any]
+    _expires: float | datetime | None
+    _issued: float | datetime | None
+    _audit: str | tuple[str, ...]
+    _body: bytes | Mapping[str, Any] | None
+    _rest: tuple[Any, ...]
+    _roles_lower: frozenset[str]
     # The pipeline's decision accepting this identity, made on first use (authmw.core).
-    _decision: Any = field(default=None, init=False, repr=False, compare=False, hash=False)
-    #: True for an identity served past ``cache_time`` while the identity
-    #: service could not answer (``stale_if_error``).
-    stale: bool = field(default=False, init=False, repr=False, compare=False)
+    _decision: Any
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.user_id, str) or not self.user_id:
+    def __init__(
+        self,
+        user_id: str,
+        user_name: str | None = None,
+        user_domain_id: str | None = None,
+        user_domain_name: str | None = None,
+        project_id: str | None = None,
+        project_name: str | None = None,
+        project_domain_id: str | None = None,
+        project_domain_name: str | None = None,
+        domain_id: str | None = None,
+        domain_name: str | None = None,
+        system_scope: str | None = None,
+        roles: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        issued_at: datetime | None = None,
+        audit_ids: Iterable[str] = (),
+        methods: Iterable[str] = (),
+        is_admin_project: bool = True,
+        service_catalog: Iterable[Mapping[str, Any]] | None = None,
+        application_credential: Mapping[str, Any] | None = None,
+        token_body: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        restrictions: Mapping[str, Any] | None = None,
+        token_scopes: Iterable[str] = (),
+    ) -> None:
+        if not isinstance(user_id, str) or not user_id:
             raise ValueError("Identity.user_id must be a non-empty string")
-        setattr_ = object.__setattr__
-        for name in ("roles", "audit_ids", "methods", "token_scopes"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise TypeError(f"Identity.{name} must be a sequence of strings, not a string")
-            value = tuple(value)
-            if not all(isinstance(v, str) for v in value):
-                raise TypeError(f"Identity.{name} must contain only strings")
-            if name != "audit_ids":  # audit ids are the token's own
-                value = _shared(tuple(_shared(v) for v in value))
-            setattr_(self, name, value)
-        for role in self.roles:
+        if restrictions is not None and not isinstance(restrictions, Mapping):
+            raise TypeError("Identity.restrictions must be a mapping")
+        held: tuple[str, ...] = shared(tuple(shared(r) for r in strings("roles", roles)))
+        for role in held:
             problem = role_name_problem(role)
             if problem is not None:
                 raise ValueError(f"Identity.roles: role name {role!r} {problem}")
-        for name in _SHARED_FIELDS:
-            setattr_(self, name, _shared(getattr(self, name)))
-        setattr_(self, "expires_at", _aware_utc(self.expires_at, "expires_at"))
-        setattr_(self, "issued_at", _aware_utc(self.issued_at, "issued_at"))
-        setattr_(self, "is_admin_project", bool(self.is_admin_project))
-        if self.service_catalog is not None:
-            setattr_(self, "service_catalog", frozen(list(self.service_catalog)))
-        if self.application_credential is not None:
-            setattr_(self, "application_credential", frozen(self.application_credential))
-        if self.token_body is not None:
-            setattr_(self, "token_body", CompactJSON.of(self.token_body))
-        setattr_(self, "extra", frozen(self.extra) if self.extra else _EMPTY)
-        if not isinstance(self.restrictions, Mapping):
-            raise TypeError("Identity.restrictions must be a mapping")
-        setattr_(self, "restrictions", frozen(self.restrictions) if self.restrictions else _EMPTY)
-        setattr_(self, "_roles_lower", _lowered(self.roles))
+        audit = strings("audit_ids", audit_ids)  # the token's own: not shared
+        body, member = _body(token_body)
+        set_ = object.__setattr__
+        set_(self, "user_id", user_id)
+        set_(self, "user_name", user_name)
+        values = (user_domain_id, user_domain_name, project_id, project_name, project_domain_id,
+                  project_domain_name, domain_id, domain_name, system_scope)  # fmt: skip
+        for name, value in zip(_SHARED_FIELDS, values, strict=True):
+            set_(self, name, shared(value))
+        set_(self, "roles", held)
+        set_(self, "restrictions", frozen(restrictions) if restrictions else EMPTY)
+        set_(self, "_expires", moment(expires_at, "expires_at"))
+        set_(self, "_issued", moment(issued_at, "issued_at"))
+        set_(self, "_audit", audit[0] if len(audit) == 1 else audit)
+        set_(self, "_body", body)
+        rest = (
+            shared(tuple(shared(m) for m in strings("methods", methods))),
+            bool(is_admin_project),
+            frozen(list(service_catalog)) if service_catalog is not None else None,
+            frozen(application_credential) if application_credential is not None else None,
+            frozen(extra) if extra else None,
+            shared(tuple(shared(s) for s in strings("token_scopes", token_scopes))),
+            member,
+            False,
+        )
+        set_(self, "_rest", shared(rest))
+        set_(self, "_roles_lower", lowered(held))
+        set_(self, "_decision", None)
+
+    # -- the fields kept compactly -------------------------------------------------------------
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the token expires (UTC), or None."""
+        return datetime_of(self._expires)
+
+    @property
+    def issued_at(self) -> datetime | None:
+        """When the token was issued (UTC), or None."""
+        return datetime_of(self._issued)
+
+    @property
+    def audit_ids(self) -> tuple[str, ...]:
+        """The token's audit ids (Keystone: its own, then the chain's first)."""
+        audit = self._audit
+        return (audit,) if isinstance(audit, str) else audit
+
+    @property
+    def token_body(self) -> Mapping[str, Any] | None:
+        """The identity service's answer for the token, read-only (parsed on each read)."""
+        body = self._body
+        if isinstance(body, bytes):
+            return CompactJSON.unpacked(body, self._rest[_MEMBER])
+        return body
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """How the user authenticated (``password``, ``token``...)."""
+        methods: tuple[str, ...] = self._rest[_METHODS]
+        return methods
+
+    @property
+    def is_admin_project(self) -> bool:
+        """Keystone's ``is_admin_project`` (True when the service does not say)."""
+        admin: bool = self._rest[_ADMIN]
+        return admin
+
+    @property
+    def service_catalog(self) -> tuple[Mapping[str, Any], ...] | None:
+        """The token's service catalog, read-only, or None."""
+        catalog: tuple[Mapping[str, Any], ...] | None = self._rest[_CATALOG]
+        return catalog
+
+    @property
+    def application_credential(self) -> Mapping[str, Any] | None:
+        """The application credential the token came from, read-only, or None."""
+        credential: Mapping[str, Any] | None = self._rest[_CREDENTIAL]
+        return credential
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """What a validator adds beyond the fields (claims, store metadata), read-only."""
+        extra: Mapping[str, Any] | None = self._rest[_EXTRA]
+        return extra if extra is not None else EMPTY
+
+    @property
+    def token_scopes(self) -> tuple[str, ...]:
+        """Permissions a restricted API key was issued with (``items:read``); policy
+        rules test them with ``token_scope:items:read``. Empty: the token passes no
+        such check."""
+        scopes: tuple[str, ...] = self._rest[_SCOPES]
+        return scopes
+
+    @property
+    def stale(self) -> bool:
+        """True for an identity served past ``cache_time`` while the identity service
+        could not answer (``stale_if_error``)."""
+        stale: bool = self._rest[_STALE]
+        return stale
+
+    # -- value semantics -------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _compared(self) -> tuple[Any, ...]:
+        rest = self._rest
+        return (
+            *(getattr(self, name) for name in TEXT_FIELDS),
+            self.roles,
+            self._expires,
+            self._issued,
+            self._audit,
+            rest[_METHODS],
+            rest[_ADMIN],
+            rest[_CATALOG],
+            rest[_CREDENTIAL],
+            self.restrictions,
+            rest[_SCOPES],
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Identity)
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        # As before: the catalog, the credential and the restrictions are not hashed.
+        rest = self._rest
+        text = tuple(getattr(self, name) for name in TEXT_FIELDS)
+        return hash((text, self.roles, self._expires, self._issued, self._audit, rest[_METHODS],
+                     rest[_ADMIN], rest[_SCOPES]))  # fmt: skip
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SHOWN)
+        return f"{type(self).__name__}({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Plain values, built again on load (read-only mappings cannot be pickled).
+        fields = {name: thawed(getattr(self, name)) for name in _FIELDS}
+        return _rebuilt, (fields, self.stale)
+
+    def replace(self, **changes: Any) -> Identity:
+        """A copy with ``changes`` (constructor arguments by name)."""
+        unknown = changes.keys() - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"Identity has no field {sorted(unknown)[0]!r}")
+        return Identity(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
+
+    __replace__ = replace  # copy.replace() (Python 3.13)
 
     # -- scope -------------------------------------------------------------
     @property
@@ -214,8 +373,10 @@ class Identity:
     @property
     def expires_timestamp(self) -> float:
         """``expires_at`` as POSIX seconds (``inf`` when the token never expires)."""
-        expires = self.expires_at
-        return expires.timestamp() if expires is not None else math.inf
+        expires = self._expires
+        if expires is None:
+            return math.inf
+        return expires if isinstance(expires, float) else expires.timestamp()
 
     def is_expired(self, now: float, leeway: float = 0.0) -> bool:
         """True if the token expired before ``now`` (POSIX seconds) minus ``leeway``."""
@@ -258,17 +419,27 @@ class Identity:
 
     def served_stale(self) -> Identity:
         """A copy marked :attr:`stale` (served from the cache during an outage)."""
-        copy = dataclasses.replace(self)
-        object.__setattr__(copy, "stale", True)
+        copy = Identity.__new__(Identity)
+        for name in _KEPT:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "_rest", (*self._rest[:_STALE], True))
+        object.__setattr__(copy, "_decision", None)
         return copy
 
     def with_roles(self, roles: Iterable[str]) -> Identity:
         """Copy with other roles (for tests and local tooling)."""
-        kwargs = {name: getattr(self, name) for name in _FIELDS}
-        kwargs["roles"] = tuple(roles)
-        return Identity(**kwargs)
+        return self.replace(roles=tuple(roles))
 
 
-_FIELDS = tuple(name for name, f in Identity.__dataclass_fields__.items() if f.init)
-# Values many identities share, kept once (see _shared).
+_FIELDS = Identity.__match_args__
+_SHOWN = tuple(name for name in _FIELDS if name not in ("token_body", "extra"))
+_KEPT = tuple(name for name in Identity.__slots__ if name != "_decision")
+
+
+def _rebuilt(fields: dict[str, Any], stale: bool) -> Identity:
+    identity = Identity(**fields)
+    return identity.served_stale() if stale else identity
+
+
+# Values many identities share, kept once (see _shared), in the constructor's order.
 _SHARED_FIELDS = ("user_domain_id", "user_domain_name", *SCOPE_FIELDS)

@@ -83,4 +83,6 @@ def test_identity_keeps_its_token_body_compact_and_equal() -> None:
     again = Identity.from_dict(identity.to_dict(include_token_body=True))
     assert again.token_body == identity.token_body
     assert "demo" not in repr(identity.token_body)  # the repr shows no content
-    assert identity.served_stale().token_body is identity.token_body
+    stale_body, body = identity.served_stale().token_body, identity.token_body
+    assert isinstance(stale_body, CompactJSON) and isinstance(body, CompactJSON)
+    assert stale_body.packed()[0] is body.packed()[0]  # shared, not compressed again

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import json
+import pickle
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -237,6 +240,81 @@ def test_repr_leaves_out_the_token_body() -> None:
 def test_text_fields_are_the_first_identity_fields_in_order() -> None:
     from authmw.identity import SCOPE_FIELDS, TEXT_FIELDS
 
-    names = [f.name for f in dataclasses.fields(Identity)]
+    names = list(inspect.signature(Identity).parameters)
     assert names[: len(TEXT_FIELDS)] == list(TEXT_FIELDS)
     assert TEXT_FIELDS[-len(SCOPE_FIELDS) :] == SCOPE_FIELDS
+
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2030, 1, 1, 12, 34, 56, 789012, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # past a float's microseconds
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_timestamps_come_back_exactly(moment: datetime) -> None:
+    identity = Identity("u1", expires_at=moment, issued_at=moment)
+    assert identity.expires_at == moment and identity.issued_at == moment
+    assert identity.expires_timestamp == moment.timestamp()
+    assert identity == Identity("u1", expires_at=moment, issued_at=moment)
+    other = moment.replace(microsecond=1 - moment.microsecond % 2)
+    assert identity != Identity("u1", expires_at=other)
+    assert hash(identity) == hash(Identity("u1", expires_at=moment, issued_at=moment))
+
+
+@pytest.mark.parametrize("audit_ids", [(), ("a1",), ("a1", "chain")])
+def test_audit_ids_read_back_as_given(audit_ids: tuple[str, ...]) -> None:
+    identity = Identity("u1", audit_ids=audit_ids)
+    assert identity.audit_ids == audit_ids
+    assert identity.to_dict()["audit_ids"] == list(audit_ids)
+
+
+def test_copies_keep_every_field() -> None:
+    identity = full_identity(
+        audit_ids=("a1",),
+        token_body={"token": {"methods": ["password"]}},
+        extra={"k": "v"},
+        restrictions={"read_only": True},
+    )
+    for copy_ in (
+        pickle.loads(pickle.dumps(identity)),  # noqa: S301 (our own bytes)
+        copy.copy(identity),
+        copy.deepcopy(identity),
+        identity.replace(),
+    ):
+        assert copy_ == identity and hash(copy_) == hash(identity)
+        assert copy_.to_dict(include_token_body=True) == identity.to_dict(include_token_body=True)
+        assert copy_.extra == {"k": "v"}
+
+
+def test_replace_changes_what_it_names_only() -> None:
+    identity = full_identity(token_body={"token": {"user": {"id": "u1"}}})
+    changed = identity.replace(project_id="other", roles=["reader"])
+    assert (changed.project_id, changed.roles) == ("other", ("reader",))
+    assert changed.has_role("READER") and not changed.has_role("member")
+    assert changed.expires_at == identity.expires_at
+    assert changed.token_body == identity.token_body
+    with pytest.raises(TypeError, match="no field 'stale'"):
+        identity.replace(stale=True)
+
+
+def test_served_stale_marks_a_copy_only() -> None:
+    identity = full_identity()
+    stale = identity.served_stale()
+    assert stale.stale and not identity.stale
+    assert stale == identity  # staleness is how it was served, not what it is
+    assert pickle.loads(pickle.dumps(stale)).stale  # noqa: S301 (our own bytes)
+
+
+def test_fields_match_by_position() -> None:
+    match full_identity():
+        case Identity("u-123", user_name, project_id=project):
+            assert (user_name, project) == ("alice", "p-456")
+        case _:
+            pytest.fail("no match")

@@ -14,7 +14,6 @@ token header values with digests. To silence them instead:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -265,7 +264,7 @@ class KeystoneValidator(RemoteValidator):
             return identity
         # Keep the identity as a validation without the catalog would give it.
         kept = {k: v for k, v in identity.token_body.items() if k != "catalog"}
-        return dataclasses.replace(identity, token_body=kept)
+        return identity.replace(token_body=kept)
 
 
 class _CatalogNeeded(Exception):
