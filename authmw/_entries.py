@@ -88,6 +88,10 @@ class Entries:
         # (until, matcher): recent revocations naming tokens by what they are.
         self._matchers: deque[tuple[float, RevocationMatcher]] = deque(maxlen=_MATCHERS)
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (see :mod:`authmw._fork`)."""
+        self.lock = threading.Lock()
+
     # -- reading ---------------------------------------------------------------------------------
     def fresh(self, key: bytes, now: float) -> tuple[Identity, float] | None:
         """(identity, stored_at) of a fresh entry, or None; raises InvalidToken for a

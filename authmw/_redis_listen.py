@@ -18,11 +18,11 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
+
+from . import _fork
 
 __all__ = ["RevocationChannel", "sign", "verify"]
 
@@ -58,18 +58,6 @@ def _mac(key: bytes, namespace: bytes, payload: bytes) -> bytes:
     return digest[:_MAC_HEX].encode()
 
 
-_channels: weakref.WeakSet[RevocationChannel] = weakref.WeakSet()
-
-
-def _restart_in_child() -> None:
-    for channel in list(_channels):
-        channel._restart()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_in_child)
-
-
 class RevocationChannel:
     """A subscription to the revocations of one namespace; calls ``callback`` per message."""
 
@@ -96,7 +84,7 @@ class RevocationChannel:
         self.subscribed = threading.Event()  # set while the subscription is up (tests, stats)
         self.received = 0
         self._thread: threading.Thread | None = None
-        _channels.add(self)
+        _fork.restart_after_fork(self)  # a forked child subscribes too
         self._restart()
 
     def _restart(self) -> None:

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import _checks, _telemetry
+from . import _checks, _fork, _telemetry
 from ._entries import Entries, Lifetimes, stored_at
 from .errors import IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
@@ -183,12 +183,22 @@ class CachedValidator(ValidatorWrapper):
         self._tasks: dict[tuple[bytes, int], asyncio.Task[Identity]] = {}
         self._refreshing: set[bytes] = set()
         self._listeners: list[RevocationListener] = []
+        _fork.reset_after_fork(self)
         listen = getattr(validator, "add_revocation_listener", None)
         if listen is not None:
             listen(self.invalidate)
         subscribe = getattr(shared, "subscribe", None)
         if subscribe is not None:  # revocations made in other processes
             subscribe(self._revoked_elsewhere)
+
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`authmw._fork`): a new lock, and no wait on the
+        parent's validations in flight, which the child would never see end."""
+        self.entries.after_fork()
+        self._lock = self.entries.lock
+        self._flights = {}
+        self._tasks = {}
+        self._refreshing = set()
 
     # -- the hot path ------------------------------------------------------
     def hit(self, token: str) -> Identity | None:

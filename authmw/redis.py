@@ -75,6 +75,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from . import _fork
 from ._redis_listen import RevocationChannel, sign, verify
 from .errors import ConfigurationError, InvalidToken
 from .identity import Identity
@@ -286,6 +287,7 @@ class _SignedCache:
         self._timer = timer
         self._clock = clock
         self._lock = threading.Lock()
+        _fork.reset_after_fork(self)
         # Health: 0.0 = usable; otherwise the clock time before which the store is left alone.
         self._retry_at = 0.0
         self._backoff = self.retry_interval
@@ -329,6 +331,10 @@ class _SignedCache:
 
     async def _arecord(self, plan: _Revocation, audit_id: str | None) -> None:
         raise NotImplementedError
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (see :mod:`authmw._fork`)."""
+        self._lock = threading.Lock()
 
     @property
     def available(self) -> bool:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from . import _checks
+from . import _checks, _fork
 from .errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 from .identity import Identity
 from .validators.base import Validator, ValidatorWrapper, validate_async
@@ -84,6 +84,7 @@ class CircuitBreaker:
         self.cooldown = _checks.number("circuit_cooldown", cooldown)
         self._timer = _checks.function("timer", timer)
         self._lock = threading.Lock()
+        _fork.reset_after_fork(self)
         self._failures = 0
         self._opened_at = 0.0
         self._state: CircuitState = "closed"
@@ -102,6 +103,10 @@ class CircuitBreaker:
             if self._state != "open":
                 return 0.0
             return max(0.0, self.cooldown - (self._timer() - self._opened_at))
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (see :mod:`authmw._fork`)."""
+        self._lock = threading.Lock()
 
     def before_call(self) -> None:
         """Raise :class:`IdentityServiceUnavailable` if the breaker is open."""

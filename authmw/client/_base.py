@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from .. import _fork
 from .._hashing import fingerprint
 from .._redaction import install_log_redaction, redact
 from ..errors import AuthError, ConfigurationError, IdentityServiceUnavailable
@@ -252,7 +253,15 @@ class TokenAuth(httpx.Auth):
             weakref.WeakKeyDictionary()
         )
         self._async_locks_guard = threading.Lock()
+        _fork.reset_after_fork(self)
         install_log_redaction()
+
+    def _after_fork(self) -> None:
+        # In a forked child (see authmw._fork): a parent thread may have been getting a
+        # token, holding the lock; the token already held stays good.
+        self._sync_lock = threading.Lock()
+        self._async_locks = weakref.WeakKeyDictionary()
+        self._async_locks_guard = threading.Lock()
 
     # -- extension points --------------------------------------------------
     def build_token_request(self) -> httpx.Request:

@@ -4,7 +4,6 @@ watcher, and the batched writes of token uses."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from .. import _fork
 from .._key_restrictions import register_uses
 from ..errors import IdentityServiceUnavailable
 from ..validators.base import RevocationListener
@@ -112,13 +112,23 @@ class StoreBase:
             "UPDATE authmw_tokens SET last_used_at = ? "
             "WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)"
         )
-        _stores.add(self)
+        _fork.reset_after_fork(self)
         if connect:
             try:
                 self.open()
             except BaseException:
                 self.close()
                 raise
+
+    def _after_fork(self) -> None:
+        # In a forked child (see authmw._fork): fresh locks (another thread may have
+        # held one at the fork), none of the parent's pending writes, and its own
+        # watcher, started on first validation (the parent's thread is not there).
+        self._watch_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._watcher = None
+        self._own_events = set()
+        self._uses = _Uses()
 
     # -- life cycle --------------------------------------------------------
     @property
@@ -345,20 +355,3 @@ class StoreBase:
 
 # Row positions used on the validation path.
 ROW = {name: COLUMNS.index(name) for name in COLUMNS}
-
-# Stores alive in this process: after a fork the child gets fresh locks (another
-# thread may have held one at the fork), forgets the parent's pending writes, and
-# starts its own watcher when it first validates (the parent's thread is not there).
-_stores: weakref.WeakSet[StoreBase] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_stores):
-        store._watch_lock = threading.Lock()
-        store._open_lock = threading.Lock()
-        store._watcher = None
-        store._own_events = set()
-        store._uses = _Uses()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
