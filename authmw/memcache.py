@@ -46,6 +46,7 @@ Async callers run each call in a worker thread (pymemcache blocks).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import ssl
@@ -182,20 +183,24 @@ class MemcacheCache(_SignedCache):
             raise ConfigurationError(
                 "max_pool_size", f"must be an integer >= 1, got {max_pool_size!r}"
             )
-        self._clients = {
-            _name(server): PooledClient(
-                server,
-                connect_timeout=self.connect_timeout,
-                timeout=self.socket_timeout,
-                no_delay=True,
-                max_pool_size=max_pool_size,
-                default_noreply=False,
-                tls_context=tls_context,
-            )
-            for server in self.servers
-        }
+        self._new_client = functools.partial(
+            PooledClient,
+            connect_timeout=self.connect_timeout,
+            timeout=self.socket_timeout,
+            no_delay=True,
+            max_pool_size=max_pool_size,
+            default_noreply=False,
+            tls_context=tls_context,
+        )
+        self._clients = {_name(server): self._new_client(server) for server in self.servers}
         self._ring: Any = RendezvousHash(list(self._clients)) if len(self._clients) > 1 else None
         self._marker_expiry = math.ceil(self.max_ttl)
+
+    def _after_fork(self) -> None:
+        # In a forked child (see authmw._fork): new clients. The parent's pooled
+        # connections are forgotten, not closed: the parent still uses them.
+        super()._after_fork()
+        self._clients = {_name(server): self._new_client(server) for server in self.servers}
 
     def __repr__(self) -> str:
         names = ",".join(self._clients)

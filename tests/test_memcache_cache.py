@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from _services import MemcachedServer, free_port
+from forking import in_child
 from helpers import BAD, GOOD, Counting, WSGIRecorder, call_wsgi, environ, full_identity
 from pymemcache.client.base import Client
 
@@ -419,3 +420,21 @@ def test_wrong_memcache_options_fail_at_start_up(extra: dict[str, str], option: 
     with pytest.raises(ConfigurationError) as caught:
         keystone_options(conf).build_shared_cache()
     assert caught.value.option == option
+
+
+def test_a_forked_child_opens_its_own_connections(
+    memcached_server: MemcachedServer, namespace: str
+) -> None:
+    # gunicorn --preload: a worker forked after the master used the cache must not share
+    # its pooled connection, or two processes would read each other's answers.
+    cache = shared(memcached_server, namespace)
+    cache.put(b"k" * 32, full_identity(), 60)  # the parent's pooled connection
+    stats = raw(memcached_server)
+
+    def connections() -> int:
+        return int(stats.stats()[b"total_connections"])
+
+    before = connections()
+    assert in_child(lambda: cache.get(b"k" * 32) or sys.exit(1)) == 0
+    assert connections() == before + 1  # the child's own
+    assert cache.get(b"k" * 32) == full_identity()  # the parent's still works

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
-from .. import _checks, _telemetry
+from .. import _checks, _fork, _telemetry
 from .._hashing import fingerprint
 from ..client._base import MALFORMED_ANSWER, AuthenticationFailed, StaticToken, TokenAuth
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
@@ -377,8 +377,17 @@ class RemoteService:
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, httpx.AsyncClient
         ] = weakref.WeakKeyDictionary()
+        _fork.reset_after_fork(self)
 
     # -- clients ------------------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock, and new clients on first use. The parent's are
+        forgotten, not closed (closing could end the connections the parent still
+        uses). A transport passed in is kept: its connections are the caller's to manage."""
+        self._lock = threading.Lock()
+        self._client = None
+        self._async_clients = weakref.WeakKeyDictionary()
+
     def _sync_client(self) -> httpx.Client:
         client = self._client
         if client is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, unquote_plus
 import httpx
 import pytest
 import uvicorn
+from forking import held, in_child
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -102,7 +104,11 @@ def build_app(state: State) -> Starlette:
         assert request.headers["content-type"] == "application/x-www-form-urlencoded"
         form = dict(parse_qsl((await request.body()).decode(), strict_parsing=True))
         state.introspections.append(
-            {"form": form, "authorization": request.headers.get("authorization")}
+            {
+                "form": form,
+                "authorization": request.headers.get("authorization"),
+                "port": request.client.port if request.client else None,  # the caller's
+            }
         )
         if not _client_ok(request, state):
             return JSONResponse(
@@ -398,6 +404,24 @@ async def test_avalidate_and_concurrent_tasks(server: Server) -> None:
     assert server.state.acquires == 1  # one service token for all tasks
 
 
+def test_a_forked_child_opens_its_own_connections(server: Server) -> None:
+    # gunicorn --preload: a worker forked after the master used the validator must not
+    # share its pooled connection, or two processes would read each other's answers.
+    with rfc(server) as validator:
+        validator.validate(USER_TOKEN)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            try:
+                validator.validate(USER_TOKEN)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        validator.validate(USER_TOKEN)  # the parent keeps its own
+    parent, child, parent_again = (call["port"] for call in server.state.introspections)
+    assert child != parent == parent_again
+
+
 def test_nothing_secret_is_logged(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with rfc(server) as validator:
@@ -420,6 +444,19 @@ def current_user_validator(server: Server, **kwargs: Any) -> HTTPIntrospectionVa
         token_scheme="vRealizeOpsToken",
         **kwargs,
     )
+
+
+def test_a_forked_child_gets_a_token_although_a_parent_thread_was_getting_one(
+    server: Server,
+) -> None:
+    auth = TokenAcquireAuth(server.url + "/suite-api", username="jdoe", password="VMware1!")
+    with held(auth._sync_lock):  # as a parent thread does while it gets a token
+
+        def get_token() -> None:
+            with httpx.Client() as client:
+                assert auth.get_token(client)
+
+        assert in_child(get_token) == 0
 
 
 def test_current_user_endpoint_validates_acquired_tokens(server: Server) -> None:
