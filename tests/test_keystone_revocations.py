@@ -6,11 +6,13 @@ changed is rejected within the interval plus a second, whatever
 ``cache_time`` is. A role assignment removed leaves no event; with
 ``refresh_after`` the cached identity is re-validated in the background and
 the token is rejected within ``refresh_after`` plus one validation. Each
-case runs through 2 gunicorn workers with ``cache_time=300``.
+case runs through 2 gunicorn workers with ``cache_time=300``, each building
+the app, and again with the app built in the master (``--preload``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -154,6 +156,32 @@ def test_the_follower_drops_revoked_tokens_from_the_cache(
     validator.close()
 
 
+def test_polling_starts_with_the_first_validation(keystone_disposable: Any, person: Person) -> None:
+    # A gunicorn master that builds the app (--preload) validates nothing: it must run
+    # no thread its workers would be forked in the middle of.
+    earlier = set(threading.enumerate())  # other tests' followers may still be ending
+
+    def polling() -> bool:
+        return any(
+            t.name == "authmw-keystone-revocations" and t not in earlier
+            for t in threading.enumerate()
+        )
+
+    validator = KeystoneValidator(
+        keystone_disposable.url,
+        revocation_poll_interval=1,
+        **keystone_disposable.service_credentials,
+    )
+    middleware = WSGIAuthMiddleware(
+        lambda env, start: (start("200 OK", []), [b"ok"])[1], validator, cache_time=300
+    )
+    assert not polling()
+    request = environ(headers=[("X-Auth-Token", person.token())])
+    assert call_wsgi(middleware, request).code == 200
+    assert polling()
+    validator.close()
+
+
 def test_a_removed_role_is_seen_within_refresh_after(
     keystone_disposable: Any, person: Person
 ) -> None:
@@ -171,8 +199,10 @@ def test_a_removed_role_is_seen_within_refresh_after(
 # -- two gunicorn workers ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def workers(keystone_disposable: Any, tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(params=[False, True], ids=["app-per-worker", "preload"])
+def workers(keystone_disposable: Any, tmp_path: Path, request: Any) -> Iterator[Server]:
+    # preload: the app (its validator, the follower's thread and HTTP client, the
+    # service token) is made in the master, and the workers are forked from it.
     config = {
         "validator": "keystone",
         "keystone_url": keystone_disposable.url,
@@ -180,7 +210,7 @@ def workers(keystone_disposable: Any, tmp_path: Path) -> Iterator[Server]:
         "validator_options": {"revocation_poll_interval": 1},
         "options": {"cache_time": 300, "refresh_after": 3},
     }
-    server = Server("gunicorn", config, tmp_path, threads=4, workers=2)
+    server = Server("gunicorn", config, tmp_path, threads=4, workers=2, preload=request.param)
     server.start()
     yield server
     server.stop()

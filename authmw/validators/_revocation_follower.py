@@ -1,6 +1,7 @@
 """Following Keystone's revocation events, so a revoked token leaves every cache in seconds.
 
-One daemon thread per process (restarted in a forked child) asks
+One daemon thread per process, started with the process's first validation
+(so a gunicorn master that builds the app and validates nothing runs none), asks
 ``GET /v3/OS-REVOKE/events?since=...`` every ``interval`` seconds with the
 validator's service token and hands each new event to the revocation
 listeners (the middleware's cache, which drops every identity the event
@@ -16,7 +17,6 @@ handed on.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections import deque
@@ -24,6 +24,7 @@ from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import _fork
 from ..errors import IdentityServiceUnavailable
 from ._keystone_revoke import RevocationEvent, build_events_request, parse_events
 from .base import RevocationListener
@@ -36,17 +37,6 @@ __all__ = ["RevocationFollower"]
 log = logging.getLogger("authmw.validators")
 
 _SEEN = 4096  # events remembered to drop repeats
-
-_followers: weakref.WeakSet[RevocationFollower] = weakref.WeakSet()
-
-
-def _restart_in_child() -> None:
-    for follower in list(_followers):
-        follower._restart()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_in_child)
 
 
 class RevocationFollower:
@@ -65,22 +55,37 @@ class RevocationFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
-        _followers.add(self)
+        _fork.reset_after_fork(self)
 
     def add_listener(self, listener: RevocationListener) -> None:
-        """Hand events to ``listener`` too; starts polling with the first listener."""
+        """Hand events to ``listener`` too."""
         with self._lock:
             self.listeners.append(listener)
-            start = self._thread is None
-        if start:
-            self._restart()
 
-    def _restart(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="authmw-keystone-revocations", daemon=True
-        )
-        self._thread.start()
+    def follow(self) -> None:
+        """Poll from now on in this process, if it does not yet (the validator calls this
+        with each validation). Polling starts with the first token a process validates,
+        not when the validator is made: a gunicorn master that builds the app
+        (``--preload``) validates nothing, so it runs no thread its workers would be
+        forked in the middle of."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is not None or not self.listeners or self._stop.is_set():
+                return
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop,),
+                name="authmw-keystone-revocations",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def _after_fork(self) -> None:
+        # See authmw._fork: the parent's thread is not in the child, which starts its
+        # own with its first validation.
+        self._lock = threading.Lock()
+        self._thread = None
 
     def close(self) -> None:
         """Stop polling."""
