@@ -15,22 +15,6 @@ __all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
 ScopeKind = Literal["project", "domain", "system", "unscoped"]
 
-SCOPE_FIELDS = (
-    "project_id",
-    "project_name",
-    "project_domain_id",
-    "project_domain_name",
-    "domain_id",
-    "domain_name",
-    "system_scope",
-)
-"""The :class:`Identity` fields that say what the token is scoped to, in their order
-(also the scope options of a Keystone service identity)."""
-
-TEXT_FIELDS = ("user_id", "user_name", "user_domain_id", "user_domain_name", *SCOPE_FIELDS)
-"""The :class:`Identity` fields that are strings: the user, the user's domain and the
-token's scope, in their order."""
-
 
 def role_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a role name, or ``None`` if it can.
@@ -432,6 +416,12 @@ class Identity:
 
 
 _FIELDS = Identity.__match_args__
+TEXT_FIELDS = _FIELDS[:11]
+"""The :class:`Identity` fields that are strings: the user, the user's domain and the
+token's scope, in their order."""
+SCOPE_FIELDS = TEXT_FIELDS[4:]
+"""The :class:`Identity` fields that say what the token is scoped to, in their order
+(also the scope options of a Keystone service identity)."""
 _SHOWN = tuple(name for name in _FIELDS if name not in ("token_body", "extra"))
 _KEPT = tuple(name for name in Identity.__slots__ if name != "_decision")
 
