@@ -192,6 +192,7 @@ class BenchKeystone:
 
     def count_calls(self, action: Callable[[], Any], settle: float = 1.0) -> int:
         """How many validation calls ``action`` made (read from the access log)."""
+        time.sleep(settle)  # earlier requests' lines too: a worker writes its line after answering
         before = self.validation_calls()
         action()
         time.sleep(settle)  # let both workers write their access-log lines
