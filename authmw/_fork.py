@@ -13,6 +13,7 @@ then every registered ``_restart()`` starts its thread again.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Protocol
@@ -46,9 +47,15 @@ def restart_after_fork(owner: Restartable) -> None:
 
 def _in_child() -> None:
     for owner in list(_resets):
-        owner._after_fork()
+        try:
+            owner._after_fork()
+        except Exception:  # one failure must not leave the others as the parent had them
+            logging.getLogger("authmw").exception("resetting %r after a fork failed", owner)
     for thread_owner in list(_restarts):
-        thread_owner._restart()
+        try:
+            thread_owner._restart()
+        except Exception:
+            logging.getLogger("authmw").exception("restarting %r after a fork failed", thread_owner)
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork

@@ -24,6 +24,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from . import _fork
 from ._types import Message, Receive, Scope, Send
 from .headers import IDENTITY_KEY
 from .identity import Identity
@@ -163,6 +164,13 @@ class SocketWatch:
         self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scheduler] = (
             weakref.WeakKeyDictionary()
         )
+        _fork.reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # A forked child (see authmw._fork) has none of the parent's sockets nor loops.
+        self._lock = threading.Lock()
+        self._sockets = set()
+        self._schedulers = weakref.WeakKeyDictionary()
 
     def channels(
         self, scope: Scope, receive: Receive, send: Send

@@ -8,12 +8,20 @@ takes that lock, within a few seconds (exit code 2: it hung).
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
 import pytest
 from forking import held, in_child
 from helpers import Counting, full_identity
 
-from authmw import CachedValidator, CircuitBreaker
+from authmw import CachedValidator, CircuitBreaker, LocalTokenStore
+from authmw._websockets import SocketWatch
 from authmw.redis import RedisCache
+from authmw.validators._jwks import RemoteKeys
+from authmw.validators.base import run_blocking
 
 SECRET = b"s" * 32
 
@@ -49,3 +57,55 @@ def test_a_child_shared_cache_works_although_a_parent_thread_held_its_lock(
 
     with held(cache._lock):
         assert in_child(use) == 0
+
+
+def test_a_child_runs_blocking_validations_after_the_parent_did() -> None:
+    # The parent's worker pool counts idle threads that are not in the child: it would
+    # never start one, and every async call of a blocking validator would wait forever.
+    identity = full_identity()
+    assert asyncio.run(run_blocking(lambda: identity)) is identity
+    assert in_child(lambda: asyncio.run(run_blocking(lambda: identity))) == 0
+
+
+def test_a_child_closes_websockets_although_a_parent_thread_held_the_watch_lock() -> None:
+    watch = SocketWatch()
+    with held(watch._lock):  # as the Redis subscription thread does, closing sockets
+        assert in_child(lambda: watch.revoked("audit-1")) == 0
+
+
+def test_a_child_store_validates_although_a_parent_thread_held_its_pool_lock(
+    tmp_path: Path,
+) -> None:
+    store = LocalTokenStore(f"sqlite:///{tmp_path}/tokens.db")
+    token = store.issue(user_name="alice", ttl=3600).token
+    assert store.validate(token).user_name == "alice"
+    with held(store._backend._pool._lock):  # as the watcher thread does, reading events
+
+        def validate() -> None:
+            assert store.validate(token).user_name == "alice"
+
+        assert in_child(validate) == 0
+    store.close()
+
+
+def test_a_child_fetches_keys_although_the_parent_had_a_fetch_in_flight() -> None:
+    keys = RemoteKeys(
+        "https://issuer.example",
+        jwks_uri="https://issuer.example/jwks",
+        allowed=frozenset({"RS256"}),
+        max_age=300,
+        min_refresh_interval=10,
+        max_stale=3600,
+        wait_timeout=3,
+        clock=time.monotonic,
+        on_retired=lambda markers: None,
+    )
+    fetching = keys.key_for("k1", "RS256")  # the parent's fetch, stopped at its request
+    assert isinstance(next(fetching), httpx.Request)
+
+    def leads_a_fetch() -> None:
+        # Not a Wait on the parent's fetch, which would never end in the child.
+        assert isinstance(next(keys.key_for("k1", "RS256")), httpx.Request)
+
+    assert in_child(leads_a_fetch) == 0
+    fetching.close()

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import _fork
 from ..errors import ConfigurationError, IdentityServiceUnavailable
 
 __all__ = ["Backend", "open_backend", "redact_url", "sqlite_path"]
@@ -54,6 +55,10 @@ class _Pool:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.closed = False
+        _fork.reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # see authmw._fork; connections: by pid, below
 
     def acquire(self) -> tuple[Any, bool]:
         with self._lock:

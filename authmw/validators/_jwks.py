@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from .. import _fork
 from ..client._base import http_url
 from ..errors import ConfigurationError, IdentityServiceUnavailable, InvalidToken
 
@@ -395,6 +396,13 @@ class RemoteKeys:
         self._last_attempt = -math.inf
         self._flight: concurrent.futures.Future[None] | None = None
         self.fetches = 0  # attempts started (discovery + JWKS count as one)
+        _fork.reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # See authmw._fork: a fetch the parent had in flight would never end here.
+        self._lock = threading.Lock()
+        self._flight = None
+        self._last_attempt = -math.inf
 
     # -- the decision -------------------------------------------------------------------
     def key_for(self, kid: str | None, alg: str) -> Generator[Step, Any, VerificationKey]:

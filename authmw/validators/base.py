@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -72,6 +73,17 @@ class AsyncValidator(Validator, Protocol):
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's pool has no threads here, and counts its idle ones: it would
+    # never start one (see authmw._fork). A new pool on first use.
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
