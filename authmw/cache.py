@@ -183,10 +183,10 @@ class CachedValidator(ValidatorWrapper):
         self._tasks: dict[tuple[bytes, int], asyncio.Task[Identity]] = {}
         self._refreshing: set[bytes] = set()
         self._listeners: list[RevocationListener] = []
+        # Registered with the validator's revocations at the first miss (see _listen).
+        self._listening = False
+        self._listen_lock = threading.Lock()
         _fork.reset_after_fork(self)
-        listen = getattr(validator, "add_revocation_listener", None)
-        if listen is not None:
-            listen(self.invalidate)
         subscribe = getattr(shared, "subscribe", None)
         if subscribe is not None:  # revocations made in other processes
             subscribe(self._revoked_elsewhere)
@@ -196,6 +196,7 @@ class CachedValidator(ValidatorWrapper):
         parent's validations in flight, which the child would never see end."""
         self.entries.after_fork()
         self._lock = self.entries.lock
+        self._listen_lock = threading.Lock()
         self._flights = {}
         self._tasks = {}
         self._refreshing = set()
@@ -236,14 +237,29 @@ class CachedValidator(ValidatorWrapper):
         now = self._timer()
         with self._lock:
             found = self._cached(key, now)
-            if found is None:
-                if count_miss:
-                    self.stats.misses += 1
-                return None
+            if found is None and count_miss:
+                self.stats.misses += 1
+        if found is None:
+            if not self._listening:
+                self._listen()
+            return None
         identity, stored_at = found
         if self.refresh_after is not None and now - stored_at >= self.refresh_after:
             self._refresh(key, token, allow_expired)
         return identity
+
+    def _listen(self) -> None:
+        """Register with the validator's revocations, once, before anything is stored.
+        Not when made: a gunicorn master that builds the app (``--preload``) serves
+        nothing, so its validator starts no thread its workers would be forked in
+        the middle of (Keystone's revocation follower starts with its first listener)."""
+        with self._listen_lock:  # misses wait here until the registration is done
+            if self._listening:
+                return
+            listen = getattr(self.validator, "add_revocation_listener", None)
+            if listen is not None:
+                listen(self.invalidate)
+            self._listening = True
 
     def _cached(self, key: bytes, now: float) -> tuple[Identity, float] | None:
         """Look ``key`` up, counting; the caller holds the lock."""

@@ -24,6 +24,7 @@ import pytest
 from helpers import call_wsgi, environ
 
 from authmw import AuthCore, WSGIAuthMiddleware
+from authmw.redis import RedisCache
 from authmw.validators._keystone_revoke import RevocationEvent
 from authmw.validators.keystone import KeystoneValidator
 from loadtest.servers import Server
@@ -156,7 +157,7 @@ def test_the_follower_drops_revoked_tokens_from_the_cache(
     validator.close()
 
 
-def test_polling_starts_with_the_first_validation(keystone_disposable: Any, person: Person) -> None:
+def test_polling_starts_with_the_first_request(keystone_disposable: Any, person: Person) -> None:
     # A gunicorn master that builds the app (--preload) validates nothing: it must run
     # no thread its workers would be forked in the middle of.
     earlier = set(threading.enumerate())  # other tests' followers may still be ending
@@ -180,6 +181,40 @@ def test_polling_starts_with_the_first_validation(keystone_disposable: Any, pers
     assert call_wsgi(middleware, request).code == 200
     assert polling()
     validator.close()
+
+
+def test_a_process_served_from_the_shared_cache_follows_revocations_too(
+    keystone_disposable: Any, person: Person, redis_url: str
+) -> None:
+    # A worker whose first request is answered from Redis never asks Keystone, and
+    # must still poll: the identity it caches for 300 s is what a revocation must drop.
+    namespace = "k-" + uuid.uuid4().hex[:10]
+
+    def worker(interval: float | None) -> tuple[KeystoneValidator, WSGIAuthMiddleware]:
+        validator = KeystoneValidator(
+            keystone_disposable.url,
+            revocation_poll_interval=interval,
+            **keystone_disposable.service_credentials,
+        )
+        shared = RedisCache.from_url(redis_url, secret="r" * 32, namespace=namespace)
+        app = WSGIAuthMiddleware(
+            lambda env, start: (start("200 OK", []), [b"ok"])[1],
+            validator,
+            cache_time=300,
+            shared_cache=shared,
+        )
+        return validator, app
+
+    request = environ(headers=[("X-Auth-Token", person.token())])
+    first_validator, first = worker(None)  # validates, and fills Redis; follows nothing
+    assert call_wsgi(first, dict(request)).code == 200
+    validator, second = worker(1)
+    assert call_wsgi(second, dict(request)).code == 200
+    assert second.stats()["shared_hits"] == 1  # served from Redis, Keystone not asked
+    person.disable()
+    assert until(lambda: call_wsgi(second, dict(request)).code == 401)
+    validator.close()
+    first_validator.close()
 
 
 def test_a_removed_role_is_seen_within_refresh_after(

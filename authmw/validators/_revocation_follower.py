@@ -1,7 +1,9 @@
 """Following Keystone's revocation events, so a revoked token leaves every cache in seconds.
 
-One daemon thread per process, started with the process's first validation
-(so a gunicorn master that builds the app and validates nothing runs none), asks
+One daemon thread per process, started when the first listener registers
+(the middleware's cache does with its first miss, so a gunicorn master that
+builds the app and serves nothing runs none; a forked child whose parent
+polled starts its own), asks
 ``GET /v3/OS-REVOKE/events?since=...`` every ``interval`` seconds with the
 validator's service token and hands each new event to the revocation
 listeners (the middleware's cache, which drops every identity the event
@@ -56,20 +58,17 @@ class RevocationFollower:
         self._thread: threading.Thread | None = None
         self._failing = False
         _fork.reset_after_fork(self)
+        _fork.restart_after_fork(self)
 
     def add_listener(self, listener: RevocationListener) -> None:
-        """Hand events to ``listener`` too."""
+        """Hand events to ``listener`` too; polling starts with the first listener."""
         with self._lock:
             self.listeners.append(listener)
+        self._restart()
 
-    def follow(self) -> None:
-        """Poll from now on in this process, if it does not yet (the validator calls this
-        with each validation). Polling starts with the first token a process validates,
-        not when the validator is made: a gunicorn master that builds the app
-        (``--preload``) validates nothing, so it runs no thread its workers would be
-        forked in the middle of."""
-        if self._thread is not None:
-            return
+    def _restart(self) -> None:
+        """Poll in this process unless it does, has no listener, or was closed (also in
+        a forked child whose parent polled: see authmw._fork)."""
         with self._lock:
             if self._thread is not None or not self.listeners or self._stop.is_set():
                 return
@@ -82,10 +81,13 @@ class RevocationFollower:
             self._thread.start()
 
     def _after_fork(self) -> None:
-        # See authmw._fork: the parent's thread is not in the child, which starts its
-        # own with its first validation.
+        # See authmw._fork: the parent's thread is not in the child, and its Event's own
+        # lock may have been held at the fork.
         self._lock = threading.Lock()
         self._thread = None
+        stopped, self._stop = self._stop.is_set(), threading.Event()
+        if stopped:
+            self._stop.set()
 
     def close(self) -> None:
         """Stop polling."""

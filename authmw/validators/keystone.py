@@ -163,8 +163,8 @@ class KeystoneValidator(RemoteValidator):
 
     def add_revocation_listener(self, listener: RevocationListener) -> None:
         """With ``revocation_poll_interval``: hand Keystone's revocation events to
-        ``listener`` (the middleware's cache registers itself). Polling starts with
-        the first token this process validates."""
+        ``listener`` (the middleware's cache registers itself with its first miss);
+        polling starts now."""
         if self.revocations is not None:
             self.revocations.add_listener(listener)
 
@@ -236,8 +236,6 @@ class KeystoneValidator(RemoteValidator):
 
     def _flow(self, token: str, allow_expired: bool) -> Generator[_Step, Any, Identity]:
         self._check_token(token)
-        if self.revocations is not None:
-            self.revocations.follow()
         try:
             return (
                 yield from self._ask(token, allow_expired, self._build_request, self._parse_answer)
