@@ -311,14 +311,14 @@ class Identity:
     def __reduce__(self) -> tuple[Any, ...]:
         # Plain values, built again on load (read-only mappings cannot be pickled).
         fields = {name: thawed(getattr(self, name)) for name in _FIELDS}
-        return _rebuilt, (fields, self.stale)
+        return _rebuilt, (type(self), fields, self.stale)
 
     def replace(self, **changes: Any) -> Identity:
         """A copy with ``changes`` (constructor arguments by name)."""
         unknown = changes.keys() - set(_FIELDS)
         if unknown:
             raise TypeError(f"Identity has no field {sorted(unknown)[0]!r}")
-        return Identity(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
+        return type(self)(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
 
     __replace__ = replace  # copy.replace() (Python 3.13)
 
@@ -403,7 +403,7 @@ class Identity:
 
     def served_stale(self) -> Identity:
         """A copy marked :attr:`stale` (served from the cache during an outage)."""
-        copy = Identity.__new__(Identity)
+        copy = type(self).__new__(type(self))
         for name in _KEPT:
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "_rest", (*self._rest[:_STALE], True))
@@ -426,8 +426,8 @@ _SHOWN = tuple(name for name in _FIELDS if name not in ("token_body", "extra"))
 _KEPT = tuple(name for name in Identity.__slots__ if name != "_decision")
 
 
-def _rebuilt(fields: dict[str, Any], stale: bool) -> Identity:
-    identity = Identity(**fields)
+def _rebuilt(kind: type[Identity], fields: dict[str, Any], stale: bool) -> Identity:
+    identity = kind(**fields)
     return identity.served_stale() if stale else identity
 
 

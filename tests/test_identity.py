@@ -318,3 +318,18 @@ def test_fields_match_by_position() -> None:
             assert (user_name, project) == ("alice", "p-456")
         case _:
             pytest.fail("no match")
+
+
+class _Subclass(Identity):
+    __slots__ = ()
+
+
+def test_copies_of_a_subclass_keep_its_class() -> None:
+    identity = _Subclass("u1", roles=("member",))
+    for copy_ in (
+        identity.replace(),
+        identity.served_stale(),
+        identity.with_roles(["member"]),
+        pickle.loads(pickle.dumps(identity)),  # noqa: S301 (our own bytes)
+    ):
+        assert type(copy_) is _Subclass and copy_ == identity
