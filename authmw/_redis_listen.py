@@ -88,7 +88,10 @@ class RevocationChannel:
         self._restart()
 
     def _restart(self) -> None:
-        self.subscribed.clear()
+        """Start listening (when made, and in a forked child unless it was closed)."""
+        self.subscribed = threading.Event()  # new: its own lock may have been held at a fork
+        if self._thread is not None and self._stop.is_set():
+            return  # closed: a child of the process that closed it stays closed
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="authmw-redis-revocations", daemon=True

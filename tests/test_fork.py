@@ -9,6 +9,7 @@ takes that lock, within a few seconds (exit code 2: it hung).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +110,18 @@ def test_a_child_fetches_keys_although_the_parent_had_a_fetch_in_flight() -> Non
 
     assert in_child(leads_a_fetch) == 0
     fetching.close()
+
+
+def test_a_child_of_a_process_that_closed_its_subscription_does_not_subscribe(
+    redis_url: str,
+) -> None:
+    cache = RedisCache.from_url(redis_url, secret=SECRET)
+    channel = cache.subscribe(lambda audit_id: None)
+    assert channel.subscribed.wait(10)
+    channel.close()
+
+    def no_subscription() -> None:
+        assert not any(t.name == "authmw-redis-revocations" for t in threading.enumerate())
+        assert not channel.subscribed.is_set()
+
+    assert in_child(no_subscription) == 0
