@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["EMPTY", "datetime_of", "lowered", "moment", "shared", "strings"]
+__all__ = ["EMPTY", "datetime_of", "lowered", "moment", "shared", "shared_strings", "strings"]
 
 EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 """The empty read-only mapping every identity without extras or restrictions holds."""
@@ -90,3 +90,9 @@ def strings(name: str, value: Iterable[str]) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in values):
         raise TypeError(f"Identity.{name} must contain only strings")
     return values
+
+
+def shared_strings(name: str, value: Iterable[str]) -> tuple[str, ...]:
+    """:func:`strings`, the tuple and each string kept once (see :func:`shared`)."""
+    kept: tuple[str, ...] = shared(tuple(shared(v) for v in strings(name, value)))
+    return kept

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ._compact import CompactJSON, frozen, thawed
-from ._kept import EMPTY, datetime_of, lowered, moment, shared, strings
+from ._kept import EMPTY, datetime_of, lowered, moment, shared, shared_strings, strings
 
 __all__ = ["Identity", "ScopeKind", "role_name_problem"]
 
@@ -164,7 +164,7 @@ class Identity:
             raise ValueError("Identity.user_id must be a non-empty string")
         if restrictions is not None and not isinstance(restrictions, Mapping):
             raise TypeError("Identity.restrictions must be a mapping")
-        held: tuple[str, ...] = shared(tuple(shared(r) for r in strings("roles", roles)))
+        held = shared_strings("roles", roles)
         for role in held:
             problem = role_name_problem(role)
             if problem is not None:
@@ -185,12 +185,12 @@ class Identity:
         set_(self, "_audit", audit[0] if len(audit) == 1 else audit)
         set_(self, "_body", body)
         rest = (
-            shared(tuple(shared(m) for m in strings("methods", methods))),
+            shared_strings("methods", methods),
             bool(is_admin_project),
             frozen(list(service_catalog)) if service_catalog is not None else None,
             frozen(application_credential) if application_credential is not None else None,
             frozen(extra) if extra else None,
-            shared(tuple(shared(s) for s in strings("token_scopes", token_scopes))),
+            shared_strings("token_scopes", token_scopes),
             member,
             False,
         )
@@ -275,7 +275,9 @@ class Identity:
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
 
-    def _compared(self) -> tuple[Any, ...]:
+    def _hashed(self) -> tuple[Any, ...]:
+        # What equality compares but the catalog, the credential and the restrictions
+        # (mappings, unhashable), as the dataclass this was hashed.
         rest = self._rest
         return (
             *(getattr(self, name) for name in TEXT_FIELDS),
@@ -285,11 +287,12 @@ class Identity:
             self._audit,
             rest[_METHODS],
             rest[_ADMIN],
-            rest[_CATALOG],
-            rest[_CREDENTIAL],
-            self.restrictions,
             rest[_SCOPES],
         )
+
+    def _compared(self) -> tuple[Any, ...]:
+        rest = self._rest
+        return (*self._hashed(), rest[_CATALOG], rest[_CREDENTIAL], self.restrictions)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -298,11 +301,7 @@ class Identity:
         return self._compared() == other._compared()
 
     def __hash__(self) -> int:
-        # As before: the catalog, the credential and the restrictions are not hashed.
-        rest = self._rest
-        text = tuple(getattr(self, name) for name in TEXT_FIELDS)
-        return hash((text, self.roles, self._expires, self._issued, self._audit, rest[_METHODS],
-                     rest[_ADMIN], rest[_SCOPES]))  # fmt: skip
+        return hash(self._hashed())
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SHOWN)
