@@ -6,9 +6,10 @@ the master (a revocation listener, a store watcher) held at that instant,
 which no thread of the child would ever release; and a connection the
 master opened, which every worker would then write to and read from at
 once, each reading answers meant for another. Objects holding either
-register here. In the child, every registered ``_after_fork()`` runs first
-(new locks; connections forgotten, not closed: the parent still uses them),
-then every registered ``_restart()`` starts its thread again.
+register here (module state: a function). In the child, every registered
+``_after_fork()`` and function runs first (new locks; connections forgotten,
+not closed: the parent still uses them), then every registered
+``_restart()`` starts its thread again.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ForkAware", "Restartable", "reset_after_fork", "restart_after_fork"]
+__all__ = ["ForkAware", "Restartable", "call_after_fork", "reset_after_fork", "restart_after_fork"]
 
 
 class ForkAware(Protocol):
@@ -33,6 +35,13 @@ class Restartable(Protocol):
 
 _resets: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 _restarts: weakref.WeakSet[Restartable] = weakref.WeakSet()
+_functions: list[Callable[[], None]] = []
+
+
+def call_after_fork(function: Callable[[], None]) -> None:
+    """Call ``function()`` in every child forked from now on, with the resets (for a
+    module's own state: its lock, its thread pool)."""
+    _functions.append(function)
 
 
 def reset_after_fork(owner: ForkAware) -> None:
@@ -46,11 +55,12 @@ def restart_after_fork(owner: Restartable) -> None:
 
 
 def _in_child() -> None:
-    for owner in list(_resets):
+    resets = [owner._after_fork for owner in list(_resets)]
+    for reset in [*_functions, *resets]:
         try:
-            owner._after_fork()
+            reset()
         except Exception:  # one failure must not leave the others as the parent had them
-            logging.getLogger("authmw").exception("resetting %r after a fork failed", owner)
+            logging.getLogger("authmw").exception("resetting %r after a fork failed", reset)
     for thread_owner in list(_restarts):
         try:
             thread_owner._restart()

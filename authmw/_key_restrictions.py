@@ -21,13 +21,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
 import threading
 import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from . import _fork
 from .restrictions import Refusal, RequestFacts
 
 __all__ = ["CHECKS", "UseRecorder", "client_address", "normalize_networks", "register_uses"]
@@ -122,7 +122,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()  # another thread may have held it at the fork
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.call_after_fork(_after_fork_in_child)
 
 
 def register_uses(store_id: str, recorder: UseRecorder | None, *, remove: bool = False) -> None:

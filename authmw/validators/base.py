@@ -6,11 +6,11 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _fork
 from ..identity import Identity
 
 __all__ = [
@@ -82,8 +82,7 @@ def _after_fork_in_child() -> None:
     _executor, _executor_lock = None, threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.call_after_fork(_after_fork_in_child)
 
 
 def blocking_executor() -> concurrent.futures.ThreadPoolExecutor:
