@@ -61,6 +61,9 @@ def _mac(key: bytes, namespace: bytes, payload: bytes) -> bytes:
 class RevocationChannel:
     """A subscription to the revocations of one namespace; calls ``callback`` per message."""
 
+    subscribed: threading.Event
+    _stop: threading.Event
+
     def __init__(
         self,
         connect: Callable[[], Any],
@@ -80,16 +83,16 @@ class RevocationChannel:
         self._callback = callback
         self._retry_interval = max(retry_interval, 0.05)
         self._max_retry_interval = max(max_retry_interval, self._retry_interval)
-        self._stop = threading.Event()
-        self.subscribed = threading.Event()  # set while the subscription is up (tests, stats)
         self.received = 0
         self._thread: threading.Thread | None = None
         _fork.restart_after_fork(self)  # a forked child subscribes too
-        self._restart()
+        self._restart()  # also makes the events below
 
     def _restart(self) -> None:
         """Start listening (when made, and in a forked child unless it was closed)."""
-        self.subscribed = threading.Event()  # new: its own lock may have been held at a fork
+        # Set while the subscription is up (tests, stats). New at each start: in a forked
+        # child, the parent's may have had its own lock held at the fork.
+        self.subscribed = threading.Event()
         if self._thread is not None and self._stop.is_set():
             return  # closed: a child of the process that closed it stays closed
         self._stop = threading.Event()

@@ -192,7 +192,7 @@ class MemcacheCache(_SignedCache):
             default_noreply=False,
             tls_context=tls_context,
         )
-        self._clients = {_name(server): self._new_client(server) for server in self.servers}
+        self._clients = self._connected()
         self._ring: Any = RendezvousHash(list(self._clients)) if len(self._clients) > 1 else None
         self._marker_expiry = math.ceil(self.max_ttl)
 
@@ -200,7 +200,11 @@ class MemcacheCache(_SignedCache):
         # In a forked child (see authmw._fork): new clients. The parent's pooled
         # connections are forgotten, not closed: the parent still uses them.
         super()._after_fork()
-        self._clients = {_name(server): self._new_client(server) for server in self.servers}
+        self._clients = self._connected()
+
+    def _connected(self) -> dict[str, Any]:
+        """A client per server, by name (connecting on first use)."""
+        return {_name(server): self._new_client(server) for server in self.servers}
 
     def __repr__(self) -> str:
         names = ",".join(self._clients)
