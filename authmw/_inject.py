@@ -38,6 +38,12 @@ _OWN = tuple(
 )
 _OWN_KEYS = frozenset(key for key, _, _ in _OWN)
 _OWN_NAMES = frozenset(name for _, name, _ in _OWN)
+# The same, spelled out for the hot path: the user id's, then the user name's two.
+(
+    (_USER_ID_KEY, _USER_ID_HEADER, _),
+    (_USER_NAME_KEY, _USER_NAME_HEADER, _),
+    (_LEGACY_USER_KEY, _LEGACY_USER_HEADER, _),
+) = _OWN
 
 _SHARED_MAX = 4096
 _shared_environ: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
@@ -115,10 +121,12 @@ def inject_environ(environ: Environ, decision: Decision) -> None:
     if identity is not None:
         own = decision.environ_own
         if own is None:  # the identity's own values, as they are
-            for key, _, attribute in _OWN:
-                value = getattr(identity, attribute)
-                if value is not None:
-                    environ[key] = value
+            user_id = identity.user_id
+            if user_id is not None:
+                environ[_USER_ID_KEY] = user_id
+            user_name = identity.user_name
+            if user_name is not None:
+                environ[_USER_NAME_KEY] = environ[_LEGACY_USER_KEY] = user_name
         else:
             environ.update(own)
 
@@ -220,11 +228,13 @@ def inject_scope(scope: Scope, decision: Decision) -> None:
         if identity is not None:
             own = decision.header_own
             if own is None:  # the identity's own values, encoded
-                append = headers.append
-                for _, name, attribute in _OWN:
-                    value = getattr(identity, attribute)
-                    if value is not None:
-                        append((name, value.encode()))
+                user_id = identity.user_id
+                if user_id is not None:
+                    headers.append((_USER_ID_HEADER, user_id.encode()))
+                user_name = identity.user_name
+                if user_name is not None:
+                    encoded = user_name.encode()
+                    headers += ((_USER_NAME_HEADER, encoded), (_LEGACY_USER_HEADER, encoded))
             else:
                 headers.extend(own)
     scope[IDENTITY_KEY] = identity

@@ -202,17 +202,22 @@ class CachedValidator(ValidatorWrapper):
         self._refreshing = set()
 
     # -- the hot path ------------------------------------------------------
-    def hit(self, token: str) -> Identity | None:
+    def hit(self, token: str | bytes) -> Identity | None:
         """The identity of a fresh entry for exactly ``token``, else None: no I/O,
         no lock, no exception.
 
-        The request's hot path, given the raw credential as sent: only tokens
-        that passed the core's checks are ever stored, so a hit is one of them.
-        Misses, remembered rejections and outages are for :meth:`lookup`.
+        The request's hot path, given the raw credential as sent (a str, or the
+        bytes of an ASGI header value): only tokens that passed the core's checks
+        are ever stored, so a hit is one of them. Misses, remembered rejections
+        and outages are for :meth:`lookup`.
         """
         now = self._timer()
-        # surrogatepass: any str hashes (a stored token is ASCII: the same key as _cache_key).
-        key = _sha256(token.encode("utf-8", "surrogatepass")).digest()
+        # A stored token is ASCII, so its key (_cache_key) is the hash of the bytes as
+        # sent; other bytes, or a str that encodes to them, never match one.
+        # surrogatepass: any str hashes.
+        key = _sha256(
+            token.encode("utf-8", "surrogatepass") if isinstance(token, str) else token
+        ).digest()
         positive = self._positive
         entry = positive.get(key)
         if entry is None or now >= entry[1]:
@@ -223,7 +228,7 @@ class CachedValidator(ValidatorWrapper):
             pass  # dropped meanwhile (revoked): this request was just ahead of it
         self.stats.hits += 1
         if self.refresh_after is not None and now - stored_at(entry) >= self.refresh_after:
-            self._refresh(key, token, False)
+            self._refresh(key, token if isinstance(token, str) else token.decode("latin-1"), False)
         return entry[0]
 
     def lookup(

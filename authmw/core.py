@@ -325,15 +325,19 @@ class AuthCore:
             result: Decision = stop.value
             return result
 
-    def cached(self, token_value: str | None, source: int = 0) -> Decision | None:
+    def cached(self, token_value: str | bytes | None, source: int = 0) -> Decision | None:
         """The decision for a token the in-process cache knows (accepted or rejected
         recently), without I/O; None otherwise (and for a missing or malformed token,
-        which :meth:`authenticate` answers, also without I/O)."""
-        if token_value is not None and len(token_value) <= self.max_token_size:
-            identity = self.cache.hit(token_value)  # the value as sent is a cached token
-            if identity is not None:
-                decision: Decision | None = identity._decision
-                return decision if decision is not None else self.confirmed(identity)
+        which :meth:`authenticate` answers, also without I/O). ``token_value`` is the
+        header value as sent: a str, or bytes (an ASGI header's, read as latin-1)."""
+        if token_value is not None:
+            if len(token_value) <= self.max_token_size:
+                identity = self.cache.hit(token_value)  # the value as sent is a cached token
+                if identity is not None:
+                    decision: Decision | None = identity._decision
+                    return decision if decision is not None else self.confirmed(identity)
+            if not isinstance(token_value, str):
+                token_value = token_value.decode("latin-1")
         answers = self._answers[source]
         token = self._extract(token_value, answers)
         if isinstance(token, Rejection):

@@ -326,6 +326,10 @@ class Pipeline(Answering):
         if decision is None:
             return None
         environ[RESPONSES_KEY] = self.responses
+        identity = decision.identity
+        if identity is not None and not (identity.restrictions or self.access):
+            _inject.inject_environ(environ, decision)
+            return decision
         return self._finish_environ(environ, decision)
 
     def _public_environ(self, environ: Environ) -> Decision:
@@ -409,7 +413,7 @@ class Pipeline(Answering):
             or self.is_public_scope(scope, NO_CREDENTIALS)
         ):
             return None
-        decision = self.core.cached(token.decode("latin-1"))
+        decision = self.core.cached(token)
         if decision is None:
             return None
         scope = dict(scope)

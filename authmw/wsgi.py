@@ -44,7 +44,7 @@ class WSGIAuthMiddleware:
         decision = self.pipeline.run_environ(environ)
         if decision.rejection is not None:
             return self.pipeline.answer_environ(environ, start_response, decision.rejection)
-        if decision.challenged:
+        if decision.identity is None and decision.challenged:  # no property call on a hit
             start_response = self.pipeline.challenging_start_response(start_response)
         return self.app(environ, start_response)
 

@@ -59,6 +59,22 @@ def refreshed(cache: CachedValidator, validator: Gated) -> None:
 # -- refresh_after ------------------------------------------------------------------------------
 
 
+def test_a_hit_from_header_bytes_refreshes_with_the_token_as_text() -> None:
+    clock = Clock()
+    validator = Gated({TOKEN: full_identity(roles=("member", "admin"))})
+    cache = CachedValidator(validator, cache_time=300, refresh_after=60, timer=clock)
+    cache.validate(TOKEN)
+    clock.now += 61
+    validator.answers[TOKEN] = full_identity(roles=("member",))
+    found = cache.hit(TOKEN.encode())
+    assert found is not None and found.has_role("admin")  # served at once
+    refreshed(cache, validator)
+    assert validator.calls == [TOKEN, TOKEN]  # the validator got a str, as always
+    assert all(type(call) is str for call in validator.calls)
+    found = cache.hit(TOKEN.encode())
+    assert found is not None and not found.has_role("admin")
+
+
 def test_an_old_entry_is_served_and_refreshed_once_in_the_background() -> None:
     clock = Clock()
     validator = Gated({TOKEN: full_identity(roles=("member", "admin"))})

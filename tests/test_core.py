@@ -232,6 +232,25 @@ def test_confirmed_token_is_served_from_the_cache(decide: Any) -> None:
     assert validator.calls == [GOOD]
 
 
+def test_cached_reads_a_header_value_as_bytes_like_its_text() -> None:
+    validator = counting()
+    core = AuthCore(validator, max_token_size=len(GOOD))
+    assert core.cached(GOOD.encode()) is None  # nothing cached yet
+    accepted = core.authenticate(GOOD).identity
+    found = core.cached(GOOD.encode())  # ASGI header bytes: the same entry
+    assert found is not None and found.identity is accepted is not None
+    assert found is core.cached(GOOD)
+    assert core.cached(GOOD.encode() + b" ") is found  # surrounding blanks: the same token
+    assert core.cached(GOOD[:-1].encode() + b"X") is None
+    assert core.cached(GOOD.encode().upper()) is None
+    assert core.authenticate(BAD).rejection is not None
+    remembered = core.cached(BAD.encode())  # a remembered rejection, from bytes too
+    assert remembered is not None and remembered.rejection is not None
+    assert remembered.rejection.status == 401
+    assert core.cached(GOOD.encode() + b"x") is None  # over the size limit: not looked up
+    assert validator.calls == [GOOD, BAD]
+
+
 def test_outage_is_never_cached(decide: Any) -> None:
     validator = outage()
     core = AuthCore(validator)
