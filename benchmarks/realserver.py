@@ -1,7 +1,7 @@
 """What a cached token costs under real servers, side by side in one run.
 
     python benchmarks/realserver.py [--base REV] [--rounds 5] [--seconds 6] [--json FILE]
-    python benchmarks/realserver.py --instructions [--base REV]
+    python benchmarks/realserver.py --instructions [--base REV] [--repeats 3] [--parts]
 
 Each server runs pinned to CPU 0 (``taskset -c 0``) and wrk (1 thread, 16
 connections) pinned to CPU 1, against a hello-world app:
@@ -29,14 +29,19 @@ process to the next, more than the differences measured here.
 answers 500 then 1,500 sequential requests on one keep-alive connection;
 the difference over 1,000 requests is the server's instructions per
 request, bare and with each middleware: the same figures on any run.
+``--parts`` also splits each stack's instructions over the bare app by
+where they run (callgrind_annotate's cost per function, grouped: the
+interpreter loop, dict operations, OpenSSL, memory allocation, ...).
 
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -130,12 +135,64 @@ def _table(kind: str, stacks: list[str], runs: dict[str, list[tuple[float, float
     return lines
 
 
-def _instructions(kind: str, app: str, tree: Path | None, env: dict[str, str], token: str) -> float:
-    """Instructions per request of one server, under callgrind (see the module docstring)."""
+# Where an instruction runs, by the source file or library callgrind names for its
+# function: (part of the name, part), first match wins; unmatched functions are "other".
+PARTS = (
+    ("libcrypto", "OpenSSL (SHA-256)"),
+    ("_hashopenssl", "OpenSSL (SHA-256)"),
+    ("/Include/", "inlined helpers (reference counts, object life)"),
+    ("ceval.c", "interpreter loop"),
+    ("abstract.c", "iteration and sequence protocols"),
+    ("pytime", "clock"),
+    ("gcmodule", "garbage collector"),
+    ("malloc", "memory allocation"),
+    ("dictobject", "dict operations"),
+    ("setobject", "set operations"),
+    ("listobject", "list and tuple operations"),
+    ("tupleobject", "list and tuple operations"),
+    ("unicodeobject", "str and bytes operations"),
+    ("bytesobject", "str and bytes operations"),
+    ("pyhash", "str and bytes hashing"),
+    ("frame", "function calls"),
+    ("call.c", "function calls"),
+    ("object.c", "attribute look-up, comparison"),
+    ("descrobject", "attribute look-up, comparison"),
+    ("mem", "memory copies"),
+)
+Counts = collections.Counter[str]
+
+
+def _part(function: str) -> str:
+    return next((part for pattern, part in PARTS if pattern in function), "other")
+
+
+def _parts(out: str) -> Counts:
+    """Instructions by part, over every callgrind file in ``out``."""
+    parts: Counts = collections.Counter()
+    for path in Path(out).glob("callgrind.*"):
+        report = subprocess.run(
+            ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line in report.splitlines():
+            found = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*)", line)
+            if found and "PROGRAM TOTALS" not in found[2]:
+                parts[_part(found[2])] += int(found[1].replace(",", ""))
+    return parts
+
+
+def _instructions(
+    kind: str, app: str, tree: Path | None, env: dict[str, str], token: str, parts: bool
+) -> tuple[float, Counts]:
+    """Instructions per request of one server, under callgrind (see the module docstring),
+    and, if ``parts``, how many of them by part (x 1,000)."""
     extra = env
     if tree is not None:
         extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
     totals = []
+    by_part: list[Counts] = []
     for count in (500, 1500):
         with tempfile.TemporaryDirectory() as out:
             prefix = (
@@ -153,7 +210,9 @@ def _instructions(kind: str, app: str, tree: Path | None, env: dict[str, str], t
                     if answer.status_code != 200:
                         raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
             totals.append(sum(_callgrind_total(f) for f in Path(out).glob("callgrind.*")))
-    return (totals[1] - totals[0]) / 1000
+            by_part.append(_parts(out) if parts else collections.Counter())
+    by_part[1].subtract(by_part[0])
+    return (totals[1] - totals[0]) / 1000, by_part[1]
 
 
 def _callgrind_total(path: Path) -> int:
@@ -163,19 +222,50 @@ def _callgrind_total(path: Path) -> int:
     return 0
 
 
-def _instruction_table(kind: str, results: dict[str, float]) -> list[str]:
+def _instruction_table(kind: str, runs: dict[str, list[float]]) -> list[str]:
+    """Medians over the runs of each stack (and their range, with more than one)."""
+    ranged = len(next(iter(runs.values()))) > 1
     lines = [
         f"#### {SERVERS[kind][1]}, instructions per request (callgrind)",
         "",
-        "| stack | instructions per request | over the bare app | share of the bare app |",
-        "| --- | --- | --- | --- |",
+        "| stack | instructions per request | over the bare app | share of the bare app |"
+        + (" over the bare app, min-max |" if ranged else ""),
+        "| --- | --- | --- | --- |" + (" --- |" if ranged else ""),
     ]
-    labels = list(results)
-    bare = results[labels[0]]
+    labels = list(runs)
+    bare = statistics.median(runs[labels[0]])
     for label in labels:
-        value = results[label]
+        value = statistics.median(runs[label])
         over = "-" if label == labels[0] else f"{value - bare:,.0f}"
-        lines.append(f"| {label} | {value:,.0f} | {over} | {bare / value:.1%} |")
+        line = f"| {label} | {value:,.0f} | {over} | {bare / value:.1%} |"
+        if ranged:
+            spread = "-"
+            if label != labels[0]:
+                spread = f"{min(runs[label]) - bare:,.0f}-{max(runs[label]) - bare:,.0f}"
+            line += f" {spread} |"
+        lines.append(line)
+    return lines
+
+
+def _parts_table(kind: str, results: dict[str, tuple[float, Counts]]) -> list[str]:
+    """Each stack's instructions over the bare app, per request, by part."""
+    labels = list(results)
+    bare = results[labels[0]][1]
+    over = {label: results[label][1].copy() for label in labels[1:]}
+    for counts in over.values():
+        counts.subtract(bare)
+    order = sorted({p for c in over.values() for p in c}, key=lambda p: -over[labels[1]][p])
+    lines = [
+        f"#### {SERVERS[kind][1]}, instructions over the bare app by part (callgrind)",
+        "",
+        "| part | " + " | ".join(labels[1:]) + " |",
+        "| --- |" + " --- |" * len(over),
+    ]
+    for part in [*order, None]:
+        cells = [
+            f"{(sum(c.values()) if part is None else c[part]) / 1000:,.0f}" for c in over.values()
+        ]
+        lines.append(f"| {'all' if part is None else part} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -188,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw figures there")
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
+    parser.add_argument(
+        "--parts", action="store_true", help="with --instructions: where they run, by part"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="with --instructions: runs per stack (medians)"
     )
     args = parser.parse_args(argv)
     kinds = [k for k in args.servers.split(",") if k]
@@ -209,11 +305,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.instructions:
             for kind in kinds:
-                counts = {
-                    label: _instructions(kind, app, tree, env, token)
-                    for label, app, tree in _stacks(kind, args.base)
-                }
+                stacks = _stacks(kind, args.base)
+                measured: dict[str, list[tuple[float, Counts]]] = {s[0]: [] for s in stacks}
+                for _ in range(args.repeats):  # alternating, as the throughput rounds
+                    for label, app, tree in stacks:
+                        found = _instructions(kind, app, tree, env, token, args.parts)
+                        measured[label].append(found)
+                counts = {label: [total for total, _ in found] for label, found in measured.items()}
                 print("\n".join(_instruction_table(kind, counts)) + "\n")
+                if args.parts:  # each stack's parts from its median run
+                    medians = {
+                        label: sorted(found, key=lambda run: run[0])[len(found) // 2]
+                        for label, found in measured.items()
+                    }
+                    print("\n".join(_parts_table(kind, medians)) + "\n")
             return 0
         load_before = os.getloadavg()
         raw: dict[str, dict[str, list[tuple[float, float]]]] = {}
