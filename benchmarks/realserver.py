@@ -1,15 +1,15 @@
 """What a cached token costs under real servers, side by side in one run.
 
-    python benchmarks/realserver.py [--base REV] [--rounds 5] [--seconds 6] [--json FILE]
-    python benchmarks/realserver.py --instructions [--base REV] [--repeats 3] [--parts]
+    python benchmarks/realserver.py [--base REV ...] [--rounds 5] [--seconds 6] [--json FILE]
+    python benchmarks/realserver.py --instructions [--base REV ...] [--repeats 3] [--parts]
 
 Each server runs pinned to CPU 0 (``taskset -c 0``) and wrk (1 thread, 16
 connections) pinned to CPU 1, against a hello-world app:
 
 - gunicorn (1 worker, gthread, 8 threads): the bare app, authmw, authmw at
-  ``--base`` (the same app built from that revision, checked out once into
-  ``.cache/bench-base/``), keystonemiddleware;
-- uvicorn (1 worker): the bare app, authmw, authmw at ``--base``, Starlette's
+  each ``--base`` (the same app built from that revision, checked out once
+  into ``.cache/bench-base/``), keystonemiddleware;
+- uvicorn (1 worker): the bare app, authmw, authmw at each ``--base``, Starlette's
   ``AuthenticationMiddleware`` with a dict backend.
 
 authmw and keystonemiddleware validate one real token against the Keystone
@@ -27,8 +27,12 @@ process to the next, more than the differences measured here.
 ``--instructions`` counts instead: each server runs under valgrind
 (callgrind, which counts every instruction the processes execute) and
 answers 500 then 1,500 sequential requests on one keep-alive connection;
-the difference over 1,000 requests is the server's instructions per
-request, bare and with each middleware: the same figures on any run.
+the difference over 1,000 requests, less what the server executes idle
+over the difference in time (uvicorn's main loop wakes ten times a second
+whatever the load: about 620,000 instructions a second under callgrind, a
+few thousand per request, varying with how fast a run goes; measured idle
+first, on the bare app), is the server's instructions per request, bare and
+with each middleware: the same figures on any run, within about 1%.
 ``--parts`` also splits each stack's instructions over the bare app by
 where they run (callgrind_annotate's cost per function, grouped: the
 interpreter loop, dict operations, OpenSSL, memory allocation, ...).
@@ -46,7 +50,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 from _support import REPO, BenchKeystone, load, revision_tree, served, session_cpu_seconds
@@ -75,14 +81,14 @@ def _imported_from(tree: Path) -> str:
     return out
 
 
-def _stacks(kind: str, base: str | None) -> list[tuple[str, str, Path | None]]:
+def _stacks(kind: str, bases: list[str]) -> list[tuple[str, str, Path | None]]:
     """(label, app name in apps.py, authmw tree) for every stack of one server."""
     prefix, _, reference = SERVERS[kind]
     stacks: list[tuple[str, str, Path | None]] = [
         ("bare app", f"{prefix}_bare", None),
         ("authmw", f"{prefix}_authmw", REPO),
     ]
-    if base is not None:
+    for base in bases:
         stacks.append((f"authmw at {base}", f"{prefix}_authmw", revision_tree(base)))
     stacks.append((REFERENCE_NAMES[reference], f"{prefix}_{reference}", None))
     return stacks
@@ -183,36 +189,73 @@ def _parts(out: str) -> Counts:
     return parts
 
 
+class Idle(NamedTuple):
+    """What a server executes per second while it serves nothing: uvicorn's main loop
+    wakes ten times a second, so a run that lasts longer counts more of it."""
+
+    instructions: float
+    parts: Counts
+
+
+def _callgrind_run(
+    kind: str, app: str, extra: dict[str, str], token: str, count: int, parts: bool, idle: float
+) -> tuple[int, float, Counts]:
+    """(instructions, seconds served, instructions by part) of one server under callgrind
+    answering ``count`` sequential requests, then idle for ``idle`` seconds."""
+    with tempfile.TemporaryDirectory() as out:
+        prefix = (
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}/callgrind.%p",
+            "--trace-children=yes",
+        )
+        with (
+            served(kind, app, extra, cpu=0, prefix=prefix) as (port, _),
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+        ):
+            started = time.monotonic()
+            for _ in range(count):
+                answer = client.get("/", headers={"X-Auth-Token": token})
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
+            time.sleep(idle)
+            seconds = time.monotonic() - started
+        total = sum(_callgrind_total(f) for f in Path(out).glob("callgrind.*"))
+        return total, seconds, _parts(out) if parts else collections.Counter()
+
+
+def _idle(kind: str, env: dict[str, str], parts: bool) -> Idle:
+    """:class:`Idle` for ``kind``, from its bare app idle 2 and then 12 seconds."""
+    app = f"{SERVERS[kind][0]}_bare"
+    short, long = (_callgrind_run(kind, app, env, "", 0, parts, idle) for idle in (2.0, 12.0))
+    seconds = long[1] - short[1]
+    by_part = long[2].copy()
+    by_part.subtract(short[2])
+    return Idle(
+        (long[0] - short[0]) / seconds, Counts({k: v / seconds for k, v in by_part.items()})
+    )
+
+
 def _instructions(
-    kind: str, app: str, tree: Path | None, env: dict[str, str], token: str, parts: bool
+    kind: str,
+    app: str,
+    tree: Path | None,
+    env: dict[str, str],
+    token: str,
+    idle: Idle,
+    parts: bool,
 ) -> tuple[float, Counts]:
     """Instructions per request of one server, under callgrind (see the module docstring),
-    and, if ``parts``, how many of them by part (x 1,000)."""
+    less what it executes idle over the same time; if ``parts``, also by part (x 1,000)."""
     extra = env
     if tree is not None:
         extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
-    totals = []
-    by_part: list[Counts] = []
-    for count in (500, 1500):
-        with tempfile.TemporaryDirectory() as out:
-            prefix = (
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}/callgrind.%p",
-                "--trace-children=yes",
-            )
-            with (
-                served(kind, app, extra, cpu=0, prefix=prefix) as (port, _),
-                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
-            ):
-                for _ in range(count):
-                    answer = client.get("/", headers={"X-Auth-Token": token})
-                    if answer.status_code != 200:
-                        raise RuntimeError(f"{app} under {kind}: {answer.status_code}")
-            totals.append(sum(_callgrind_total(f) for f in Path(out).glob("callgrind.*")))
-            by_part.append(_parts(out) if parts else collections.Counter())
-    by_part[1].subtract(by_part[0])
-    return (totals[1] - totals[0]) / 1000, by_part[1]
+    few, many = (_callgrind_run(kind, app, extra, token, n, parts, 0.0) for n in (500, 1500))
+    seconds = many[1] - few[1]
+    by_part = many[2].copy()
+    by_part.subtract(few[2])
+    by_part.subtract(Counts({k: v * seconds for k, v in idle.parts.items()}))
+    return (many[0] - few[0] - idle.instructions * seconds) / 1000, by_part
 
 
 def _callgrind_total(path: Path) -> int:
@@ -271,7 +314,12 @@ def _parts_table(kind: str, results: dict[str, tuple[float, Counts]]) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", help="git revision of authmw to run beside this checkout")
+    parser.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        help="git revision of authmw to run beside this checkout (repeatable)",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--servers", default="gunicorn,uvicorn")
@@ -291,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--servers: unknown server {unknown[0]!r} (gunicorn, uvicorn)")
     _imported_from(REPO)
-    if args.base is not None:
-        _imported_from(revision_tree(args.base))
+    for base in args.base:
+        _imported_from(revision_tree(base))
     keystone = BenchKeystone()
     keystone.start()
     try:
@@ -306,10 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.instructions:
             for kind in kinds:
                 stacks = _stacks(kind, args.base)
+                idle = _idle(kind, env, args.parts)
+                print(f"{SERVERS[kind][1]}: {idle.instructions:,.0f} instructions per second idle")
                 measured: dict[str, list[tuple[float, Counts]]] = {s[0]: [] for s in stacks}
                 for _ in range(args.repeats):  # alternating, as the throughput rounds
                     for label, app, tree in stacks:
-                        found = _instructions(kind, app, tree, env, token, args.parts)
+                        found = _instructions(kind, app, tree, env, token, idle, args.parts)
                         measured[label].append(found)
                 counts = {label: [total for total, _ in found] for label, found in measured.items()}
                 print("\n".join(_instruction_table(kind, counts)) + "\n")
