@@ -181,12 +181,38 @@ def _closed_port() -> int:
         return port
 
 
+def test_shared_cache_up_while_redis_answers(redis_url: str) -> None:
+    core = AuthCore(
+        Counting({GOOD: full_identity()}), shared_cache=RedisCache(redis_url, secret="m" * 32)
+    )
+    registry = CollectorRegistry()
+    register_metrics(core, registry=registry)
+    core.authenticate(GOOD)
+    assert value(registry, "authmw_shared_cache_up") == 1
+    assert value(registry, "authmw_shared_cache_writes_total", result="written") == 1
+    assert value(registry, "authmw_shared_cache_lookups_total", result="errors") == 0
+
+
 def test_shared_cache_outage_is_visible() -> None:
-    cache = RedisCache(f"redis://127.0.0.1:{_closed_port()}/0", secret="m" * 32)
+    # The revocation subscription's thread finds Redis down first, whenever it runs;
+    # it then waits retry_interval (real time) before trying again, while lookups
+    # retry on the cache's clock, here the test's.
+    now = [1000.0]
+    cache = RedisCache(
+        f"redis://127.0.0.1:{_closed_port()}/0",
+        secret="m" * 32,
+        retry_interval=60.0,
+        clock=lambda: now[0],
+    )
     core = AuthCore(Counting({GOOD: full_identity()}), shared_cache=cache)
     registry = CollectorRegistry()
     register_metrics(core, registry=registry)
-    assert value(registry, "authmw_shared_cache_up") == 1
+    deadline = time.monotonic() + 10
+    while cache.stats.listen_errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.stats.listen_errors == 1
+    assert value(registry, "authmw_shared_cache_up") == 0
+    now[0] += 61  # a retry is due: the next lookup tries Redis again
     core.authenticate(GOOD)
     assert value(registry, "authmw_shared_cache_up") == 0
     assert value(registry, "authmw_shared_cache_lookups_total", result="errors") == 1
