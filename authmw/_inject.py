@@ -180,24 +180,12 @@ def _same(identity: Identity, own: tuple[tuple[Any, Any], ...], kind: type) -> b
 
 
 def scope_header_items(decision: Decision) -> list[tuple[bytes, bytes]]:
-    """Every header item :func:`inject_scope` adds for ``decision``."""
-    if decision.service_status is not None:
-        return _service_header_items(decision)
-    items = decision.header_items
-    if items is None:
-        items = _render_headers(decision)
-    out = list(items)
-    identity = decision.identity
-    if identity is not None:
-        own = decision.header_own
-        if own is None:  # the identity's own values, encoded
-            for _, name, attribute in _OWN:
-                value = getattr(identity, attribute)
-                if value is not None:
-                    out.append((name, value.encode()))
-        else:
-            out.extend(own)
-    return out
+    """Every header item :func:`inject_scope` adds for ``decision`` (it adds them here
+    to a scope of its own)."""
+    scope: Scope = {"headers": []}
+    inject_scope(scope, decision)
+    items: list[tuple[bytes, bytes]] = scope["headers"]
+    return items
 
 
 def _service_header_items(decision: Decision) -> list[tuple[bytes, bytes]]:

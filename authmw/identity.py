@@ -430,5 +430,5 @@ def _rebuilt(kind: type[Identity], fields: dict[str, Any], stale: bool) -> Ident
     return identity.served_stale() if stale else identity
 
 
-# Values many identities share, kept once (see _shared), in the constructor's order.
+# Values many identities share, kept once (see authmw._kept.shared), in the constructor's order.
 _SHARED_FIELDS = ("user_domain_id", "user_domain_name", *SCOPE_FIELDS)

@@ -168,6 +168,14 @@ PARTS = (
 Counts = collections.Counter[str]
 
 
+def _less(counts: Counts, *taken: Counts) -> Counts:
+    """``counts`` minus each of ``taken``, part by part (negative results kept)."""
+    left = counts.copy()
+    for other in taken:
+        left.subtract(other)
+    return left
+
+
 def _part(function: str) -> str:
     return next((part for pattern, part in PARTS if pattern in function), "other")
 
@@ -229,8 +237,7 @@ def _idle(kind: str, env: dict[str, str], parts: bool) -> Idle:
     app = f"{SERVERS[kind][0]}_bare"
     short, long = (_callgrind_run(kind, app, env, "", 0, parts, idle) for idle in (2.0, 12.0))
     seconds = long[1] - short[1]
-    by_part = long[2].copy()
-    by_part.subtract(short[2])
+    by_part = _less(long[2], short[2])
     return Idle(
         (long[0] - short[0]) / seconds, Counts({k: v / seconds for k, v in by_part.items()})
     )
@@ -252,9 +259,7 @@ def _instructions(
         extra = {**env, "PYTHONPATH": str(tree), "AUTHMW_BENCH_TREE": str(tree / "authmw")}
     few, many = (_callgrind_run(kind, app, extra, token, n, parts, 0.0) for n in (500, 1500))
     seconds = many[1] - few[1]
-    by_part = many[2].copy()
-    by_part.subtract(few[2])
-    by_part.subtract(Counts({k: v * seconds for k, v in idle.parts.items()}))
+    by_part = _less(many[2], few[2], Counts({k: v * seconds for k, v in idle.parts.items()}))
     return (many[0] - few[0] - idle.instructions * seconds) / 1000, by_part
 
 
@@ -294,9 +299,7 @@ def _parts_table(kind: str, results: dict[str, tuple[float, Counts]]) -> list[st
     """Each stack's instructions over the bare app, per request, by part."""
     labels = list(results)
     bare = results[labels[0]][1]
-    over = {label: results[label][1].copy() for label in labels[1:]}
-    for counts in over.values():
-        counts.subtract(bare)
+    over = {label: _less(results[label][1], bare) for label in labels[1:]}
     order = sorted({p for c in over.values() for p in c}, key=lambda p: -over[labels[1]][p])
     lines = [
         f"#### {SERVERS[kind][1]}, instructions over the bare app by part (callgrind)",
