@@ -56,16 +56,14 @@ def restart_after_fork(owner: Restartable) -> None:
 
 def _in_child() -> None:
     resets = [owner._after_fork for owner in list(_resets)]
-    for reset in [*_functions, *resets]:
+    restarts = [owner._restart for owner in list(_restarts)]
+    for call in [*_functions, *resets, *restarts]:  # every reset before any restart
         try:
-            reset()
+            call()
         except Exception:  # one failure must not leave the others as the parent had them
-            logging.getLogger("authmw").exception("resetting %r after a fork failed", reset)
-    for thread_owner in list(_restarts):
-        try:
-            thread_owner._restart()
-        except Exception:
-            logging.getLogger("authmw").exception("restarting %r after a fork failed", thread_owner)
+            # Named, not repr()'d: a half-built owner's repr may fail too.
+            name = getattr(call, "__qualname__", type(call).__name__)
+            logging.getLogger("authmw").exception("after a fork, %s failed", name)
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork

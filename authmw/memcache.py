@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _fork
 from .errors import ConfigurationError
 from .identity import Identity
 from .redis import (
@@ -195,6 +196,7 @@ class MemcacheCache(_SignedCache):
         self._clients = self._connected()
         self._ring: Any = RendezvousHash(list(self._clients)) if len(self._clients) > 1 else None
         self._marker_expiry = math.ceil(self.max_ttl)
+        _fork.reset_after_fork(self)  # once built: a refused cache is never reset
 
     def _after_fork(self) -> None:
         # In a forked child (see authmw._fork): new clients. The parent's pooled

@@ -286,8 +286,7 @@ class _SignedCache:
         self._marker_prefix = self._prefix + b"rev:"
         self._timer = timer
         self._clock = clock
-        self._lock = threading.Lock()
-        _fork.reset_after_fork(self)
+        self._lock = threading.Lock()  # new in a forked child: subclasses register, once built
         # Health: 0.0 = usable; otherwise the clock time before which the store is left alone.
         self._retry_at = 0.0
         self._backoff = self.retry_interval
@@ -799,6 +798,7 @@ class RedisCache(_SignedCache):
         self._marker_ttl_ms = math.ceil(self.max_ttl * 1000)
         self._channel = self._prefix + b"revocations"
         self._subscriptions: list[RevocationChannel] = []
+        _fork.reset_after_fork(self)
 
     @classmethod
     def from_url(cls, url: str, *, secret: str | bytes, **options: Any) -> RedisCache:

@@ -43,6 +43,32 @@ def test_a_child_breaker_works_although_a_parent_thread_held_its_lock() -> None:
         assert in_child(breaker.before_call) == 0
 
 
+class _Broken:
+    """Registered for forks, but its reset fails, and so does its repr."""
+
+    def _after_fork(self) -> None:
+        raise RuntimeError("reset failed")
+
+    def __repr__(self) -> str:
+        raise AttributeError("half-built")
+
+
+def test_a_failing_reset_leaves_the_other_resets_to_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from authmw import _fork
+
+    broken = [_Broken() for _ in range(3)]  # some come before the breaker, whatever the order
+    for owner in broken:
+        _fork.reset_after_fork(owner)
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=10)
+    more = [_Broken() for _ in range(3)]
+    for owner in more:
+        _fork.reset_after_fork(owner)
+    with caplog.at_level("ERROR", logger="authmw"), held(breaker._lock):
+        assert in_child(breaker.before_call) == 0
+
+
 @pytest.mark.parametrize("operation", ["get", "revoke"])
 def test_a_child_shared_cache_works_although_a_parent_thread_held_its_lock(
     redis_url: str, operation: str

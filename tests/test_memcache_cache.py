@@ -422,6 +422,18 @@ def test_wrong_memcache_options_fail_at_start_up(extra: dict[str, str], option: 
     assert caught.value.option == option
 
 
+def test_a_cache_whose_options_are_refused_is_not_reset_in_forked_children(
+    memcached_server: MemcachedServer,
+) -> None:
+    from authmw import _fork
+
+    before = len(_fork._resets)
+    with pytest.raises(ConfigurationError) as caught:
+        MemcacheCache(memcached_server.address, secret=SECRET, max_pool_size=0)
+    assert caught.value.option == "max_pool_size"
+    assert len(_fork._resets) == before  # the half-built cache (kept by the traceback)
+
+
 def test_a_forked_child_opens_its_own_connections(
     memcached_server: MemcachedServer, namespace: str
 ) -> None:
