@@ -8,8 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ._base import MIN_IDLE_TTL, ROW
-from ._events import add_event
+from ._base import MIN_IDLE_TTL, ROW, AddEvent
 from ._fields import checked_fields
 from ._records import COLUMNS, PUBLIC_COLUMNS, IssuedToken, TokenRecord
 from ._rules import StoreRules, duration
@@ -231,17 +230,15 @@ class StoreAdmin(StoreRules):
             "UPDATE authmw_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
         )
 
-        def write(conn: Any) -> int | None:
+        def write(conn: Any, add_event: AddEvent) -> int | None:
             with b.transaction(conn):
                 if not conn.execute(statement, (now, token_id)).rowcount:
                     return None
-                return add_event(b, conn, token_id, "revoked")
+                return add_event(conn, token_id, "revoked")
 
-        seq = b.run(write)
-        if seq is None:
+        if self._write_events(write) is None:
             return False
         log.info("revoked token %s", token_id)
-        self._mine(seq)
         self._notify(token_id)
         return True
 
@@ -266,9 +263,9 @@ class StoreAdmin(StoreRules):
         if b.dialect == "postgresql":
             select += " FOR UPDATE"
 
-        def write(conn: Any) -> tuple[Sequence[Any], int]:
+        def write(conn: Any, add_event: AddEvent) -> Sequence[Any]:
             with b.transaction(conn):
-                row = conn.execute(select, (token_id,)).fetchone()
+                row: Sequence[Any] | None = conn.execute(select, (token_id,)).fetchone()
                 if row is None:
                     raise LookupError(f"no token with id {token_id!r}")
                 record = TokenRecord._from_row([row[ROW[c]] for c in PUBLIC_COLUMNS])
@@ -289,13 +286,13 @@ class StoreAdmin(StoreRules):
                     ),
                     (newest(token), self._ring.newest, now, token_id),
                 )
-                return row, add_event(b, conn, token_id, "rotated")
+                add_event(conn, token_id, "rotated")
+                return row
 
-        row, seq = b.run(write)
+        row = self._write_events(write)
         values = dict(zip(COLUMNS, row, strict=True))
         values.update(rotated_at=now, pepper_id=self._ring.newest)
         log.info("rotated token %s (old secret valid for %gs)", token_id, grace_seconds)
-        self._mine(seq)
         self._notify(token_id)
         return IssuedToken(token, TokenRecord._from_row([values[c] for c in PUBLIC_COLUMNS]))
 

@@ -10,17 +10,20 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _fork
 from .._key_restrictions import register_uses
 from ..errors import IdentityServiceUnavailable
 from ..validators.base import RevocationListener
 from ._backend import Backend, open_backend
-from ._events import Event, Watcher, latest_event
+from ._events import Event, Watcher, add_event, latest_event
 from ._records import COLUMNS, DAY, positive_seconds
 from ._schema import check_peppers, migrate
 from ._tokens import PepperRing
+
+T = TypeVar("T")
+AddEvent = Callable[[Any, "str | None", str], int]
 
 __all__ = ["DEFAULT_URL", "StoreBase", "StorePolicy"]
 
@@ -238,12 +241,36 @@ class StoreBase:
             except Exception:
                 log.exception("revocation listener %r failed", listener)
 
-    def _mine(self, seq: int) -> None:
-        """Event ``seq`` was dispatched here already: the watcher skips it (a watcher
-        started later reads only newer events, so remember it only for a running one)."""
-        watcher = self._watcher
-        if watcher is not None and watcher.alive:
-            self._own_events.add(seq)
+    def _write_events(self, write: Callable[[Any, AddEvent], T]) -> T:
+        """``write(conn, add_event)`` in the backend, where ``add_event(conn, token_id,
+        kind)`` records an event in ``write``'s transaction; what ``write`` returns.
+
+        The caller dispatches its events itself, so the running watcher must skip
+        them. Each is marked before its transaction commits: the watcher may read
+        it the moment it does (PostgreSQL wakes it). An attempt that fails unmarks
+        its events, as SQLite may give a rolled-back number to another's event.
+        """
+        b = self._backend
+
+        def attempt(conn: Any) -> T:
+            marked: list[int] = []
+
+            def add(conn: Any, token_id: str | None, kind: str) -> int:
+                seq = add_event(b, conn, token_id, kind)
+                watcher = self._watcher
+                # A watcher started later reads only newer events: mark for a running one.
+                if watcher is not None and watcher.alive:
+                    marked.append(seq)
+                    self._own_events.add(seq)
+                return seq
+
+            try:
+                return write(conn, add)
+            except BaseException:
+                self._own_events.difference_update(marked)
+                raise
+
+        return b.run(attempt)
 
     def _dispatch(self, events: Sequence[Event]) -> None:
         """Events the watcher read: those other processes (or instances) wrote."""

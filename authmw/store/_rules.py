@@ -6,8 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from ._base import StoreBase, StorePolicy
-from ._events import add_event
+from ._base import AddEvent, StoreBase, StorePolicy
 
 __all__ = ["StoreRules", "duration"]
 
@@ -62,7 +61,7 @@ class StoreRules(StoreBase):
             return self._policy
         b = self._backend
 
-        def write(conn: Any) -> int:
+        def write(conn: Any, add_event: AddEvent) -> None:
             with b.transaction(conn):
                 for key, value in changes.items():
                     conn.execute(b.sql("DELETE FROM authmw_settings WHERE key = ?"), (key,))
@@ -71,10 +70,9 @@ class StoreRules(StoreBase):
                             b.sql("INSERT INTO authmw_settings (key, value) VALUES (?, ?)"),
                             (key, value),
                         )
-                return add_event(b, conn, None, "policy")
+                add_event(conn, None, "policy")
 
-        seq = b.run(write)
-        self._mine(seq)
+        self._write_events(write)
         self._reload_settings()
         log.info("token store policy changed: %s", self._policy)
         self._notify(None)
@@ -123,7 +121,7 @@ class StoreRules(StoreBase):
         now = self._clock()
         b = self._backend
 
-        def write(conn: Any) -> tuple[int, int]:
+        def write(conn: Any, add_event: AddEvent) -> int:
             with b.transaction(conn):
                 count = conn.execute(
                     b.sql(
@@ -142,10 +140,10 @@ class StoreRules(StoreBase):
                     ),
                     (f"pepper_retired.{pepper_id}", repr(now)),
                 )
-                return int(count), add_event(b, conn, None, "pepper")
+                add_event(conn, None, "pepper")
+                return int(count)
 
-        count, seq = b.run(write)
-        self._mine(seq)
+        count = self._write_events(write)
         self._ring.drop(pepper_id)
         log.info("retired pepper %r: %d tokens revoked", pepper_id, count)
         self._notify(None)

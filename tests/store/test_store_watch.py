@@ -8,13 +8,14 @@ asserts a duration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,75 @@ def test_the_revoking_instance_hears_its_own_revocation_once(make_store: MakeSto
     # Events are read in order: once the second arrived, the first was read too.
     wait_for(lambda: second.id in heard, "the other instance's revocation arrived")
     assert heard == [first.id, second.id]
+
+
+def test_the_revoking_instance_hears_its_own_revocation_once_if_its_watcher_reads_it_first(
+    make_store: MakeStore,
+) -> None:
+    # The interleaving a loaded machine can produce: the watcher reads the event
+    # the moment it commits (PostgreSQL wakes it with NOTIFY), before revoke()
+    # goes on. Forced here by holding revoke() after its commit until the
+    # watcher has handled the batch.
+    store = make_store(clock=time.time, watch_interval=0.05)
+    issued = store.issue(user_name="alice", ttl=DAY)
+    store.validate(issued.token)  # starts this instance's watcher
+    watcher = store._watcher
+    assert watcher is not None
+    handled = threading.Event()
+    dispatch = watcher._callback(watcher._dispatch)
+    assert dispatch is not None
+
+    def dispatch_then_say_so(events: Any) -> None:
+        dispatch(events)
+        handled.set()
+
+    watcher._dispatch = dispatch_then_say_so
+    backend = store._backend
+    transaction = backend.transaction
+
+    @contextlib.contextmanager
+    def transaction_then_the_watcher(conn: Any) -> Iterator[None]:
+        with transaction(conn):
+            yield
+        assert handled.wait(30), "the watcher never read the revocation"
+
+    backend.transaction = transaction_then_the_watcher  # type: ignore[method-assign]
+    heard: list[str | None] = []
+    store.add_revocation_listener(heard.append)
+
+    assert store.revoke(issued.id)
+    assert heard == [issued.id]
+
+
+def test_a_revocation_that_rolls_back_does_not_hide_the_next_event(
+    make_store: MakeStore,
+) -> None:
+    # An event is marked as this instance's before its commit; a rollback must
+    # unmark it, since SQLite hands the rolled-back number to the next event.
+    store = make_store(clock=time.time, watch_interval=0.05)
+    elsewhere = make_store(clock=time.time)
+    first = store.issue(user_name="alice", ttl=DAY)
+    second = store.issue(user_name="bob", ttl=DAY)
+    store.validate(first.token)  # starts this instance's watcher
+    backend = store._backend
+    transaction = backend.transaction
+
+    @contextlib.contextmanager
+    def refused(conn: Any) -> Iterator[None]:
+        with transaction(conn):
+            yield
+            raise RuntimeError("the commit is refused")
+
+    backend.transaction = refused  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        store.revoke(first.id)
+    backend.transaction = transaction  # type: ignore[method-assign]
+    heard: list[str | None] = []
+    store.add_revocation_listener(heard.append)
+
+    assert elsewhere.revoke(second.id)
+    wait_for(lambda: second.id in heard, "the other instance's revocation arrived")
+    assert store.validate(first.token).user_name == "alice"  # rolled back: still valid
 
 
 def test_the_command_line_revokes_for_every_process(
