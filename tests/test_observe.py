@@ -136,8 +136,13 @@ def test_close_closes_only_a_file_it_opened(tmp_path: Any) -> None:
 # -- throttling -----------------------------------------------------------------------------------
 
 
+def in_one_window() -> float:
+    """A clock 30 s into a 60 s window: a flood never straddles two budgets."""
+    return 1_000_030.0
+
+
 def test_a_flood_of_bad_tokens_costs_at_most_the_budget() -> None:
-    middleware, validator = wsgi(throttle=Throttle(failures=5, window=60))
+    middleware, validator = wsgi(throttle=Throttle(failures=5, clock=in_one_window))
     assert get(middleware, GOOD) == 200  # cached from now on
     statuses = [get(middleware, f"bad-token-{n:04d}-xxxxxxxx") for n in range(50)]
     assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
@@ -160,7 +165,7 @@ def test_successes_and_outages_do_not_use_the_budget() -> None:
 def test_requests_the_validator_never_sees_do_not_use_the_budget() -> None:
     # No token, or only a malformed one: 401 without asking the validator. A browser
     # polling before its user logs in must not be locked out of logging in.
-    middleware, validator = wsgi(throttle=Throttle(failures=2, window=60))
+    middleware, validator = wsgi(throttle=Throttle(failures=2, clock=in_one_window))
     assert [get(middleware, None) for _ in range(5)] == [401] * 5
     assert [get(middleware, "x" * 5000) for _ in range(5)] == [401] * 5
     assert [get(middleware, "two words") for _ in range(5)] == [401] * 5
@@ -170,7 +175,7 @@ def test_requests_the_validator_never_sees_do_not_use_the_budget() -> None:
 
 
 def test_concurrent_floods_stay_within_the_budget() -> None:
-    middleware, validator = wsgi(throttle=Throttle(failures=10, window=60))
+    middleware, validator = wsgi(throttle=Throttle(failures=10, clock=in_one_window))
     barrier = threading.Barrier(8)
 
     def flood(worker: int) -> None:
@@ -220,7 +225,9 @@ def test_without_trusted_proxies_the_forwarded_header_is_never_believed() -> Non
 
 
 def test_throttling_counts_the_client_behind_a_trusted_proxy() -> None:
-    middleware, _ = wsgi(throttle=Throttle(failures=2), trusted_proxies=["10.0.0.0/8"])
+    middleware, _ = wsgi(
+        throttle=Throttle(failures=2, clock=in_one_window), trusted_proxies=["10.0.0.0/8"]
+    )
 
     def via_proxy(token: str, client: str) -> int:
         return get(middleware, token, client="10.0.0.2", headers=[("X-Forwarded-For", client)])
