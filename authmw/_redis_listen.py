@@ -121,9 +121,11 @@ class RevocationChannel:
                     if message is not None and message.get("type") == "message":
                         self._handle(message.get("data"))
             except Exception as exc:
-                # One WARNING per outage, through the cache's own health report.
                 self.subscribed.clear()
                 log.debug("revocation subscription lost: %s", type(exc).__name__)
+                if stop.is_set():
+                    break  # closed: an outage now is no one's concern
+                # One WARNING per outage, through the cache's own health report.
                 self._on_failure(exc)
                 stop.wait(delay)
                 delay = min(delay * 2, self._max_retry_interval)
