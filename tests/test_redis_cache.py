@@ -572,7 +572,7 @@ def test_revocation_redis_did_not_record_still_holds_here(
     redis_server.stop()
     one_token.revoke("audit-while-down")
     everything.revoke(None)
-    assert len([r for r in _warnings(caplog) if "revocation" in r.getMessage()]) == 2
+    assert len([r for r in _warnings(caplog, namespace) if "revocation" in r.getMessage()]) == 2
     redis_server.start()  # empty: write the old, authentic entries back, as a replay would
     client = redis.Redis.from_url(redis_server.url)
     for k, v in saved.items():
@@ -619,7 +619,7 @@ async def test_revoke_and_arevoke_report_a_failure_alike(
         caplog.clear()
         sync_cache.revoke(audit_id)
         await async_cache.arevoke(audit_id)
-        records = [r for r in _warnings(caplog) if "revocation" in r.getMessage()]
+        records = [r for r in _warnings(caplog, namespace) if "revocation" in r.getMessage()]
         assert len(records) == 2
         # One reporter: the same message, but for the client's own wording of the error.
         assert records[0].msg == records[1].msg
@@ -653,8 +653,15 @@ def test_remembered_revocations_are_bounded(
 # -- Redis down, slow, back ---------------------------------------------------------------
 
 
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "authmw.redis" and r.levelno >= logging.WARNING]
+def _warnings(caplog: pytest.LogCaptureFixture, namespace: str) -> list[logging.LogRecord]:
+    """Warnings of this namespace's caches (a cache's name shows it; another test's do not)."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "authmw.redis"
+        and r.levelno >= logging.WARNING
+        and f"namespace={namespace!r}" in r.getMessage()
+    ]
 
 
 def test_redis_down_then_back(
@@ -664,33 +671,40 @@ def test_redis_down_then_back(
     clock = Clock(0.0)
     tokens = {f"token-{n}-abcdef": full_identity(user_id=f"user-{n}") for n in range(6)}
     validator = Counting(tokens)
-    cache = shared(redis_server.url, namespace, clock=clock, retry_interval=5)
-    app = wsgi(validator, cache)
-    assert request(app, "token-0-abcdef") == 200
-    assert cache.available
+    # The back-off stays 5 s: a second failed subscription (its retry waits real
+    # seconds) must not move the probe past the clock's +5.1 below.
+    cache = shared(redis_server.url, namespace, clock=clock, retry_interval=5, max_retry_interval=5)
+    other_cache = shared(redis_server.url, namespace)
+    try:
+        app = wsgi(validator, cache)
+        assert request(app, "token-0-abcdef") == 200
+        assert cache.available
 
-    redis_server.stop()
-    for n in (1, 2, 3):
-        assert request(app, f"token-{n}-abcdef") == 200
-    assert validator.calls == [f"token-{n}-abcdef" for n in range(4)]
-    assert not cache.available
-    assert len(_warnings(caplog)) == 1
-    assert "unavailable" in _warnings(caplog)[0].getMessage()
-    assert cache.stats.skipped > 0  # Redis was left alone during the back-off
-    assert not any(t in caplog.text for t in tokens)
+        redis_server.stop()
+        for n in (1, 2, 3):
+            assert request(app, f"token-{n}-abcdef") == 200
+        assert validator.calls == [f"token-{n}-abcdef" for n in range(4)]
+        assert not cache.available
+        assert len(_warnings(caplog, namespace)) == 1
+        assert "unavailable" in _warnings(caplog, namespace)[0].getMessage()
+        assert cache.stats.skipped > 0  # Redis was left alone during the back-off
+        assert not any(t in caplog.text for t in tokens)
 
-    redis_server.start()
-    assert request(app, "token-4-abcdef") == 200  # still in back-off: not written
-    clock.now += 5.1
-    assert request(app, "token-5-abcdef") == 200  # probe succeeds, written
-    assert cache.available
-    assert len(_warnings(caplog)) == 1
-    assert any("reachable again" in r.getMessage() for r in caplog.records)
+        redis_server.start()
+        assert request(app, "token-4-abcdef") == 200  # still in back-off: not written
+        clock.now += 5.1
+        assert request(app, "token-5-abcdef") == 200  # probe succeeds, written
+        assert cache.available
+        assert len(_warnings(caplog, namespace)) == 1
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
 
-    other_validator = Counting()
-    other = wsgi(other_validator, shared(redis_server.url, namespace))
-    assert request(other, "token-5-abcdef") == 200
-    assert other_validator.calls == []
+        other_validator = Counting()
+        other = wsgi(other_validator, other_cache)
+        assert request(other, "token-5-abcdef") == 200
+        assert other_validator.calls == []
+    finally:
+        cache.close()  # their listeners must not report this Redis's end to later tests
+        other_cache.close()
 
 
 def test_redis_never_there_fails_no_request(
@@ -704,7 +718,7 @@ def test_redis_never_there_fails_no_request(
     assert request(app, BAD) == 401
     cache.revoke("audit-1")  # logged, not raised
     assert cache.stats.errors >= 2
-    assert len([r for r in _warnings(caplog) if "unavailable" in r.getMessage()]) == 1
+    assert len([r for r in _warnings(caplog, namespace) if "unavailable" in r.getMessage()]) == 1
 
 
 def test_slow_redis_is_bounded_by_the_socket_timeout(namespace: str) -> None:
@@ -777,14 +791,14 @@ async def test_async_redis_down_then_back(
     validator = Counting(
         {GOOD: full_identity(), OTHER: full_identity(), BAD + "x": full_identity()}
     )
-    cache = shared(redis_server.url, namespace, clock=clock, retry_interval=5)
+    cache = shared(redis_server.url, namespace, clock=clock, retry_interval=5, max_retry_interval=5)
     app = ASGIAuthMiddleware(ASGIRecorder(), validator=validator, shared_cache=cache)
     assert await asgi_request(app, GOOD) == 200
 
     redis_server.stop()
     assert await asgi_request(app, OTHER) == 200
     assert await asgi_request(app, BAD) == 401
-    assert len(_warnings(caplog)) == 1
+    assert len(_warnings(caplog, namespace)) == 1
     assert not cache.available
 
     redis_server.start()
@@ -793,6 +807,7 @@ async def test_async_redis_down_then_back(
     assert cache.available
     assert cache.stats.writes == 2  # GOOD before the outage, the last token after it
     await cache.aclose()
+    cache.close()
 
     reader = shared(redis_server.url, namespace)
     assert await reader.aget(token_digest(BAD + "x")) == full_identity()
