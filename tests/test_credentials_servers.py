@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from authmw.store import LocalTokenStore
 from loadtest.servers import Server
 
 SOURCES = [
@@ -37,7 +37,6 @@ DEMO = {
     "project_domain": "demo",
 }
 ALICE = {"user": "alice", "password": "alice-secret", "user_domain": "Default", "project": "alpha"}
-BRIEF = "brief-" + secrets.token_urlsafe(16)
 
 
 def start(kind: str, workdir: Path, config: dict[str, Any]) -> Server:
@@ -173,14 +172,19 @@ def test_query_tokens_stay_out_of_every_log(keystone: Any, servers: dict[str, Se
 
 
 def test_a_websocket_is_closed_when_its_token_expires(tmp_path: Path) -> None:
-    config = {"validator": "memory", "tokens": {BRIEF: {"user_id": "u-brief", "expires_in": 3}}}
-    with Server("uvicorn", config, tmp_path) as server:
-        assert asyncio.run(_wait_for_close(server)) == 1008
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    store = LocalTokenStore(url)
+    store.open()  # the schema exists before the server opens the store
+    with Server("uvicorn", {"validator": "store", "store_url": url}, tmp_path) as server:
+        # Issued once the server is up: its start-up cannot use up the 3 s.
+        brief = store.issue(user_id="u-brief", ttl=3)
+        assert asyncio.run(_wait_for_close(server, brief.token)) == 1008
+    store.close()
 
 
-async def _wait_for_close(server: Server) -> int | None:
+async def _wait_for_close(server: Server, token: str) -> int | None:
     url = server.url.replace("http", "ws") + "/socket"
-    async with websockets.connect(url, additional_headers={"X-Auth-Token": BRIEF}) as ws:
+    async with websockets.connect(url, additional_headers={"X-Auth-Token": token}) as ws:
         assert json.loads(await ws.recv())["identity"]["user_id"] == "u-brief"
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 30)  # authmw closes it at the token's expiry

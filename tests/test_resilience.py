@@ -186,7 +186,13 @@ async def test_async_concurrency_bound() -> None:
 
     guarded = GuardedValidator(Stalled(), max_concurrency=3, acquire_timeout=0.05)
     tasks = [asyncio.create_task(guarded.avalidate(f"t{i}")) for i in range(8)]
-    await asyncio.sleep(0.2)
+    # Release the holders only once the five others gave up (not after a fixed
+    # sleep, which a stalled loop could outlast before their timeouts start).
+    pending: set[asyncio.Task[Identity]] = set(tasks)
+    while len(pending) > 3:
+        done, pending = await asyncio.wait(pending, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            break  # the counts below say what went wrong
     release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert peak == 3

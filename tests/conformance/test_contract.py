@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ SERVICE = "service-token-0123456789"
 GARDENER = "gardener-token-0123456789"
 FORGED = "forged-by-client"
 CHALLENGE = 'Keystone realm="authmw"'
+EXPIRING = "expiring-token-0123456789"  # valid for one second from its validation
 
 IDENTITIES = {
     GOOD: Identity("u-member", project_id="p1", roles=("member", "reader"), is_admin_project=False),
@@ -50,6 +52,9 @@ class Scripted:
     def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
         if token == OUTAGE:
             raise IdentityServiceUnavailable("identity service down")
+        if token == EXPIRING:
+            soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+            return Identity("u-brief", expires_at=soon, audit_ids=("a-brief",))
         try:
             return IDENTITIES[token]
         except KeyError:
@@ -390,30 +395,19 @@ def test_query_and_subprotocol_sources_need_an_http_source() -> None:
         AuthCore(Scripted(), token_sources=["query: access_token"])
 
 
-EXPIRING = "expiring-token-0123456789"
-
-
 @pytest.mark.parametrize("entry_name", WEBSOCKETS)
 def test_a_websocket_is_closed_when_its_token_expires(entry_name: str) -> None:
-    from datetime import datetime, timedelta, timezone
-
     from starlette.websockets import WebSocketDisconnect
 
-    try:
-        with connect(entry_name) as client:
-            connect_ws = client.client.websocket_connect  # type: ignore[attr-defined]
-            # The second of validity starts once the app is up, not before it starts.
-            soon = datetime.now(timezone.utc) + timedelta(seconds=1)
-            IDENTITIES[EXPIRING] = Identity("u-brief", expires_at=soon, audit_ids=("a-brief",))
-            with connect_ws("/ws", headers=dict(token(EXPIRING))) as ws:
-                assert ws.receive_json()["identity"] == "u-brief"
-                ws.send_text("still here")
-                assert ws.receive_text() == "still here"
-                with pytest.raises(WebSocketDisconnect) as closed:
-                    ws.receive_text()  # waits for authmw to close it at expiry
-                assert closed.value.code == 1008
-    finally:
-        IDENTITIES.pop(EXPIRING, None)
+    with connect(entry_name) as client:
+        connect_ws = client.client.websocket_connect  # type: ignore[attr-defined]
+        with connect_ws("/ws", headers=dict(token(EXPIRING))) as ws:
+            assert ws.receive_json()["identity"] == "u-brief"
+            ws.send_text("still here")
+            assert ws.receive_text() == "still here"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()  # waits for authmw to close it at expiry
+            assert closed.value.code == 1008
 
 
 @pytest.mark.parametrize("entry_name", WEBSOCKETS)

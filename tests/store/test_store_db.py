@@ -173,7 +173,9 @@ def test_a_schema_newer_than_this_code_is_refused(make_store: MakeStore, raw_sql
 
 # -- concurrency ------------------------------------------------------------
 def test_many_threads_issue_validate_and_revoke_at_once(make_store: MakeStore) -> None:
-    store = make_store(clock=time.time)
+    # Correctness under contention, not lock latency: with SQLite's one writer and an
+    # fsync per commit, a slow disk can make a writer wait past the default 5 s.
+    store = make_store(clock=time.time, timeout=60)
     shared = store.issue(user_name="shared", ttl=DAY)
     errors: list[BaseException] = []
     issued: list[tuple[str, str, str]] = []
