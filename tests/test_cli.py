@@ -13,19 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from _services import free_port
 
 import authmw
 from authmw.store import TOKEN_PATTERN, LocalTokenStore
 
 REPO = str(Path(authmw.__file__).resolve().parent.parent)
 DAY = 86400.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class CLI:
@@ -176,7 +170,7 @@ def test_check_exit_codes(cli: CLI) -> None:
     assert unknown.returncode == 1
     assert "unknown token" in unknown.stderr
 
-    port = _free_port()
+    port = free_port()
     unavailable = cli(
         "check", "--db", f"postgresql://u:pw@127.0.0.1:{port}/x", AUTHMW_TOKEN=new_token()
     )
@@ -186,7 +180,7 @@ def test_check_exit_codes(cli: CLI) -> None:
 
 def test_check_with_keystone_settings_uses_keystone(cli: CLI) -> None:
     """The Keystone path is wired: with nothing listening at the auth URL the answer is 2."""
-    port = _free_port()
+    port = free_port()
     keystone_token = "gAAAAABn" + "x" * 120
     result = cli(
         "check", keystone_token, "--auth-url", f"http://127.0.0.1:{port}/v3",
@@ -410,7 +404,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_unreachable_or_unwritable_databases(cli: CLI, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     pg = cli("token", "issue", "--user", "a", "--db", f"postgresql://127.0.0.1:{port}/tokens")
     assert_one_line_error(pg, "unavailable", "Connection refused")
 

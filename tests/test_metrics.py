@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -10,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from _services import free_port
 from helpers import (
     BAD,
     GOOD,
@@ -174,13 +174,6 @@ def test_exposition_parses_and_names_are_namespaced() -> None:
     assert GOOD not in text
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_shared_cache_up_while_redis_answers(redis_url: str) -> None:
     core = AuthCore(
         Counting({GOOD: full_identity()}), shared_cache=RedisCache(redis_url, secret="m" * 32)
@@ -199,7 +192,7 @@ def test_shared_cache_outage_is_visible() -> None:
     # retry on the cache's clock, here the test's.
     now = [1000.0]
     cache = RedisCache(
-        f"redis://127.0.0.1:{_closed_port()}/0",
+        f"redis://127.0.0.1:{free_port()}/0",
         secret="m" * 32,
         retry_interval=60.0,
         clock=lambda: now[0],

@@ -30,15 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from _services import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 SNIPPETS = REPO / "examples" / "gateways" / "nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, log: Path) -> None:

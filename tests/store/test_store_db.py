@@ -7,7 +7,6 @@ import gc
 import hashlib
 import os
 import re
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _services import free_port
 
 import authmw
 from authmw import ConfigurationError, IdentityServiceUnavailable, InvalidToken
@@ -48,13 +48,6 @@ def _migrations(db_url: str) -> Any:
     from authmw.store._postgres import PostgresBackend
 
     return PostgresBackend.migrations
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- schema -----------------------------------------------------------------
@@ -324,7 +317,7 @@ def test_a_file_that_is_not_a_database_is_unavailable(tmp_path: Path) -> None:
 
 
 def test_unreachable_postgresql_is_unavailable_and_hides_the_password() -> None:
-    url = f"postgresql://authmw:s3cret-pw@127.0.0.1:{_free_port()}/tokens"
+    url = f"postgresql://authmw:s3cret-pw@127.0.0.1:{free_port()}/tokens"
     store = LocalTokenStore(url, connect=False, timeout=2)
     with pytest.raises(IdentityServiceUnavailable) as info:
         store.validate(new_token())
@@ -474,7 +467,7 @@ def test_relative_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_postgres_scheme_alias_and_lazy_connect() -> None:
-    store = LocalTokenStore(f"postgres://u@127.0.0.1:{_free_port()}/x", connect=False)
+    store = LocalTokenStore(f"postgres://u@127.0.0.1:{free_port()}/x", connect=False)
     assert store.dialect == "postgresql"
 
 

@@ -136,19 +136,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     return _json(start_response, "404 Not Found", {})
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def served_identity(log: Path) -> Iterator[str]:
     """This module's app under gunicorn on 127.0.0.1; yields its base URL."""
-    port = _free_port()
+    from _services import free_port  # here: gunicorn imports this module without tests/
+
+    port = free_port()
     here = Path(__file__).resolve().parent
     with open(log, "ab") as out:
         proc = subprocess.Popen(
