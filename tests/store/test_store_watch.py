@@ -84,8 +84,29 @@ def test_the_revoking_instance_hears_its_own_revocation_once(make_store: MakeSto
     assert heard == [first.id, second.id]
 
 
+def hook_transactions(
+    monkeypatch: pytest.MonkeyPatch,
+    store: LocalTokenStore,
+    *,
+    before_commit: Callable[[], None] = lambda: None,
+    after_commit: Callable[[], None] = lambda: None,
+) -> None:
+    """Runs ``before_commit()`` at the end of each of the store's write transactions
+    (raising rolls it back) and ``after_commit()`` once it committed."""
+    transaction = store._backend.transaction
+
+    @contextlib.contextmanager
+    def hooked(conn: Any) -> Iterator[None]:
+        with transaction(conn):
+            yield
+            before_commit()
+        after_commit()
+
+    monkeypatch.setattr(store._backend, "transaction", hooked)
+
+
 def test_the_revoking_instance_hears_its_own_revocation_once_if_its_watcher_reads_it_first(
-    make_store: MakeStore,
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The interleaving a loaded machine can produce: the watcher reads the event
     # the moment it commits (PostgreSQL wakes it with NOTIFY), before revoke()
@@ -105,16 +126,11 @@ def test_the_revoking_instance_hears_its_own_revocation_once_if_its_watcher_read
         handled.set()
 
     watcher._dispatch = dispatch_then_say_so
-    backend = store._backend
-    transaction = backend.transaction
 
-    @contextlib.contextmanager
-    def transaction_then_the_watcher(conn: Any) -> Iterator[None]:
-        with transaction(conn):
-            yield
+    def the_watcher_first() -> None:
         assert handled.wait(30), "the watcher never read the revocation"
 
-    backend.transaction = transaction_then_the_watcher  # type: ignore[method-assign]
+    hook_transactions(monkeypatch, store, after_commit=the_watcher_first)
     heard: list[str | None] = []
     store.add_revocation_listener(heard.append)
 
@@ -123,7 +139,7 @@ def test_the_revoking_instance_hears_its_own_revocation_once_if_its_watcher_read
 
 
 def test_a_revocation_that_rolls_back_does_not_hide_the_next_event(
-    make_store: MakeStore,
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An event is marked as this instance's before its commit; a rollback must
     # unmark it, since SQLite hands the rolled-back number to the next event.
@@ -132,19 +148,14 @@ def test_a_revocation_that_rolls_back_does_not_hide_the_next_event(
     first = store.issue(user_name="alice", ttl=DAY)
     second = store.issue(user_name="bob", ttl=DAY)
     store.validate(first.token)  # starts this instance's watcher
-    backend = store._backend
-    transaction = backend.transaction
 
-    @contextlib.contextmanager
-    def refused(conn: Any) -> Iterator[None]:
-        with transaction(conn):
-            yield
-            raise RuntimeError("the commit is refused")
+    def refuse() -> None:
+        raise RuntimeError("the commit is refused")
 
-    backend.transaction = refused  # type: ignore[method-assign]
+    hook_transactions(monkeypatch, store, before_commit=refuse)
     with pytest.raises(RuntimeError):
         store.revoke(first.id)
-    backend.transaction = transaction  # type: ignore[method-assign]
+    monkeypatch.undo()
     heard: list[str | None] = []
     store.add_revocation_listener(heard.append)
 
