@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,11 +27,38 @@ __all__ = ["REPO", "Sample", "Server", "free_port", "raw_request"]
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port on 127.0.0.1 that was free a moment ago, never handed out before here.
+
+    Chosen below the kernel's ephemeral range, from which client sockets get
+    their own ports: a client that keeps connecting to a server that is down
+    (or never there) could otherwise connect to itself (TCP self-connect),
+    talk to itself, and hold the port the server restarts on.
+    """
+    end = _ephemeral_ports_start()
+    choices = random.Random()  # noqa: S311 (a port, not a secret)
+    for _ in range(1000):
+        port = choices.randrange(end // 2, end)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {end // 2} and {end}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import pwd
-import random
 import secrets
 import shutil
 import signal
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
+from loadtest.servers import free_port  # one implementation, below the ephemeral ports
 
 REPO = Path(__file__).resolve().parent.parent
 KEYSTONE_SCRIPTS = REPO / "scripts" / "keystone"
@@ -50,40 +51,6 @@ def _end(proc: subprocess.Popen[Any], wait: float, sig: int = signal.SIGTERM) ->
 
 class ServiceError(RuntimeError):
     """A test server could not be started; the message says why and what to do."""
-
-
-def _ephemeral_ports_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago, never handed out before here.
-
-    Chosen below the kernel's ephemeral range, from which client sockets get
-    their own ports: a client that keeps connecting to a server that is down
-    (or never there) could otherwise connect to itself (TCP self-connect),
-    talk to itself, and hold the port the server restarts on.
-    """
-    end = _ephemeral_ports_start()
-    choices = random.Random()
-    for _ in range(1000):
-        port = choices.randrange(end // 2, end)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise ServiceError(f"no free port on 127.0.0.1 between {end // 2} and {end}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
