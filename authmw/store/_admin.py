@@ -234,7 +234,7 @@ class StoreAdmin(StoreRules):
             with b.transaction(conn):
                 if not conn.execute(statement, (now, token_id)).rowcount:
                     return None
-                return add_event(conn, token_id, "revoked")
+                return add_event(token_id, "revoked")
 
         if self._write_events(write) is None:
             return False
@@ -286,7 +286,7 @@ class StoreAdmin(StoreRules):
                     ),
                     (newest(token), self._ring.newest, now, token_id),
                 )
-                add_event(conn, token_id, "rotated")
+                add_event(token_id, "rotated")
                 return row
 
         row = self._write_events(write)

@@ -23,7 +23,7 @@ from ._schema import check_peppers, migrate
 from ._tokens import PepperRing
 
 T = TypeVar("T")
-AddEvent = Callable[[Any, "str | None", str], int]
+AddEvent = Callable[["str | None", str], int]
 
 __all__ = ["DEFAULT_URL", "StoreBase", "StorePolicy"]
 
@@ -242,8 +242,8 @@ class StoreBase:
                 log.exception("revocation listener %r failed", listener)
 
     def _write_events(self, write: Callable[[Any, AddEvent], T]) -> T:
-        """``write(conn, add_event)`` in the backend, where ``add_event(conn, token_id,
-        kind)`` records an event in ``write``'s transaction; what ``write`` returns.
+        """``write(conn, add_event)`` in the backend, where ``add_event(token_id, kind)``
+        records an event in ``write``'s transaction on ``conn``; what ``write`` returns.
 
         The caller dispatches its events itself, so the running watcher must skip
         them. Each is marked before its transaction commits: the watcher may read
@@ -255,7 +255,7 @@ class StoreBase:
         def attempt(conn: Any) -> T:
             marked: list[int] = []
 
-            def add(conn: Any, token_id: str | None, kind: str) -> int:
+            def add(token_id: str | None, kind: str) -> int:
                 seq = add_event(b, conn, token_id, kind)
                 watcher = self._watcher
                 # A watcher started later reads only newer events: mark for a running one.

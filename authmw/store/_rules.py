@@ -70,7 +70,7 @@ class StoreRules(StoreBase):
                             b.sql("INSERT INTO authmw_settings (key, value) VALUES (?, ?)"),
                             (key, value),
                         )
-                add_event(conn, None, "policy")
+                add_event(None, "policy")
 
         self._write_events(write)
         self._reload_settings()
@@ -140,7 +140,7 @@ class StoreRules(StoreBase):
                     ),
                     (f"pepper_retired.{pepper_id}", repr(now)),
                 )
-                add_event(conn, None, "pepper")
+                add_event(None, "pepper")
                 return int(count)
 
         count = self._write_events(write)
