@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +17,16 @@ OTHER = "other-token-9876543210"
 BAD = "bad-token-abcdef"
 
 FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
+
+
+def until(condition: Callable[[], bool], seconds: float, step: float = 0.01) -> bool:
+    """Whether ``condition()`` came true within ``seconds``, asked every ``step``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
 
 
 def full_identity(**overrides: Any) -> Identity:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from helpers import (
     environ,
     full_identity,
     outage,
+    until,
 )
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,11 +99,7 @@ def test_coalesced_waits_with_real_threads() -> None:
     assert entered.wait(10)
     for thread in threads[1:]:
         thread.start()
-    deadline = time.monotonic() + 10
-    while (value(registry, "authmw_cache_coalesced_waits_total") or 0) < 7:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
+    until(lambda: (value(registry, "authmw_cache_coalesced_waits_total") or 0) >= 7, 10, 0.005)
     release.set()
     for thread in threads:
         thread.join(10)
@@ -200,9 +196,7 @@ def test_shared_cache_outage_is_visible() -> None:
     core = AuthCore(Counting({GOOD: full_identity()}), shared_cache=cache)
     registry = CollectorRegistry()
     register_metrics(core, registry=registry)
-    deadline = time.monotonic() + 10
-    while cache.stats.listen_errors == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: cache.stats.listen_errors > 0, 10)
     assert cache.stats.listen_errors == 1
     assert value(registry, "authmw_shared_cache_up") == 0
     now[0] += 61  # a retry is due: the next lookup tries Redis again

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from _services import RedisServer
-from helpers import Counting, full_identity
+from helpers import Counting, full_identity, until
 
 from authmw import CachedValidator
 from authmw._redis_listen import sign
@@ -22,15 +22,6 @@ pytestmark = pytest.mark.redis
 SECRET = "r" * 32 + "-revocations-test-secret"
 TOKEN = "published-token-0123456789"
 BOUND = 10.0  # generous: the measured p99 is in docs/benchmarks.md
-
-
-def until(condition: Callable[[], bool], seconds: float = BOUND) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class Process:
@@ -67,7 +58,7 @@ def test_a_revocation_in_one_process_drops_the_entry_in_another(
     b.cache.validate(TOKEN)  # b's own in-process entry (from the shared cache or its validator)
     assert b.cached()
     a.cache.invalidate("audit-pub")
-    assert until(lambda: not b.cached()), "b still serves the revoked token from its cache"
+    assert until(lambda: not b.cached(), BOUND), "b still serves the revoked token from its cache"
     assert not a.cached()
 
 
@@ -75,7 +66,7 @@ def test_a_revocation_of_everything_reaches_every_process(two: tuple[Process, Pr
     a, b = two
     b.cache.validate(TOKEN)
     a.cache.invalidate(None)
-    assert until(lambda: not b.cached())
+    assert until(lambda: not b.cached(), BOUND)
 
 
 def test_unsigned_or_foreign_messages_are_ignored(
@@ -90,7 +81,7 @@ def test_unsigned_or_foreign_messages_are_ignored(
     client.publish(channel, sign(b"k" * 32, b.shared._prefix, "audit-pub"))  # another secret
     client.publish(channel, b"0" * 32 + b":audit-pub")
     a.cache.invalidate("some-other-token")  # a signed one, after them: all have been read
-    assert until(lambda: b.channel.received == received + 1)
+    assert until(lambda: b.channel.received == received + 1, BOUND)
     assert b.cached()
 
 
@@ -108,15 +99,15 @@ def test_a_lost_subscription_warns_once_and_recovers_by_itself(
         def warnings() -> list[logging.LogRecord]:
             return [r for r in caplog.records if r.name == "authmw.redis"]
 
-        assert until(lambda: len(warnings()) >= 2)  # one per cache (two processes)
+        assert until(lambda: len(warnings()) >= 2, BOUND)  # one per cache (two processes)
         time.sleep(1.0)  # several reconnection attempts while it is down: no more
         assert len(warnings()) == 2
         assert "revoked in other processes" in warnings()[-1].getMessage()
         assert b.cached()  # the in-process entry keeps serving (cache_time bound)
         redis_server.start()
-        assert until(lambda: a.channel.subscribed.is_set() and b.channel.subscribed.is_set())
+        assert until(lambda: a.channel.subscribed.is_set() and b.channel.subscribed.is_set(), BOUND)
         a.cache.invalidate("audit-pub")
-        assert until(lambda: not b.cached())
+        assert until(lambda: not b.cached(), BOUND)
     finally:
         a.close()
         b.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import until
 
 import authmw
 from authmw import CachedValidator, InvalidToken
@@ -33,11 +34,8 @@ BOUND = 20.0  # generous: the watcher needs about 0.25 s
 
 
 def wait_for(condition: Callable[[], bool], what: str, bound: float = BOUND) -> None:
-    deadline = time.monotonic() + bound
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {bound} s: {what}")
-        time.sleep(0.02)
+    if not until(condition, bound, step=0.02):
+        pytest.fail(f"not within {bound} s: {what}")
 
 
 def watcher_threads() -> list[threading.Thread]:
