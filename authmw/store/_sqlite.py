@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -147,7 +148,18 @@ class SQLiteBackend(Backend):
 
     def prepare(self) -> None:
         def wal(conn: sqlite3.Connection) -> None:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            # The switch needs the file to itself, and SQLite refuses it at once while
+            # another connection writes, without the busy timeout: wait here instead
+            # (processes that open a new file together, as a server's workers do).
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.01)
             if mode is None or str(mode[0]).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (got {mode})")
 

@@ -297,6 +297,30 @@ def test_sqlite_uses_wal_and_a_private_file(tmp_path: Path) -> None:
         conn.close()
 
 
+def test_sqlite_waits_for_a_writer_before_switching_to_wal(tmp_path: Path) -> None:
+    # Another process writing while this one opens the file (workers starting
+    # together): SQLite refuses the switch to WAL at once, without its busy
+    # timeout, so the store waits for the lock itself, within its timeout.
+    path = tmp_path / "tokens.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    done = threading.Timer(0.3, writer.execute, ("COMMIT",))
+    done.start()
+    try:
+        with LocalTokenStore(f"sqlite:///{path}", timeout=30) as store:
+            assert store.validate(store.issue(user_name="alice", ttl=DAY).token)
+    finally:
+        done.join()
+        writer.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
 # -- outages ----------------------------------------------------------------
 def test_sqlite_in_a_missing_folder_is_unavailable(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/missing/tokens.db"
