@@ -686,7 +686,8 @@ class JWTValidator(RemoteService):
                 extra=extra,
                 **strings,
             )
-        except (TypeError, ValueError, OverflowError) as exc:
+        # OSError: datetime.fromtimestamp of an epoch the platform's time functions refuse.
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
             raise InvalidToken(f"the claims do not map to an identity: {exc}") from None
 
 

@@ -225,6 +225,13 @@ def test_expired_and_not_yet_valid_are_refused() -> None:
         rejected(V, signed_text(RSA, text))
 
 
+def test_times_no_datetime_can_hold_are_refused() -> None:
+    # Signed by the real key: an authentic but absurd time is refused, never a crash
+    # (on Linux, fromtimestamp raises OSError for this iat, ValueError for this exp).
+    assert "claims" in rejected(V, token(RSA, claims(iat=-67768040609740801)))
+    assert "claims" in rejected(V, token(RSA, claims(exp=10**20)))
+
+
 def test_unknown_kid_is_refused() -> None:
     assert "unknown key" in rejected(V, token(SigningKey.rsa("no-such-kid")))
     assert "unknown key" in rejected(V, token(RSA, header={"kid": "x" * 300}))
